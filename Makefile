@@ -1,0 +1,29 @@
+# ipt_data — set-up and everyday commands. `make test` and `make augment` are all a newcomer needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU torch: pip finds this exact release as a CPU build; an unpinned torch pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install test lint fixture clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check ipt_data tests scripts
+
+test: install lint
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
+
+# Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (a few minutes on CPU).
+fixture: install
+	$(BIN)/python scripts/build_tiny_synthesizer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,22 @@
+"""ipt_data: turn a raw text corpus into an Instruction Pre-Training corpus.
+
+Stages are plain `Dataset.map(batched=True)` functions: `chunk_batch`, `synthesize_batch`
+(or a configured `Synthesizer`), and the wire-format helpers `build_prompt` / `parse_pairs`.
+"""
+
+from ipt_data.budget import PromptEncoder, chunk_batch, prompt_budget
+from ipt_data.synthesize import Synthesizer, synthesis_features, synthesize_batch
+from ipt_data.wire import build_prompt, parse_pairs, render_pairs
+
+__all__ = [
+    "PromptEncoder",
+    "Synthesizer",
+    "build_prompt",
+    "chunk_batch",
+    "parse_pairs",
+    "prompt_budget",
+    "render_pairs",
+    "synthesis_features",
+    "synthesize_batch",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,255 @@
+"""Exact token counts with the synthesizer's tokenizer, prompt encoding and chunking (SPEC 1-2).
+
+A prompt is encoded part by part (see `wire.prompt_parts`): the markup's `<s>`/`</s>` become the
+BOS/EOS ids, and every text part is encoded with special-token parsing switched off, so a raw
+text that contains `<s>` or `</s>` is tokenized as plain text. The tokenizer itself splits a
+string at its special tokens before anything else, and every text part of our markup starts
+with a space, so for clean texts the ids equal those of the whole prompt string tokenized with
+`add_special_tokens=False`: exactly one BOS, at the start.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from ipt_data import wire
+
+DEFAULT_MAX_MODEL_LEN = 4096
+DEFAULT_MAX_NEW_TOKENS = 400
+
+
+def prompt_budget(max_model_len: int = DEFAULT_MAX_MODEL_LEN, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> int:
+    """The most prompt tokens that leave room for `max_new_tokens` (4096 - 400 = 3696)."""
+    if max_new_tokens < 1 or max_model_len <= max_new_tokens:
+        raise ValueError(f"max_model_len ({max_model_len}) must exceed max_new_tokens ({max_new_tokens}) >= 1")
+    return max_model_len - max_new_tokens
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The synthesizer's fast tokenizer, cached per process."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if not getattr(tok, "is_fast", False):
+        raise TypeError(f"{name_or_path}: ipt_data needs a fast (Rust) tokenizer for exact batched counts")
+    return tok
+
+
+class PromptEncoder:
+    """Encodes prompts and counts tokens exactly, batched, with the synthesizer's tokenizer."""
+
+    def __init__(self, tokenizer: Any):
+        if isinstance(tokenizer, PromptEncoder):
+            tokenizer = tokenizer.tokenizer
+        if isinstance(tokenizer, str):
+            tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        backend.encode_special_tokens = True  # special-token strings inside texts stay plain text
+        self._backend = backend
+        self.special_ids = {s: self._special_id(s) for s in (wire.BOS, wire.EOS)}
+        self.bos_id, self.eos_id = self.special_ids[wire.BOS], self.special_ids[wire.EOS]
+
+    def _special_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token:
+            raise ValueError(f"the tokenizer has no {token!r} token; it is not the synthesizer's tokenizer")
+        return token_id
+
+    def __reduce__(self):  # pickles as its tokenizer (datasets fingerprints and ships fn_kwargs)
+        return (PromptEncoder, (self.tokenizer,))
+
+    def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Plain-text ids, batched; no special tokens added or parsed."""
+        if not texts:
+            return []
+        return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def count_texts(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.encode_texts(texts)]
+
+    def encode_parts_batch(self, prompts: Sequence[Sequence[tuple[str, str]]]) -> list[list[int]]:
+        """Ids of several prompts given as `wire.prompt_parts`, with one batched tokenizer call."""
+        texts = [value for parts in prompts for kind, value in parts if kind == "text"]
+        encoded = iter(self.encode_texts(texts))
+        out = []
+        for parts in prompts:
+            ids: list[int] = []
+            for kind, value in parts:
+                ids += [self.special_ids[value]] if kind == "special" else next(encoded)
+            out.append(ids)
+        return out
+
+    def encode_prompt(self, text: str, demos: Sequence[wire.Demo] = ()) -> list[int]:
+        return self.encode_parts_batch([wire.prompt_parts(text, demos)])[0]
+
+    def context_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of the single-text prompt `<s> <CON> text </CON>\\n\\n` of each text."""
+        return [[self.bos_id, *ids] for ids in self.encode_texts([wire.context_body(t) for t in texts])]
+
+    def demo_ids(self, examples: Sequence[wire.Demo]) -> list[list[int]]:
+        """Ids of each `(text, pairs)` rendered as an earlier example: `<s> ... pairs</s>`."""
+        bodies = [wire.demo_body(t, p) for t, p in examples]
+        return [[self.bos_id, *ids, self.eos_id] for ids in self.encode_texts(bodies)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_encoder(name_or_path: str) -> PromptEncoder:
+    return PromptEncoder(load_tokenizer(name_or_path))
+
+
+def get_encoder(tokenizer: Any) -> PromptEncoder:
+    """A `PromptEncoder` for a tokenizer object, or for a model name/path (cached per process)."""
+    if isinstance(tokenizer, PromptEncoder):
+        return tokenizer
+    return _cached_encoder(tokenizer) if isinstance(tokenizer, str) else PromptEncoder(tokenizer)
+
+
+# --- chunking -------------------------------------------------------------------------------
+
+# Boundaries, coarsest first: blank lines (paragraphs), sentence ends, whitespace (words).
+_BOUNDARIES = [
+    re.compile(r"\n[^\S\n]*\n\s*"),
+    re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])[\"')\]\u201d\u2019]*\s+"),
+    re.compile(r"\s+"),
+]
+
+
+def _split_after(text: str, pattern: re.Pattern) -> list[str]:
+    """Pieces of `text` cut after each match of `pattern`; they join back to `text` exactly."""
+    pieces, start = [], 0
+    for m in pattern.finditer(text):
+        if m.end() > start and m.end() < len(text):
+            pieces.append(text[start : m.end()])
+            start = m.end()
+    pieces.append(text[start:])
+    return [p for p in pieces if p]
+
+
+def chunk_text(text: str, encoder: PromptEncoder, budget: int) -> list[str]:
+    """Cut `text` into slices whose single-text prompts fit `budget` tokens; they join to `text`.
+
+    Cuts at paragraph breaks, then sentence ends, then whitespace; mid-word only when one word
+    alone exceeds the budget.
+    """
+    overhead = len(encoder.context_ids([""])[0])
+    if budget <= overhead:
+        raise ValueError(f"a prompt budget of {budget} tokens leaves no room for text (markup: {overhead})")
+
+    def fits_all(pieces: list[str]) -> list[bool]:
+        return [len(ids) <= budget for ids in encoder.context_ids(pieces)]
+
+    def chunk(piece: str, level: int) -> list[str]:
+        if fits_all([piece])[0]:
+            return [piece]
+        if level == len(_BOUNDARIES):
+            return _cut_chars(piece, lambda s: fits_all([s])[0])
+        units = _split_after(piece, _BOUNDARIES[level])
+        if len(units) == 1:
+            return chunk(piece, level + 1)
+        return pack(units, level)
+
+    def pack(units: list[str], level: int) -> list[str]:
+        room = budget - overhead
+        groups: list[list[str]] = []
+        current: list[str] = []
+        used = 0
+        for unit, n in zip(units, encoder.count_texts(units), strict=True):
+            if current and used + n > room:
+                groups.append(current)
+                current, used = [], 0
+            current.append(unit)
+            used += n
+        groups.append(current)
+        joined = ["".join(g) for g in groups]
+        out: list[str] = []
+        for group, text_, ok in zip(groups, joined, fits_all(joined), strict=True):
+            if ok:
+                out.append(text_)
+            elif len(group) == 1:
+                out += chunk(text_, level + 1)
+            else:  # merges across units made the sum an underestimate: halve and retry
+                half = len(group) // 2
+                out += pack(group[:half], level) + pack(group[half:], level)
+        return out
+
+    return chunk(text, 0)
+
+
+def _cut_chars(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """Longest prefixes that fit, found by binary search; the last resort for one huge word."""
+    out = []
+    while text:
+        if fits(text):
+            out.append(text)
+            break
+        lo, hi = 1, len(text)  # fits(text[:lo]) is assumed; fits(text[:hi]) is false
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(text[:mid]):
+                lo = mid
+            else:
+                hi = mid
+        out.append(text[:lo])
+        text = text[lo:]
+    return out
+
+
+def content_id(text: Any) -> str:
+    """A stable 16-hex-digit id of a value's text, for rows that carry no id of their own."""
+    return hashlib.blake2b(str(text).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def chunk_batch(
+    batch: dict[str, list],
+    indices: Sequence[int] | None = None,
+    *,
+    tokenizer: Any,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    max_prompt_tokens: int | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+) -> dict[str, list]:
+    """`Dataset.map(batched=True)` stage: split texts too long for one prompt into chunks.
+
+    Adds `doc_id` (the `id_column` value, else the row index when mapped `with_indices=True`,
+    else a hash of the text) and `chunk` (index within the document); `text_column` holds the
+    chunk. Other columns are repeated on every chunk of their row. Values that are not
+    non-empty strings pass through as one chunk, for `synthesize_batch` to give a status.
+    """
+    if text_column not in batch:
+        raise KeyError(f"no text column {text_column!r}; the columns are {sorted(batch)}")
+    encoder = get_encoder(tokenizer)
+    budget = max_prompt_tokens or prompt_budget(max_model_len, max_new_tokens)
+    texts = batch[text_column]
+    if id_column is not None:
+        doc_ids = [str(x) for x in batch[id_column]]
+    elif indices is not None:
+        doc_ids = [str(i) for i in indices]
+    else:
+        doc_ids = [content_id(t) for t in texts]
+    valid = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    lengths = dict(zip(valid, map(len, encoder.context_ids([texts[i] for i in valid])), strict=True))
+    out: dict[str, list] = {k: [] for k in batch}
+    out.update(doc_id=[], chunk=[])
+    for row, text in enumerate(texts):
+        pieces = chunk_text(text, encoder, budget) if lengths.get(row, 0) > budget else [text]
+        for k, piece in enumerate(pieces):
+            for col, values in batch.items():
+                out[col].append(piece if col == text_column else values[row])
+            out["doc_id"].append(doc_ids[row])
+            out["chunk"].append(k)
+    return out

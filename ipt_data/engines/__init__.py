@@ -1,0 +1,75 @@
+"""Generation engines behind one protocol, cached per process (and per rank).
+
+`load_engine(model, engine="auto"|"hf", rank=None, **options)` returns the engine serving
+`model` in this process, building it on first use. With `Dataset.map(..., with_rank=True,
+num_proc=N)`, rank r runs on GPU r mod n_gpus, or on the CPU when there is none.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ipt_data.engines.base import Completion, Engine, MissingExtraError
+
+__all__ = ["Completion", "Engine", "MissingExtraError", "load_engine", "resolve_device", "available_engines"]
+
+_CACHE: dict[tuple, Engine] = {}  # the per-process engine cache
+_IMPORT_PID = os.getpid()
+
+
+def _fork_safe_threads(device: str) -> None:
+    """In a worker forked from a process that already ran torch on the CPU (`Dataset.map(num_proc=N)`),
+    OpenMP's thread pool deadlocks; one torch thread per worker process avoids it."""
+    if device == "cpu" and os.getpid() != _IMPORT_PID:
+        import torch
+
+        if torch.get_num_threads() > 1:
+            torch.set_num_threads(1)
+
+
+def resolve_device(rank: int | None = None, device: str | None = None) -> str:
+    """`device` if given, else `cuda:{rank mod n_gpus}` when GPUs are visible, else `cpu`."""
+    if device:
+        return device
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{(rank or 0) % n}" if n else "cpu"
+
+
+def _build_hf(model: str, device: str, **options: Any) -> Engine:
+    from ipt_data.engines.hf import HFEngine
+
+    return HFEngine(model, device=device, **options)
+
+
+_BUILDERS = {"hf": _build_hf}
+
+
+def available_engines() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def _pick(engine: str, device: str) -> str:
+    if engine != "auto":
+        return engine
+    return "hf"
+
+
+def load_engine(model: str, engine: str = "auto", rank: int | None = None, **options: Any) -> Engine:
+    """The cached engine `engine` for `model` on this process's device (see module doc)."""
+    device = resolve_device(rank, options.pop("device", None))
+    _fork_safe_threads(device)
+    name = _pick(engine, device)
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {['auto', *available_engines()]}")
+    key = (name, model, device, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    if key not in _CACHE:
+        _CACHE[key] = _BUILDERS[name](model, device, **options)
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Drop every cached engine of this process (frees their memory once unreferenced)."""
+    _CACHE.clear()

@@ -1,0 +1,43 @@
+"""The engine protocol: token-id prompts in, one `Completion` per prompt out.
+
+An engine never fails a whole batch for one prompt: a prompt it cannot serve comes back as a
+`Completion` with `finish_reason="error"` and the reason in `error`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string), "length" (max_new_tokens), "error"
+    prompt_tokens: int
+    completion_tokens: int
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, prompt_tokens: int, error: str) -> Completion:
+        return cls("", "error", prompt_tokens, 0, error)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    max_model_len: int
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[Completion]:
+        """One completion per prompt, in the order of `prompts`."""
+        ...
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+    def __init__(self, engine: str, package: str, extra: str):
+        super().__init__(f"the {engine!r} engine needs the {package!r} package: pip install 'ipt-data[{extra}]'")

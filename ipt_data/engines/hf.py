@@ -1,0 +1,112 @@
+"""The `hf` engine: transformers `generate`, batched and left-padded, on one GPU or the CPU.
+
+Prompts are sorted by length and cut into micro-batches of `batch_size` so that prompts of like
+length share a batch (little padding); `generate` stops as soon as every sequence of the batch
+has produced EOS. Greedy by default; bf16 on GPU, float32 on CPU (both overridable). A batch
+that fails (out of memory, say) is split in halves and retried, down to single prompts; a prompt
+that still fails, or that leaves no room to generate, gets an error completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ipt_data.budget import load_tokenizer
+from ipt_data.engines.base import Completion
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "cpu",
+        dtype: str | None = None,
+        batch_size: int = 32,
+        max_model_len: int = 4096,
+        trust_remote_code: bool = False,
+    ):
+        from transformers import AutoModelForCausalLM
+
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        ).to(self.device)
+        self.model.eval()
+        self.tokenizer = load_tokenizer(model, trust_remote_code)
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self.batch_size = max(1, batch_size)
+        limit = getattr(self.model.config, "max_position_embeddings", None) or max_model_len
+        self.max_model_len = min(max_model_len, limit)
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(prompts)
+        runnable = []
+        for i, p in enumerate(prompts):
+            if not p:
+                results[i] = Completion.failed(0, "empty prompt")
+            elif len(p) >= self.max_model_len:
+                results[i] = Completion.failed(
+                    len(p), f"prompt of {len(p)} tokens does not fit max_model_len={self.max_model_len}"
+                )
+            else:
+                runnable.append(i)
+        runnable.sort(key=lambda i: len(prompts[i]))
+        for start in range(0, len(runnable), self.batch_size):
+            chunk = runnable[start : start + self.batch_size]
+            for i, completion in zip(
+                chunk, self._run([prompts[i] for i in chunk], max_new_tokens, temperature, seed), strict=True
+            ):
+                results[i] = completion
+        return results  # type: ignore[return-value]
+
+    def _run(self, prompts: list[Sequence[int]], max_new_tokens: int, temperature: float, seed: int):
+        try:
+            return self._generate(prompts, max_new_tokens, temperature, seed)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing prompt(s), keep the rest
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(prompts) == 1:
+                return [Completion.failed(len(prompts[0]), f"{type(exc).__name__}: {exc}")]
+            half = len(prompts) // 2
+            return self._run(prompts[:half], max_new_tokens, temperature, seed) + self._run(
+                prompts[half:], max_new_tokens, temperature, seed
+            )
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[Sequence[int]], max_new_tokens: int, temperature: float, seed: int):
+        width = max(len(p) for p in prompts)
+        new_tokens = min(max_new_tokens, self.max_model_len - width)
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        sampling = {"do_sample": False} if temperature <= 0 else {"do_sample": True, "temperature": temperature}
+        if temperature > 0:
+            torch.manual_seed(seed)
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            top_k=None,
+            top_p=None,
+            **sampling,
+        )
+        completions = []
+        for p, row in zip(prompts, out[:, width:].tolist(), strict=True):
+            if self.eos_id in row:
+                row, reason = row[: row.index(self.eos_id) + 1], "stop"
+            else:
+                reason = "length"
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            completions.append(Completion(text, reason, len(p), len(row)))
+        return completions

@@ -1,0 +1,122 @@
+"""The tiny synthesizer fixture: where it lives and the synthetic world it was trained on.
+
+`scripts/build_tiny_synthesizer.py` trains a ~0.5 MB Mistral-architecture model on examples from
+`synthetic_example`, written in the real synthesizer's wire format. Tests, the offline demo and
+the benchmarks use it in place of the 7B `instruction-pretrain/instruction-synthesizer`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+TINY_SYNTHESIZER = str(Path(__file__).parent / "assets" / "tiny-synthesizer")
+REAL_SYNTHESIZER = "instruction-pretrain/instruction-synthesizer"
+
+NAMES = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Leo",
+    "Maya",
+    "Nils",
+    "Olga",
+    "Pedro",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Viktor",
+]
+CITIES = {
+    "Lisbon": "Portugal",
+    "Oslo": "Norway",
+    "Lyon": "France",
+    "Kyoto": "Japan",
+    "Quito": "Ecuador",
+    "Cairo": "Egypt",
+    "Perth": "Australia",
+    "Denver": "America",
+    "Milan": "Italy",
+    "Krakow": "Poland",
+    "Dublin": "Ireland",
+    "Seoul": "Korea",
+}
+JOBS = [
+    "baker",
+    "nurse",
+    "pilot",
+    "farmer",
+    "teacher",
+    "painter",
+    "doctor",
+    "sailor",
+    "writer",
+    "carpenter",
+    "chemist",
+    "gardener",
+]
+FOODS = ["rice", "bread", "apples", "soup", "eggs", "fish", "noodles", "cheese", "beans", "honey"]
+ANIMALS = ["cat", "dog", "parrot", "horse", "rabbit", "goat", "turtle", "hamster"]
+COLORS = ["red", "blue", "green", "white", "black", "brown", "grey", "yellow"]
+PETS = ["Milo", "Luna", "Pip", "Rex", "Daisy", "Otto", "Bella", "Ziggy"]
+HOBBIES = ["chess", "music", "hiking", "cooking", "tennis", "reading", "fishing", "dancing"]
+
+
+def _options(rng: random.Random, answer: str, pool: list[str], k: int = 3) -> list[str]:
+    others = rng.sample([x for x in pool if x != answer], k - 1)
+    items = [answer, *others]
+    rng.shuffle(items)
+    return items
+
+
+def synthetic_example(rng: random.Random) -> tuple[str, list[dict[str, str]]]:
+    """One `(text, pairs)` example of the fixture's world: facts about a person, and questions."""
+    name, city = rng.choice(NAMES), rng.choice(list(CITIES))
+    job, food, animal = rng.choice(JOBS), rng.choice(FOODS), rng.choice(ANIMALS)
+    color, pet, hobby, age = rng.choice(COLORS), rng.choice(PETS), rng.choice(HOBBIES), rng.randint(20, 70)
+    facts = [
+        f"{name} is a {job} who lives in {city}.",
+        f"{name} has a {color} {animal} called {pet}.",
+        f"Every morning {name} eats {food}.",
+        f"{name} is {age} years old and loves {hobby}.",
+    ]
+    first, rest = facts[0], facts[1:]
+    rng.shuffle(rest)
+    text = " ".join([first, *rest[: rng.randint(1, 3)]])
+    candidates = [
+        (f"Where does {name} live?", f"{name} lives in {city}."),
+        (f"What is the job of {name}?", f"{name} works as a {job}."),
+        (f"What does {name} eat every morning?\nOptions:\n- " + "\n- ".join(_options(rng, food, FOODS)), food),
+        (
+            f"In which country does {name} live?\nLet's think step by step.",
+            f"{name} lives in {city}, and {city} is in {CITIES[city]}.\nTherefore, the answer is {CITIES[city]}",
+        ),
+    ]
+    if f"called {pet}" in text:
+        candidates.append((f"What kind of animal is {pet}?", f"{pet} is a {color} {animal}."))
+        candidates.append(
+            (
+                f"What color is {pet}?\nOptions:\n- "
+                + "\n- ".join(_options(rng, color, COLORS))
+                + "\nLet's think step by step.",
+                f"{pet} is a {color} {animal}.\nTherefore, the answer is {color}",
+            )
+        )
+    if "loves" in text:
+        candidates.append((f"What does {name} love?", f"{name} loves {hobby}."))
+    chosen = rng.sample(candidates, rng.randint(2, min(4, len(candidates))))
+    return text, [{"instruction": q, "response": a} for q, a in chosen]
+
+
+def synthetic_texts(n: int, seed: int = 0) -> list[str]:
+    """`n` in-distribution raw texts for the fixture (pairs not included)."""
+    rng = random.Random(seed)
+    return [synthetic_example(rng)[0] for _ in range(n)]

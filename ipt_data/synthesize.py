@@ -1,0 +1,242 @@
+"""`synthesize_batch` / `Synthesizer`: M-round chains of texts through the synthesizer (SPEC 2).
+
+Within one batch, the valid texts are grouped in order into chains of up to M (`rounds`). Round r
+prompts the r-th text of every chain at once (one engine call per round), preceded by the
+earlier examples of its chain that got at least one pair. A prompt that would exceed the prompt
+budget (max_model_len - max_new_tokens, counted in real tokens) breaks the chain: the text is
+prompted alone and starts a new chain. Chains never leave their batch.
+
+Output columns, besides the input's: `pairs`, `chain`, `shot`, `inherits`, `synth_status`,
+`prompt_tokens`, `completion_tokens`, `invalid_pairs` (pieces of the completion rejected by the
+parser), and for templify `continued` (the next row of the chain inherits from this one) and
+`chain_prefix` (on the last row of a run of inheriting rows: a JSON list of the earlier rows'
+`text` and `pairs`; else ""), so every pre-training text can be rendered from one row, whatever the batching, sharding
+or order of later stages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipt_data import wire
+from ipt_data.budget import (
+    DEFAULT_MAX_MODEL_LEN,
+    DEFAULT_MAX_NEW_TOKENS,
+    PromptEncoder,
+    content_id,
+    get_encoder,
+    prompt_budget,
+)
+from ipt_data.engines import Engine, load_engine
+
+
+def synthesis_features(features=None):
+    """The `datasets.Features` of `synthesize_batch`'s output: `features` (the input's) plus ours.
+
+    Pass it to `Dataset.map(..., features=...)`: without it, a first written batch in which no
+    row got a pair would fix `pairs` as an Arrow null column and a later batch would fail to cast.
+    """
+    from datasets import Features, List, Value
+
+    pair = {"instruction": Value("string"), "response": Value("string")}
+    ours = {
+        "pairs": List(pair),
+        "chain": Value("string"),
+        "shot": Value("int32"),
+        "inherits": Value("bool"),
+        "synth_status": Value("string"),
+        "prompt_tokens": Value("int32"),
+        "completion_tokens": Value("int32"),
+        "invalid_pairs": Value("int32"),
+        "continued": Value("bool"),
+        "chain_prefix": Value("string"),
+    }
+    return Features({**(features or {}), **ours})
+
+
+def _text_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "empty_text"
+    if not isinstance(value, str):
+        return f"invalid_text: {type(value).__name__}"
+    return None
+
+
+def _row_keys(batch: dict[str, list], texts: list) -> list[str]:
+    """A readable id per row: `doc_id:chunk` after `chunk_batch`, else a hash of the text."""
+    if "doc_id" in batch:
+        chunks = batch.get("chunk") or [0] * len(texts)
+        return [f"{d}:{c}" for d, c in zip(batch["doc_id"], chunks, strict=True)]
+    return [content_id(t) for t in texts]
+
+
+@dataclass
+class Synthesizer:
+    """Configure once, then call on batches: `ds.map(Synthesizer(model=...), batched=True)`."""
+
+    model: str
+    rounds: int = 1
+    engine: str | Engine = "auto"  # a name for load_engine, or a ready Engine
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    text_column: str = "text"
+    tokenizer: Any = None  # defaults to the model's own
+    temperature: float = 0.0
+    seed: int = 0
+    engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        self.budget = prompt_budget(self.max_model_len, self.max_new_tokens)
+
+    def load_engine(self, rank: int | None = None) -> Engine:
+        if isinstance(self.engine, Engine):  # a ready engine object, used as given
+            return self.engine
+        return load_engine(self.model, self.engine, rank=rank, max_model_len=self.max_model_len, **self.engine_options)
+
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        if self.text_column not in batch:
+            raise KeyError(f"no text column {self.text_column!r}; the columns are {sorted(batch)}")
+        texts = list(batch[self.text_column])
+        rows = _Rows(texts, _row_keys(batch, texts))
+        valid = [i for i in range(len(texts)) if rows.status[i] is None]
+        if valid:
+            encoder = get_encoder(self.tokenizer or self.model)
+            context = dict(zip(valid, encoder.context_ids([texts[i] for i in valid]), strict=True))
+            for i in valid:
+                if len(context[i]) > self.budget:
+                    rows.status[i] = (
+                        f"too_long: {len(context[i])} prompt tokens > budget {self.budget}; "
+                        "split long texts with chunk_batch first"
+                    )
+            valid = [i for i in valid if rows.status[i] is None]
+            groups = [valid[k : k + self.rounds] for k in range(0, len(valid), self.rounds)]
+            if groups:
+                self._run_rounds(groups, rows, encoder, context, rank)
+        return {**batch, **rows.columns()}
+
+    def _run_rounds(
+        self,
+        groups: list[list[int]],
+        rows: _Rows,
+        encoder: PromptEncoder,
+        context: dict[int, list[int]],
+        rank: int | None,
+    ) -> None:
+        engine = self.load_engine(rank)
+        demo_ids: dict[int, list[int]] = {}  # rows that got pairs -> their ids as an earlier example
+        start = {g[0]: 0 for g in groups}  # group's first row -> position where its current chain starts
+        for r in range(self.rounds):
+            requests: list[tuple[int, list[int]]] = []
+            for g in groups:
+                if r >= len(g):
+                    continue
+                i, head = g[r], g[0]
+                ids = [tok for m in g[start[head] : r] if m in demo_ids for tok in demo_ids[m]] + context[i]
+                if r > 0 and len(ids) > self.budget:  # the chain breaks: prompt alone, start anew
+                    start[head], ids = r, context[i]
+                rows.chain[i], rows.shot[i] = rows.keys[g[start[head]]], r - start[head]
+                if rows.shot[i] > 0:
+                    rows.predecessor[i] = g[r - 1]
+                requests.append((i, ids))
+            completions = engine.generate(
+                [ids for _, ids in requests],
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+                seed=self.seed,
+            )
+            for (i, _), completion in zip(requests, completions, strict=True):
+                rows.record(i, completion)
+            got = [i for i, _ in requests if rows.pairs[i]]
+            for i, ids in zip(got, encoder.demo_ids([(rows.texts[i], rows.pairs[i]) for i in got]), strict=True):
+                demo_ids[i] = ids
+
+
+class _Rows:
+    """The per-row outputs of one batch while it is being synthesized."""
+
+    def __init__(self, texts: list, keys: list[str]):
+        n = len(texts)
+        self.texts, self.keys = texts, keys
+        self.status: list[str | None] = [_text_problem(t) for t in texts]
+        self.pairs: list[list[dict]] = [[] for _ in range(n)]
+        self.invalid = [0] * n
+        self.prompt_tokens, self.completion_tokens = [0] * n, [0] * n
+        self.chain, self.shot = list(keys), [0] * n
+        self.predecessor: dict[int, int] = {}  # row -> previous row of its chain
+
+    def record(self, i: int, completion) -> None:
+        self.prompt_tokens[i], self.completion_tokens[i] = completion.prompt_tokens, completion.completion_tokens
+        if completion.finish_reason == "error":
+            self.status[i] = f"engine_error: {completion.error}"
+            return
+        self.pairs[i], self.invalid[i] = wire.parse_completion(completion.text)
+        self.status[i] = "ok" if self.pairs[i] else "no_pairs"
+
+    def columns(self) -> dict[str, list]:
+        n = len(self.texts)
+        # a row inherits when its predecessor was in its prompt (it had pairs) and it got pairs itself
+        inherits = [
+            i in self.predecessor and bool(self.pairs[self.predecessor[i]]) and bool(self.pairs[i]) for i in range(n)
+        ]
+        continued = [False] * n
+        run: dict[int, list[int]] = {}  # row -> the earlier rows of its inheriting run
+        for i in range(n):
+            if inherits[i]:
+                pred = self.predecessor[i]
+                continued[pred] = True
+                run[i] = [*run.get(pred, []), pred]
+        prefix = [""] * n
+        for i, members in run.items():
+            if not continued[i]:
+                prefix[i] = json.dumps(
+                    [{"text": self.texts[m], "pairs": self.pairs[m]} for m in members], ensure_ascii=False
+                )
+        return {
+            "pairs": self.pairs,
+            "chain": self.chain,
+            "shot": self.shot,
+            "inherits": inherits,
+            "synth_status": self.status,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "invalid_pairs": self.invalid,
+            "continued": continued,
+            "chain_prefix": prefix,
+        }
+
+
+def synthesize_batch(
+    batch: dict[str, list],
+    rank: int | None = None,
+    *,
+    model: str,
+    rounds: int = 1,
+    engine: str | Engine = "auto",
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    text_column: str = "text",
+    tokenizer: Any = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+    engine_options: dict[str, Any] | None = None,
+) -> dict[str, list]:
+    """`Dataset.map(batched=True[, with_rank=True])` stage: instruction-response pairs per text.
+
+    See `Synthesizer` and the module doc; rows out == rows in, input columns carried.
+    """
+    return Synthesizer(
+        model=model,
+        rounds=rounds,
+        engine=engine,
+        max_model_len=max_model_len,
+        max_new_tokens=max_new_tokens,
+        text_column=text_column,
+        tokenizer=tokenizer,
+        temperature=temperature,
+        seed=seed,
+        engine_options=dict(engine_options or {}),
+    )(batch, rank)
