@@ -1,0 +1,164 @@
+"""`mix`: augmented texts + raw texts + general instructions into one pre-training corpus (SPEC 4).
+
+- From scratch (paper): convert a fraction of the corpus (`split_for_conversion`, 1/5) and keep
+  the rest raw.
+- Domain-adaptive: convert everything and add general instruction data at `general_ratio`
+  general : augmented, counted in tokens (default) or examples; a general example is its question
+  and response joined by one space.
+
+Every output row has `text`, `kind` (`augmented`, `raw`, `general`) and `n_tokens` (tokens with
+the given tokenizer, else whitespace-separated words). A `Dataset` in gives a `Dataset` out, fully
+shuffled with `seed`; an `IterableDataset` (streaming) gives an `IterableDataset`, with general
+examples drawn in as the augmented tokens accrue and a seeded buffer shuffle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, Features, IterableDataset, Value, concatenate_datasets
+
+MIX_FEATURES = Features({"text": Value("string"), "kind": Value("string"), "n_tokens": Value("int64")})
+GENERAL_COLUMNS = ("question", "response")
+
+
+def token_counter(tokenizer: Any = None) -> Callable[[list[str]], list[int]]:
+    """Batched token counts with `tokenizer` (object or model name); words when it is None."""
+    if tokenizer is None:
+        return lambda texts: [len(t.split()) for t in texts]
+    from ipt_data.budget import get_encoder
+
+    return get_encoder(tokenizer).count_texts
+
+
+def general_text(question: str, response: str) -> str:
+    """A general instruction example as pre-training text: question and response, one space apart."""
+    return f"{question} {response}"
+
+
+def _normalizer(kind: str, count, text_column: str, general_columns: tuple[str, str]):
+    def normalize(batch: dict[str, list]) -> dict[str, list]:
+        if kind == "general":
+            q, r = general_columns
+            missing = [c for c in general_columns if c not in batch]
+            if missing:
+                raise KeyError(f"general data needs columns {list(general_columns)}; it has {sorted(batch)}")
+            texts = [general_text(a or "", b or "") for a, b in zip(batch[q], batch[r], strict=True)]
+        else:
+            if text_column not in batch:
+                raise KeyError(f"no text column {text_column!r}; the columns are {sorted(batch)}")
+            texts = [t if isinstance(t, str) else "" for t in batch[text_column]]
+        kinds = batch["kind"] if kind == "augmented" and "kind" in batch else [kind] * len(texts)
+        return {"text": texts, "kind": list(kinds), "n_tokens": count(texts)}
+
+    return normalize
+
+
+def _prepare(ds, kind: str, count, text_column: str, general_columns: tuple[str, str]):
+    fn = _normalizer(kind, count, text_column, general_columns)
+    if ds.column_names is None:  # a stream whose schema is not known yet
+        return ds.map(fn, batched=True).select_columns(list(MIX_FEATURES))
+    return ds.map(fn, batched=True, remove_columns=ds.column_names, features=MIX_FEATURES)
+
+
+def mix(
+    augmented: Dataset | IterableDataset,
+    *,
+    raw: Dataset | IterableDataset | None = None,
+    general: Dataset | IterableDataset | None = None,
+    general_ratio: float | None = None,
+    by: str = "tokens",
+    tokenizer: Any = None,
+    seed: int = 0,
+    text_column: str = "text",
+    general_columns: tuple[str, str] = GENERAL_COLUMNS,
+    shuffle_buffer: int = 10_000,
+) -> Dataset | IterableDataset:
+    """Interleave augmented, raw and general data (see module doc)."""
+    if by not in ("tokens", "examples"):
+        raise ValueError(f"by must be 'tokens' or 'examples', got {by!r}")
+    if general is not None and general_ratio is None:
+        general_ratio = 1.0
+    if general_ratio is not None and general_ratio < 0:
+        raise ValueError(f"general_ratio must be >= 0, got {general_ratio}")
+    count = token_counter(tokenizer)
+    parts = {"augmented": augmented, "raw": raw, "general": general}
+    prepared = {k: _prepare(v, k, count, text_column, general_columns) for k, v in parts.items() if v is not None}
+    if isinstance(augmented, IterableDataset):
+        return _mix_streaming(prepared, general_ratio, by, seed, shuffle_buffer)
+    aug = prepared["augmented"]
+    out = [aug] + ([prepared["raw"]] if "raw" in prepared else [])
+    if "general" in prepared and general_ratio:
+        out.append(_take_general(prepared["general"], aug, general_ratio, by, seed))
+    return concatenate_datasets(out).shuffle(seed=seed).flatten_indices()
+
+
+def _take_general(general: Dataset, aug: Dataset, ratio: float, by: str, seed: int) -> Dataset:
+    """The shortest seeded-shuffled prefix of `general` that reaches `ratio` x the augmented size."""
+    general = general.shuffle(seed=seed + 1)
+    if by == "examples":
+        return general.select(range(min(len(general), round(ratio * len(aug)))))
+    target = ratio * float(np.sum(aug["n_tokens"], dtype=np.int64))
+    cumulative = np.cumsum(np.asarray(general["n_tokens"], dtype=np.int64))
+    k = int(np.searchsorted(cumulative, target))  # first prefix reaching the target
+    if k > 0 and k < len(cumulative) and target - cumulative[k - 1] < cumulative[k] - target:
+        k -= 1  # the shorter prefix is closer to the target
+    return general.select(range(min(len(general), k + 1)))
+
+
+def _mix_streaming(prepared: dict, ratio: float | None, by: str, seed: int, buffer: int) -> IterableDataset:
+    def rows() -> Iterator[dict]:
+        general = (
+            iter(prepared["general"].shuffle(seed=seed + 1, buffer_size=buffer)) if "general" in prepared else None
+        )
+        raw = iter(prepared["raw"]) if "raw" in prepared else None
+        aug_size = general_size = 0.0
+        for row in prepared["augmented"]:
+            yield row
+            aug_size += row["n_tokens"] if by == "tokens" else 1
+            while general is not None and ratio and general_size < ratio * aug_size:
+                g = next(general, None)
+                if g is None:
+                    general = None
+                    break
+                yield g
+                general_size += g["n_tokens"] if by == "tokens" else 1
+            if raw is not None:  # raw texts alternate with augmented ones until either runs out
+                r = next(raw, None)
+                if r is None:
+                    raw = None
+                else:
+                    yield r
+        if raw is not None:
+            yield from raw
+
+    return IterableDataset.from_generator(rows, features=MIX_FEATURES).shuffle(seed=seed, buffer_size=buffer)
+
+
+def _unit(seed: int, index: int) -> float:
+    h = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def split_for_conversion(
+    ds: Dataset | IterableDataset, fraction: float = 0.2, seed: int = 0
+) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset]:
+    """`(to_convert, rest)`: a seeded `fraction` of the rows to augment, the others to keep raw.
+
+    Both keep the corpus order. A `Dataset` splits exactly (round(fraction x rows)); a streaming
+    `IterableDataset` keeps each row with probability `fraction` by a seeded hash of its index.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if isinstance(ds, IterableDataset):
+
+        def chosen(_: dict, i: int) -> bool:
+            return _unit(seed, i) < fraction
+
+        return ds.filter(chosen, with_indices=True), ds.filter(lambda r, i: not chosen(r, i), with_indices=True)
+    order = np.random.default_rng(seed).permutation(len(ds))
+    k = round(fraction * len(ds))
+    return ds.select(np.sort(order[:k])), ds.select(np.sort(order[k:]))
