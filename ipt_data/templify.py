@@ -55,7 +55,7 @@ def load_templates(path: str | None = None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ParsedPair:
-    kind: str  # free_form, multiple_choice, chain_of_thought, multiple_choice_cot
+    kind: str  # free_form, multiple_choice, chain_of_thought, multiple_choice_cot; verbatim (a fallback)
     question: str  # the stem: without options or CoT trigger
     answer: str  # free-form answer, or the CoT final answer
     options: tuple[str, ...] = ()
@@ -69,9 +69,9 @@ def _norm(s: str) -> str:
 
 def parse_pair(pair: dict, unanswerable: frozenset[str]) -> tuple[ParsedPair, bool]:
     """`(parsed, fell_back)`: a pair's family and parts. A malformed CoT or an option answer
-    that matches no option falls back to a free-form pair holding the original texts."""
+    that matches no option falls back to a `verbatim` pair: the original texts, unpatterned."""
     question, answer = pair["instruction"], pair["response"]
-    free = ParsedPair("free_form", question, answer)
+    free = ParsedPair("verbatim", question, answer)
     stem, rationale, cot = question, "", False
     if question.endswith(COT_TRIGGER):
         if COT_ANSWER not in answer:
@@ -124,6 +124,8 @@ class _Style:
             pick(t["qa_joiners"]),
             pick(t["pair_separators"]),
         )
+        if self.qa_prefix[0].endswith("\n"):  # "Question:\n..." reads best with the answer on its own line
+            self.joiner = "\n"
         self.family = {
             f: pick(t[f]) for f in ("free_form", "multiple_choice", "chain_of_thought", "multiple_choice_cot")
         }
@@ -147,6 +149,8 @@ class _Style:
 
     def body(self, p: ParsedPair) -> tuple[str, str]:
         """The (question, answer) body of one pair in its family's pattern for this chain."""
+        if p.kind == "verbatim":  # a fallback keeps the synthesizer's own wording
+            return p.question, p.answer
         pattern = self.family[p.kind]
         values = {
             "question": p.question,
