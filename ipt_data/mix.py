@@ -7,7 +7,8 @@
   and response joined by one space.
 
 Every output row has `text`, `kind` (`augmented`, `raw`, `general`) and `n_tokens` (tokens with
-the given tokenizer, else whitespace-separated words). A `Dataset` in gives a `Dataset` out, fully
+the given tokenizer, else whitespace-separated words; an `n_tokens` column already on the augmented
+or raw data is kept). Only rows of kind `augmented` count towards the ratio. A `Dataset` in gives a `Dataset` out, fully
 shuffled with `seed`; an `IterableDataset` (streaming) gives an `IterableDataset`, with general
 examples drawn in as the augmented tokens accrue and a seeded buffer shuffle.
 """
@@ -52,7 +53,8 @@ def _normalizer(kind: str, count, text_column: str, general_columns: tuple[str, 
                 raise KeyError(f"no text column {text_column!r}; the columns are {sorted(batch)}")
             texts = [t if isinstance(t, str) else "" for t in batch[text_column]]
         kinds = batch["kind"] if kind == "augmented" and "kind" in batch else [kind] * len(texts)
-        return {"text": texts, "kind": list(kinds), "n_tokens": count(texts)}
+        counted = batch["n_tokens"] if "n_tokens" in batch and kind != "general" else count(texts)
+        return {"text": texts, "kind": list(kinds), "n_tokens": list(counted)}
 
     return normalize
 
@@ -100,8 +102,10 @@ def _take_general(general: Dataset, aug: Dataset, ratio: float, by: str, seed: i
     """The shortest seeded-shuffled prefix of `general` that reaches `ratio` x the augmented size."""
     general = general.shuffle(seed=seed + 1)
     if by == "examples":
-        return general.select(range(min(len(general), round(ratio * len(aug)))))
-    target = ratio * float(np.sum(aug["n_tokens"], dtype=np.int64))
+        n_aug = sum(k == "augmented" for k in aug["kind"])
+        return general.select(range(min(len(general), round(ratio * n_aug))))
+    kinds = np.asarray(aug["kind"])
+    target = ratio * float(np.sum(np.asarray(aug["n_tokens"], dtype=np.int64)[kinds == "augmented"]))
     cumulative = np.cumsum(np.asarray(general["n_tokens"], dtype=np.int64))
     k = int(np.searchsorted(cumulative, target))  # first prefix reaching the target
     if k > 0 and k < len(cumulative) and target - cumulative[k - 1] < cumulative[k] - target:
@@ -118,7 +122,8 @@ def _mix_streaming(prepared: dict, ratio: float | None, by: str, seed: int, buff
         aug_size = general_size = 0.0
         for row in prepared["augmented"]:
             yield row
-            aug_size += row["n_tokens"] if by == "tokens" else 1
+            if row["kind"] == "augmented":
+                aug_size += row["n_tokens"] if by == "tokens" else 1
             while general is not None and ratio and general_size < ratio * aug_size:
                 g = next(general, None)
                 if g is None:

@@ -1,0 +1,134 @@
+"""The dataset card (README.md) of a published corpus: provenance, parameters, counts and an example."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+CITATION = """@inproceedings{cheng2024instruction,
+  title={Instruction Pre-Training: Language Models are Supervised Multitask Learners},
+  author={Cheng, Daixuan and Gu, Yuxian and Huang, Shaohan and Bi, Junyu and Huang, Minlie and Wei, Furu},
+  booktitle={Proceedings of the 2024 Conference on Empirical Methods in Natural Language Processing},
+  year={2024},
+  note={arXiv:2406.14491}
+}"""
+
+SECRET_FIELDS = ("token", "hf_token", "api_key")
+
+
+def reproduce_command(config: dict[str, Any]) -> str:
+    """The `ipt-data augment` command line that reruns a config (secrets never included)."""
+    parts = ["ipt-data", "augment"]
+    for key, value in config.items():
+        if key in SECRET_FIELDS or value is None or value == {} or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts += [flag, ",".join(map(str, value))]
+        elif isinstance(value, dict):
+            import json
+
+            parts += [flag, json.dumps(value, sort_keys=True)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in counts.items()]
+    return "\n".join(lines)
+
+
+def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | None = None) -> str:
+    """Markdown with a YAML header that lets `load_dataset(repo)` find the parquet shards."""
+    rows = report.get("rows", {})
+    layouts = report.get("layouts", {})
+    total_layouts = sum(layouts.values()) or 1
+    layout_share = {k: f"{100 * v / total_layouts:.1f}%" for k, v in sorted(layouts.items())}
+    parts = [
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/train-*",
+        "tags:",
+        "- instruction-pretraining",
+        "- synthetic",
+        "- ipt-data",
+        "---",
+        "",
+        "# Instruction Pre-Training corpus",
+        "",
+        "Raw texts augmented with instruction-response pairs written by an instruction synthesizer and "
+        "rendered into varied templates, mixed for pre-training as in *Instruction Pre-Training: Language "
+        "Models are Supervised Multitask Learners* (Cheng et al., EMNLP 2024). Made with "
+        "ipt_data from `" + str(config.get("dataset")) + "`.",
+        "",
+        "Columns: `text` (one pre-training text), `kind` (`augmented`: text with its tasks; `raw`: text "
+        "kept as is; `general`: a general instruction example, question and response joined by a space), "
+        "`n_tokens` (tokens with the synthesizer's tokenizer).",
+        "",
+        "## Synthesis",
+        "",
+        _table(
+            {
+                "synthesizer": f"`{config.get('model')}`",
+                "rounds (M-shot)": config.get("rounds"),
+                "max new tokens": config.get("max_new_tokens"),
+                "max model length": config.get("max_model_len"),
+                "decoding": "greedy" if not config.get("temperature") else f"temperature {config.get('temperature')}",
+                "seed": config.get("seed"),
+                "fraction converted": config.get("fraction"),
+                "general data": f"`{config.get('general')}`" if config.get("general") else "none",
+                "general : augmented ratio": (
+                    f"{config.get('general_ratio')} by {config.get('mix_by')}" if config.get("general") else "n/a"
+                ),
+            },
+            ("parameter", "value"),
+        ),
+        "",
+        "## Counts",
+        "",
+        _table(
+            {f"output rows: {k}": v for k, v in sorted(report.get("output_rows", {}).items())}
+            | {f"output tokens: {k}": v for k, v in sorted(report.get("output_tokens", {}).items())}
+            | {
+                "input rows": rows.get("in", 0),
+                "rows converted": rows.get("converted", 0),
+                "rows kept raw": rows.get("raw", 0),
+                "rows rejected": rows.get("rejected", 0),
+                "chunks synthesized": report.get("chunks", 0),
+                "pairs": report.get("pairs", 0),
+                "prompt tokens": report.get("prompt_tokens", 0),
+                "completion tokens": report.get("completion_tokens", 0),
+            }
+            | {f"status: {k}": v for k, v in sorted(report.get("status", {}).items())},
+            ("what", "count"),
+        ),
+        "",
+        "## Template layouts",
+        "",
+        _table(layout_share, ("layout", "share of augmented texts")),
+        "",
+    ]
+    if example:
+        parts += ["## Example", "", "```text", example, "```", ""]
+    parts += [
+        "## Reproduce",
+        "",
+        "```bash",
+        reproduce_command(config),
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,218 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, load_dataset
+
+from ipt_data.cli import main
+from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
+from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.pipeline import augment
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+def demo_config(tmp_path, name="out", **kw):
+    values = dict(
+        dataset=SAMPLE_CORPUS,
+        model=TINY_SYNTHESIZER,
+        engine="hf",
+        rounds=2,
+        max_new_tokens=160,
+        batch_size=8,
+        shard_size=6,
+        output=str(tmp_path / name),
+        seed=0,
+    )
+    values.update(kw)
+    return AugmentConfig(**values)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_end_to_end_with_card_report_and_accounting(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "augment",
+            "--recipe",
+            str(RECIPES / "cpu-demo.yaml"),
+            "--dataset",
+            SAMPLE_CORPUS,
+            "--model",
+            TINY_SYNTHESIZER,
+            "--output",
+            str(out),
+            "--no-progress",
+            "--examples",
+            "2",
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "all input rows accounted for: True" in printed and "example 2" in printed
+    data = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert set(data.column_names) == {"text", "kind", "n_tokens"} and len(data) > 0
+    assert set(data["kind"]) <= {"augmented", "raw"}
+    report = json.loads((out / "run_report.json").read_text())
+    rows = report["rows"]
+    assert rows["in"] == 24 == rows["converted"] + rows["raw"] + rows["rejected"]
+    assert sum(report["status"].values()) == report["chunks"]
+    card = (out / "README.md").read_text()
+    for needle in (
+        "ipt-data augment",
+        "Cheng",
+        "tiny-synthesizer",
+        "rounds",
+        "Template layouts",
+        "## Example",
+        "status: ok",
+        "configs:",
+    ):
+        assert needle in card
+
+
+def test_fraction_keeps_the_rest_raw_and_rejects_bad_rows(tmp_path):
+    src = tmp_path / "in.jsonl"
+    rows = [{"text": t} for t in synthetic_texts(30)] + [{"text": ""}, {"text": None}, {"text": 7}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = augment(demo_config(tmp_path, dataset=str(src), fraction=0.3, shard_size=10), progress=False)
+    r = report["rows"]
+    assert r["in"] == 33 and r["rejected"] == 3 and r["converted"] + r["raw"] == 30 and 3 <= r["converted"] <= 18
+    assert report["output_rows"]["raw"] >= r["raw"]
+    rejects = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["reason"] for x in rejects) == ["empty_text", "empty_text", "invalid_text: int"]
+
+
+def test_streaming_gives_the_same_output(tmp_path):
+    augment(demo_config(tmp_path, "a"), progress=False)
+    augment(demo_config(tmp_path, "b", streaming=True), progress=False)
+    a, b = files_of(tmp_path / "a" / "data"), files_of(tmp_path / "b" / "data")
+    assert a == b and a
+
+
+def test_a_changed_parameter_is_detected(tmp_path):
+    augment(demo_config(tmp_path, limit=6), progress=False)
+    with pytest.raises(ValueError, match="rounds"):
+        augment(demo_config(tmp_path, limit=6, rounds=3, overwrite=True), progress=False)
+
+
+def test_non_empty_output_is_refused_unless_overwrite(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        augment(demo_config(tmp_path, limit=6), progress=False)
+    augment(demo_config(tmp_path, limit=6, overwrite=True), progress=False)
+    assert not (tmp_path / "out" / "precious.txt").exists()
+
+
+def _cli(out: Path, work: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ipt_data",
+        "augment",
+        "--recipe",
+        str(RECIPES / "cpu-demo.yaml"),
+        "--dataset",
+        SAMPLE_CORPUS,
+        "--model",
+        TINY_SYNTHESIZER,
+        "--output",
+        str(out),
+        "--work-dir",
+        str(work),
+        "--shard-size",
+        "4",
+        "--no-progress",
+    ]
+
+
+@pytest.mark.parametrize("kill_after_shards", [1, 3])
+def test_kill_9_and_resume_is_byte_identical(tmp_path, kill_after_shards):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out, work = tmp_path / "out", tmp_path / "work"
+    subprocess.run(_cli(out, work), check=True, env=env, capture_output=True, cwd=ROOT)
+    expected = files_of(out)
+    for p in (out, work):
+        subprocess.run(["rm", "-rf", str(p)], check=True)
+
+    proc = subprocess.Popen(_cli(out, work), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list((work / "shards").glob("*.done.json"))) < kill_after_shards and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((work / "shards").glob("*.done.json")))
+    assert 0 < done < 6, "the kill must land mid-run"
+    subprocess.run(_cli(out, work), check=True, env=env, capture_output=True, cwd=ROOT)
+    report = json.loads((work / "run_report.json").read_text())
+    assert report["shards"]["resumed"] >= kill_after_shards
+    assert files_of(out) == expected
+
+
+def test_recipes_load_and_command_line_overrides():
+    scratch = AugmentConfig.from_recipe(str(RECIPES / "general-from-scratch.yaml"))
+    assert (scratch.rounds, scratch.fraction, scratch.general) == (2, 0.2, None)
+    domain = AugmentConfig.from_recipe(str(RECIPES / "domain-adaptive.yaml"), rounds=4)
+    assert (domain.rounds, domain.fraction, domain.general_ratio, domain.mix_by) == (4, 1.0, 1.0, "tokens")
+    demo = AugmentConfig.from_recipe(str(RECIPES / "cpu-demo.yaml"))
+    assert demo.engine == "hf" and Path(ROOT / demo.model).is_dir()
+    bad = Path(os.environ.get("TMPDIR", "/tmp")) / "ipt-bad-recipe.yaml"
+    bad.write_text("rounds: 2\nroundz: 3\n")
+    with pytest.raises(ValueError, match="unknown options"):
+        AugmentConfig.from_recipe(str(bad))
+
+
+def test_offline_without_the_model_fails_fast(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    rc = main(
+        [
+            "augment",
+            "--dataset",
+            SAMPLE_CORPUS,
+            "--model",
+            "instruction-pretrain/instruction-synthesizer",
+            "--output",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
+    assert rc == 2 and time.time() - t < 30
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE" in err and "make demo" in err and "--model" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_inputs_folder_of_parquet_and_txt_and_missing_column(tmp_path, capsys):
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    for k in range(2):
+        Dataset.from_dict({"body": synthetic_texts(3, seed=k)}).to_parquet(str(folder / f"part-{k}.parquet"))
+    report = augment(demo_config(tmp_path, "o1", dataset=str(folder), text_column="body"), progress=False)
+    assert report["rows"]["in"] == 6
+    txt = tmp_path / "c.txt"
+    txt.write_text("\n".join(synthetic_texts(5)) + "\n")
+    assert augment(demo_config(tmp_path, "o2", dataset=str(txt)), progress=False)["rows"]["in"] == 5
+    rc = main(
+        [
+            "augment",
+            "--dataset",
+            str(folder),
+            "--model",
+            TINY_SYNTHESIZER,
+            "--output",
+            str(tmp_path / "o3"),
+            "--no-progress",
+        ]
+    )
+    assert rc == 2 and "body" in capsys.readouterr().err
