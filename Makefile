@@ -5,7 +5,14 @@ BIN    := $(VENV)/bin
 # CPU torch: pip finds this exact release as a CPU build; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test lint fixture clean
+.PHONY: install test lint fixture clean augment demo
+
+# make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
+DATASET ?= ipt_data/assets/sample_corpus.jsonl
+RECIPE  ?= recipes/general-from-scratch.yaml
+OUTPUT  ?= ./out
+MODEL   ?=
+ARGS    ?=
 
 install: $(VENV)/.installed
 
@@ -20,6 +27,13 @@ lint: install
 
 test: install lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
+
+augment: install
+	$(BIN)/ipt-data augment --recipe $(RECIPE) --dataset $(DATASET) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+# The whole pipeline offline on the bundled corpus with the tiny fixture (seconds on CPU).
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/ipt-data augment --recipe recipes/cpu-demo.yaml --output ./out/demo --overwrite --examples 3
 
 # Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (a few minutes on CPU).
 fixture: install

@@ -63,7 +63,11 @@ def ensure_model_available(model: str) -> None:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         raise ModelUnavailableError(
             f"cannot load the synthesizer {model!r} ({type(exc).__name__}). "
-            + ("HF_HUB_OFFLINE is set and the model is not in the local cache. " if offline else "")
+            + (
+                "HF_HUB_OFFLINE is set and the model is not in the local cache. "
+                if offline
+                else "Check the model name and your connection to the Hub (HF_ENDPOINT). "
+            )
             + "Download it on a machine with internet access (huggingface-cli download MODEL), "
             "set MODEL=/path/to/a/local/copy (--model), or run `make demo` for the offline tiny fixture."
         ) from exc
@@ -338,8 +342,6 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
     example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
 
     t = time.perf_counter()
-    report["seconds"]["publish"] = 0.0
-    report["seconds"]["total"] = time.perf_counter() - started
     rows = report.get("rows", {})
     report["accounted"] = rows.get("in", 0) == rows.get("converted", 0) + rows.get("raw", 0) + rows.get("rejected", 0)
     rejects = "".join(p.read_text() for p in sorted((work.path / "shards").glob("*.rejects.jsonl")))
@@ -354,6 +356,7 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         extra_files={"run_report.json": json.dumps(_stable(report), indent=1), "rejects.jsonl": rejects},
     )
     report["seconds"]["publish"] = time.perf_counter() - t
+    report["seconds"]["total"] = time.perf_counter() - started
     (work.path / "run_report.json").write_text(json.dumps(report, indent=1))
     return report
 

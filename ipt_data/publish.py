@@ -31,6 +31,9 @@ def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 
         try:
             return fn()
         except (OSError, ConnectionError, TimeoutError, RuntimeError) as exc:  # network and server errors
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status is not None and status < 500 and status not in (408, 429):
+                raise  # a client error (auth, not found, bad request) does not heal by retrying
             if attempt == attempts:
                 raise RuntimeError(f"{what} failed after {attempts} attempts: {exc}") from exc
             time.sleep(base_delay * 2 ** (attempt - 1))

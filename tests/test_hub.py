@@ -1,0 +1,111 @@
+"""Publishing to the Hub, against tests/hub_server.py on 127.0.0.1 (no real credentials, loopback only).
+
+huggingface_hub reads HF_ENDPOINT when imported, so each scenario runs in a child process whose
+environment points at the local server.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hub_server import LocalHub
+
+from ipt_data.config import SAMPLE_CORPUS
+from ipt_data.fixtures import TINY_SYNTHESIZER
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_local_test_token_not_real"
+
+
+def run_child(hub: LocalHub, tmp_path: Path, code: str) -> str:
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+        "HF_TOKEN": TOKEN,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "NO_PROXY": "127.0.0.1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.fixture()
+def hub():
+    with LocalHub() as server:
+        yield server
+
+
+def test_push_private_with_card_and_read_back(hub, tmp_path):
+    out = run_child(
+        hub,
+        tmp_path,
+        """
+        from datasets import Dataset, load_dataset
+        from ipt_data.publish import publish
+        ds = Dataset.from_dict({"text": [f"text {i}" for i in range(45)], "kind": ["raw"] * 45, "n_tokens": [2] * 45})
+        card = ("---\\nconfigs:\\n- config_name: default\\n  data_files:\\n  - split: train\\n"
+                "    path: data/train-*\\n---\\n# Card\\n")
+        print(publish(ds, "hf://datasets/tester/corpus", card=card, private=True, max_shard_rows=20))
+        back = load_dataset("tester/corpus", split="train")
+        assert back["text"] == ds["text"], back["text"][:5]
+        print("READ-BACK-OK")
+    """,
+    )
+    assert "hf://datasets/tester/corpus" in out and "READ-BACK-OK" in out
+    repo = hub.state.repos["tester/corpus"]
+    assert repo.private
+    assert sorted(repo.files) == ["README.md"] + [f"data/train-{i:05d}-of-00003.parquet" for i in range(3)]
+    assert repo.files["README.md"].endswith(b"# Card\n")  # our card replaced the generated one
+    assert f"Bearer {TOKEN}" in hub.state.authorizations  # the token came from the environment
+
+
+def test_an_interrupted_push_resumes_without_sending_blobs_again(hub, tmp_path):
+    hub.state.fail_next_commits = 1  # the first commit dies after every shard was uploaded
+    run_child(
+        hub,
+        tmp_path,
+        """
+        from datasets import Dataset
+        import ipt_data.publish as p
+        ds = Dataset.from_dict({"text": [f"row {i}" for i in range(60)]})
+        p.publish(ds, "hf://datasets/tester/resumed", max_shard_rows=20)
+    """,
+    )
+    repo = hub.state.repos["tester/resumed"]
+    assert len([f for f in repo.files if f.endswith(".parquet")]) == 3
+    assert hub.state.lfs_uploads == 3  # the retry found the blobs on the server and sent none again
+
+
+def test_cli_augment_to_the_hub(hub, tmp_path):
+    out = run_child(
+        hub,
+        tmp_path,
+        f"""
+        import subprocess, sys
+        from datasets import load_dataset
+        cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml",
+               "--dataset", {SAMPLE_CORPUS!r}, "--model", {TINY_SYNTHESIZER!r}, "--limit", "8",
+               "--work-dir", {str(tmp_path / "work")!r}, "--output", "hf://datasets/tester/demo", "--no-progress"]
+        subprocess.run(cmd, check=True)
+        back = load_dataset("tester/demo", split="train")
+        print("ROWS", len(back), sorted(set(back["kind"])))
+    """,
+    )
+    assert "ROWS" in out and "augmented" in out
+    repo = hub.state.repos["tester/demo"]
+    card = repo.files["README.md"].decode()
+    assert "Instruction Pre-Training" in card and "ipt-data augment" in card and TOKEN not in card
+    report = json.loads(repo.files["run_report.json"])
+    assert report["rows"]["in"] == 8 and report["accounted"]
