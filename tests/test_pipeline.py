@@ -40,22 +40,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 def test_cli_end_to_end_with_card_report_and_accounting(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(
-        [
-            "augment",
-            "--recipe",
-            str(RECIPES / "cpu-demo.yaml"),
-            "--dataset",
-            SAMPLE_CORPUS,
-            "--model",
-            TINY_SYNTHESIZER,
-            "--output",
-            str(out),
-            "--no-progress",
-            "--examples",
-            "2",
-        ]
-    )
+    rc = main([*demo_args(out)[3:], "--examples", "2"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "all input rows accounted for: True" in printed and "example 2" in printed
@@ -114,7 +99,8 @@ def test_non_empty_output_is_refused_unless_overwrite(tmp_path):
     assert not (tmp_path / "out" / "precious.txt").exists()
 
 
-def _cli(out: Path, work: Path) -> list[str]:
+def demo_args(out: Path) -> list[str]:
+    """`python -m ipt_data augment` on the bundled corpus with the fixture, into `out`."""
     return [
         sys.executable,
         "-m",
@@ -128,12 +114,12 @@ def _cli(out: Path, work: Path) -> list[str]:
         TINY_SYNTHESIZER,
         "--output",
         str(out),
-        "--work-dir",
-        str(work),
-        "--shard-size",
-        "4",
         "--no-progress",
     ]
+
+
+def _cli(out: Path, work: Path) -> list[str]:
+    return [*demo_args(out), "--work-dir", str(work), "--shard-size", "4"]
 
 
 @pytest.mark.parametrize("kill_after_shards", [1, 3])

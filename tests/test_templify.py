@@ -110,15 +110,20 @@ def test_unmatched_options_and_malformed_cot_fall_back_and_are_counted():
         assert p["instruction"] in out["text"] and p["response"] in out["text"]
 
 
+def plain_mc_style(seed: int, labels: dict) -> _Style:
+    """A chain style with a bare multiple-choice pattern, one item per line, and the answer = the item's ref."""
+    style = _Style(load_templates(), random.Random(seed), 1)
+    style.family["multiple_choice"] = {"q": "{question}\n{options}", "a": "{choice}"}
+    style.labels, style.option_delim, style.choice_form = labels, "\n", "{ref}"
+    return style
+
+
 def test_answers_are_remapped_to_the_shuffled_item_names():
     pair = {"instruction": "Which colour?\nOptions:\n- red\n- blue\n- green\n- white", "response": "green"}
     parsed, _ = parse_pair(pair, UNANSWERABLE)
     orders = set()
     for s in range(200):
-        style = _Style(load_templates(), random.Random(s), 1)
-        style.family["multiple_choice"] = {"q": "{question}\n{options}", "a": "{choice}"}
-        style.labels = {"names": "upper", "item": "{label}. {option}", "ref": "{label}"}
-        style.option_delim, style.choice_form = "\n", "{ref}"
+        style = plain_mc_style(s, {"names": "upper", "item": "{label}. {option}", "ref": "{label}"})
         q, a = style.body(parsed)
         items = dict(line.split(". ", 1) for line in q.split("\n")[1:])
         assert items[a] == "green" and sorted(items.values()) == ["blue", "green", "red", "white"]
@@ -131,10 +136,7 @@ def test_unanswerable_maps_to_a_none_of_the_above_item():
     parsed, _ = parse_pair(pair, UNANSWERABLE)
     nones = {s.lower() for s in load_templates()["none_of_the_above"]}
     for s in range(50):
-        style = _Style(load_templates(), random.Random(s), 1)
-        style.family["multiple_choice"] = {"q": "{question}\n{options}", "a": "{choice}"}
-        style.labels = {"names": "digits", "item": "({label}) {option}", "ref": "({label})"}
-        style.option_delim, style.choice_form = "\n", "{ref}"
+        style = plain_mc_style(s, {"names": "digits", "item": "({label}) {option}", "ref": "({label})"})
         q, a = style.body(parsed)
         items = dict(line.split(" ", 1) for line in q.split("\n")[1:])
         assert items[a].lower() in nones and a == "(3)"  # the none option comes last
