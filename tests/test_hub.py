@@ -88,15 +88,18 @@ def test_an_interrupted_push_resumes_without_sending_blobs_again(hub, tmp_path):
     assert hub.state.lfs_uploads == 3  # the retry found the blobs on the server and sent none again
 
 
-def test_cli_augment_to_the_hub(hub, tmp_path):
+def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
     out = run_child(
         hub,
         tmp_path,
         f"""
-        import subprocess, sys
-        from datasets import load_dataset
+        import json, subprocess, sys
+        from datasets import Dataset, load_dataset
+        from ipt_data.publish import publish
+        raw = [json.loads(line)["text"] for line in open({SAMPLE_CORPUS!r})]
+        publish(Dataset.from_dict({{"text": raw}}), "hf://datasets/tester/raw")  # the input, read by its Hub name
         cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml",
-               "--dataset", {SAMPLE_CORPUS!r}, "--model", {TINY_SYNTHESIZER!r}, "--limit", "8",
+               "--dataset", "tester/raw", "--model", {TINY_SYNTHESIZER!r}, "--limit", "8",
                "--work-dir", {str(tmp_path / "work")!r}, "--output", "hf://datasets/tester/demo", "--no-progress"]
         subprocess.run(cmd, check=True)
         back = load_dataset("tester/demo", split="train")
