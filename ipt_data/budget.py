@@ -106,15 +106,17 @@ class PromptEncoder:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_encoder(name_or_path: str) -> PromptEncoder:
-    return PromptEncoder(load_tokenizer(name_or_path))
+def _cached_encoder(name_or_path: str, trust_remote_code: bool) -> PromptEncoder:
+    return PromptEncoder(load_tokenizer(name_or_path, trust_remote_code))
 
 
-def get_encoder(tokenizer: Any) -> PromptEncoder:
+def get_encoder(tokenizer: Any, trust_remote_code: bool = False) -> PromptEncoder:
     """A `PromptEncoder` for a tokenizer object, or for a model name/path (cached per process)."""
     if isinstance(tokenizer, PromptEncoder):
         return tokenizer
-    return _cached_encoder(tokenizer) if isinstance(tokenizer, str) else PromptEncoder(tokenizer)
+    if isinstance(tokenizer, str):
+        return _cached_encoder(tokenizer, trust_remote_code)
+    return PromptEncoder(tokenizer)
 
 
 # --- chunking -------------------------------------------------------------------------------
@@ -189,19 +191,26 @@ def chunk_text(text: str, encoder: PromptEncoder, budget: int) -> list[str]:
 
 
 def _cut_chars(text: str, fits: Callable[[str], bool]) -> list[str]:
-    """Longest prefixes that fit, found by binary search; the last resort for one huge word."""
+    """Longest prefixes that fit, found by doubling then bisecting (never encoding much more than a
+    chunk's length); the last resort for one huge word."""
     out = []
     while text:
-        if fits(text):
+        lo, hi = 0, min(len(text), 4096)  # text[:lo] fits; text[:hi] is still to be tried
+        while fits(text[:hi]):
+            lo = hi
+            if hi == len(text):
+                break
+            hi = min(len(text), hi * 2)
+        if lo == len(text):
             out.append(text)
             break
-        lo, hi = 1, len(text)  # fits(text[:lo]) is assumed; fits(text[:hi]) is false
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if fits(text[:mid]):
                 lo = mid
             else:
                 hi = mid
+        lo = max(lo, 1)  # a single character always goes, whatever it costs
         out.append(text[:lo])
         text = text[lo:]
     return out

@@ -26,6 +26,8 @@ HELP = {
     "general_ratio": "general : augmented, counted by --mix-by",
     "work_dir": "checkpoint folder (default: <output>.work)",
     "overwrite": "replace a non-empty output that holds other data",
+    "bad_lines": "a corrupt JSON line: error (default, names the line) or skip (counted in rejects)",
+    "on_engine_error": "rows the engine failed on: raw (kept as raw text) or retry (redone by the next run)",
 }
 
 
@@ -92,9 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = AugmentConfig.from_recipe(args.recipe, **overrides)
             report = augment(config, progress=not args.no_progress)
-        except (ModelUnavailableError, FileExistsError, KeyError, ValueError) as exc:
+        except (ModelUnavailableError, FileExistsError, KeyError, ValueError, OSError) as exc:
             print(f"ipt-data: error: {exc}", file=sys.stderr)
             return 2
+        if report.get("retry_shards"):
+            print(
+                f"ipt-data: the engine failed on rows of shards {report['retry_shards']}; nothing was "
+                "published. Run the same command again to retry them.",
+                file=sys.stderr,
+            )
+            return 3
         _print_report(report)
         if args.examples:
             _print_examples(config, args.examples)

@@ -66,7 +66,10 @@ class AugmentConfig:
     general_columns: tuple[str, str] = ("question", "response")
     general_ratio: float | None = None  # general : augmented
     mix_by: str = "tokens"
+    bad_lines: str = "error"  # a corrupt JSON line: "error" (with its line number) or "skip" (counted)
+    on_engine_error: str = "raw"  # rows the engine failed on: "raw" (emitted as raw text) or "retry" (on rerun)
     work_dir: str | None = None  # checkpoints; default: "<output>.work" or ./ipt-work/<name>
+    publish_shard_rows: int = 250_000  # rows per published parquet file
     overwrite: bool = False
     private: bool = False
     trust_remote_code: bool = False
@@ -77,6 +80,10 @@ class AugmentConfig:
             raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
         if self.rounds < 1 or self.shard_size < 1 or self.batch_size < 1:
             raise ValueError("rounds, shard_size and batch_size must be >= 1")
+        if self.bad_lines not in ("error", "skip"):
+            raise ValueError(f"bad_lines must be 'error' or 'skip', got {self.bad_lines!r}")
+        if self.on_engine_error not in ("raw", "retry"):
+            raise ValueError(f"on_engine_error must be 'raw' or 'retry', got {self.on_engine_error!r}")
         if self.mix_by not in ("tokens", "examples"):
             raise ValueError(f"mix_by must be 'tokens' or 'examples', got {self.mix_by!r}")
 
@@ -109,7 +116,17 @@ class AugmentConfig:
 
     def output_fingerprint(self) -> str:
         """A hash of every field that changes the published data (not where or how it runs)."""
-        ignored = {"output", "work_dir", "overwrite", "private", "engine", "engine_options", "streaming"}
+        ignored = {
+            "output",
+            "work_dir",
+            "overwrite",
+            "private",
+            "engine",
+            "engine_options",
+            "streaming",
+            "on_engine_error",
+            "trust_remote_code",
+        }
         values = {k: v for k, v in self.to_dict().items() if k not in ignored}
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from ipt_data.budget import chunk_batch, get_encoder
 from ipt_data.card import dataset_card
 from ipt_data.config import AugmentConfig
+from ipt_data.sources import REJECT_KEY, JsonlSource, as_dataset, load_source
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import templify_batch
 
@@ -79,9 +80,17 @@ def _unit(seed: int, index: int) -> float:
 
 
 def _rejection(value: Any) -> str | None:
+    if value is MISSING:
+        return "missing_text_column"
     if value is None or (isinstance(value, str) and not value.strip()):
         return "empty_text"
-    return None if isinstance(value, str) else f"invalid_text: {type(value).__name__}"
+    if not isinstance(value, str):
+        return f"invalid_text: {type(value).__name__}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_unicode: lone surrogate"
+    return None
 
 
 class WorkDir:
@@ -113,7 +122,8 @@ class WorkDir:
         marker = self.shard(k, ".done.json")
         return json.loads(marker.read_text()) if marker.exists() else None
 
-    def write(self, k: int, table: pa.Table, rejects: list[dict], stats: dict) -> None:
+    def write(self, k: int, table: pa.Table, rejects: list[dict], stats: dict, done: bool = True) -> None:
+        """Write shard `k`; with `done=False` (rows to retry) it is redone by the next run."""
         for suffix, write in (
             (".parquet", lambda p: pq.write_table(table, p)),
             (".rejects.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rejects))),
@@ -123,6 +133,8 @@ class WorkDir:
             write(tmp)
             os.replace(tmp, final)
         marker = self.shard(k, ".done.json")
+        if not done:
+            return
         tmp = marker.with_name(marker.name + ".tmp")
         tmp.write_text(json.dumps(stats))
         os.replace(tmp, marker)
@@ -137,32 +149,44 @@ def _iter_shards(ds, shard_size: int, limit: int | None) -> Iterator[tuple[int, 
     """`(k, first_row_index, rows)` where rows is a callable giving the shard's rows as dicts of lists."""
     from datasets import IterableDataset
 
-    if isinstance(ds, IterableDataset):
-        stream = iter(ds if limit is None else ds.take(limit))
+    if isinstance(ds, IterableDataset | JsonlSource):
+        stream = iter(ds if limit is None else itertools.islice(ds, limit))
         for k in itertools.count():
             rows = list(itertools.islice(stream, shard_size))
             if not rows:
                 return
-            yield k, k * shard_size, (lambda rows=rows: {c: [r.get(c) for r in rows] for c in rows[0]})
+            yield k, k * shard_size, (lambda rows=rows: _columns(rows))
         return
     n = len(ds) if limit is None else min(limit, len(ds))
     for k, start in enumerate(range(0, n, shard_size)):
         yield k, start, (lambda start=start: ds.select(range(start, min(n, start + shard_size))).to_dict())
 
 
+MISSING = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    """Rows (dicts whose keys may differ) as columns; a value a row lacks is `MISSING`."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return {c: [r.get(c, MISSING) for r in rows] for c in names}
+
+
 def process_shard(
     rows: dict[str, list], start: int, config: AugmentConfig, synth: Synthesizer, encoder, progress=None
 ) -> tuple[pa.Table, list[dict], dict]:
     """One shard: route rows, chunk/synthesize/templify the converted ones, keep the raw ones."""
-    if config.text_column not in rows:
-        raise KeyError(f"no text column {config.text_column!r} in the input; its columns are {sorted(rows)}")
-    texts = rows[config.text_column]
+    columns = sorted(c for c in rows if c != REJECT_KEY)
+    if config.text_column not in rows and columns:
+        raise KeyError(f"no text column {config.text_column!r} in the input; its columns are {columns}")
+    n = len(next(iter(rows.values())))
+    texts = rows.get(config.text_column, [MISSING] * n)
+    unreadable = rows.get(REJECT_KEY, [None] * n)
     seconds: Counter = Counter()
     rejects, convert, raw = [], [], []
     for i, text in enumerate(texts):
-        reason = _rejection(text)
+        reason = unreadable[i] if isinstance(unreadable[i], str) else _rejection(text)
         if reason:
-            rejects.append({"row": start + i, "reason": reason, "value": repr(text)[:200]})
+            rejects.append({"row": start + i, "reason": reason, "value": ascii(text)[:200]})
         elif _unit(config.seed, start + i) < config.fraction:
             convert.append(i)
         else:
@@ -214,7 +238,7 @@ def process_shard(
             "rejected": len(rejects),
             "converted_with_pairs": len(docs_with_pairs),
         },
-        "rejects": dict(Counter(r["reason"] for r in rejects)),
+        "rejects": dict(Counter(r["reason"].split(":")[0] for r in rejects)),
         "chunks": len(chunks["text"]),
         "status": dict(status),
         "pairs": sum(len(p) for p in synthesized.get("pairs", [])),
@@ -267,7 +291,6 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
 
     from ipt_data.mix import mix
     from ipt_data.publish import publish
-    from ipt_data.sources import load_source
 
     started = time.perf_counter()
     datasets.disable_progress_bars()
@@ -278,9 +301,13 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         split=config.split,
         streaming=config.streaming,
         trust_remote_code=config.trust_remote_code,
+        bad_lines=config.bad_lines,
     )
     work = WorkDir(config.resolved_work_dir(), config)
-    encoder = get_encoder(config.tokenizer or config.model)
+    encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+    engine_options = dict(config.engine_options)
+    if config.trust_remote_code:
+        engine_options["trust_remote_code"] = True
     synth = Synthesizer(
         model=config.model,
         rounds=config.rounds,
@@ -291,36 +318,49 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         tokenizer=config.tokenizer,
         temperature=config.temperature,
         seed=config.seed,
-        engine_options=dict(config.engine_options),
+        engine_options=engine_options,
     )
-    total = None if config.streaming else (len(ds) if config.limit is None else min(config.limit, len(ds)))
+    total = len(ds) if isinstance(ds, datasets.Dataset) else None
+    total = total if total is None or config.limit is None else min(config.limit, total)
     bar = _Progress(total, progress)
     report: dict[str, Any] = {}
     n_shards = resumed = 0
+    retry_later = []
     try:
         for k, start, rows in _iter_shards(ds, config.shard_size, config.limit):
             n_shards = k + 1
             stats = work.done(k)
             if stats is None:
                 table, rejects, stats = process_shard(rows(), start, config, synth, encoder, bar)
-                work.write(k, table, rejects, stats)
+                failed = config.on_engine_error == "retry" and stats["status"].get("engine_error")
+                work.write(k, table, rejects, stats, done=not failed)
+                if failed:
+                    retry_later.append(k)
             else:
                 resumed += 1
             _merge(report, stats)
             bar.update_rows(stats["rows"]["in"])
     finally:
         bar.close()
+    if retry_later:
+        report["retry_shards"] = retry_later
+        report["output"] = None
+        (work.path / "run_report.json").write_text(json.dumps(report, indent=1))
+        return report  # nothing is published until a rerun has retried the failed rows
 
     t = time.perf_counter()
     files = work.shard_files(n_shards)
     shards = datasets.Dataset.from_parquet(files) if files else datasets.Dataset(SHARD_SCHEMA.empty_table())
     general = None
     if config.general:
-        general = load_source(
-            config.general,
-            config=config.general_config,
-            split=config.general_split,
-            trust_remote_code=config.trust_remote_code,
+        general = as_dataset(
+            load_source(
+                config.general,
+                config=config.general_config,
+                split=config.general_split,
+                trust_remote_code=config.trust_remote_code,
+                bad_lines=config.bad_lines,
+            )
         )
     corpus = mix(
         shards,
@@ -352,6 +392,7 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         card=card,
         overwrite=config.overwrite,
         private=config.private,
+        max_shard_rows=config.publish_shard_rows,
         fingerprint=config.output_fingerprint(),
         extra_files={"run_report.json": json.dumps(_stable(report), indent=1), "rejects.jsonl": rejects},
     )

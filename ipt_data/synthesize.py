@@ -29,7 +29,7 @@ from ipt_data.budget import (
     get_encoder,
     prompt_budget,
 )
-from ipt_data.engines import Engine, load_engine
+from ipt_data.engines import Engine, generate_isolated, load_engine
 
 
 def synthesis_features(features=None):
@@ -142,11 +142,11 @@ class Synthesizer:
                 if rows.shot[i] > 0:
                     rows.predecessor[i] = g[r - 1]
                 requests.append((i, ids))
-            completions = engine.generate(
+            completions = generate_isolated(
+                lambda prompts: engine.generate(
+                    prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed
+                ),
                 [ids for _, ids in requests],
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                seed=self.seed,
             )
             for (i, _), completion in zip(requests, completions, strict=True):
                 rows.record(i, completion)

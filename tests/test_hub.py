@@ -101,12 +101,16 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
         cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml",
                "--dataset", "tester/raw", "--model", {TINY_SYNTHESIZER!r}, "--limit", "8",
                "--work-dir", {str(tmp_path / "work")!r}, "--output", "hf://datasets/tester/demo", "--no-progress"]
-        subprocess.run(cmd, check=True)
+        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        print(run.stdout, run.stderr)  # the logs, checked for the token below
         back = load_dataset("tester/demo", split="train")
         print("ROWS", len(back), sorted(set(back["kind"])))
     """,
     )
-    assert "ROWS" in out and "augmented" in out
+    assert "ROWS" in out and "augmented" in out and "all input rows accounted for: True" in out
+    assert TOKEN not in out  # never in the logs ...
+    for path in (tmp_path / "work").rglob("*"):  # ... nor in the checkpoints and the local report
+        assert not path.is_file() or TOKEN.encode() not in path.read_bytes()
     repo = hub.state.repos["tester/demo"]
     card = repo.files["README.md"].decode()
     assert "Instruction Pre-Training" in card and "ipt-data augment" in card and TOKEN not in card

@@ -8,11 +8,20 @@ num_proc=N)`, rank r runs on GPU r mod n_gpus, or on the CPU when there is none.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from ipt_data.engines.base import Completion, Engine, MissingExtraError
+from ipt_data.engines.base import Completion, Engine, MissingExtraError, generate_isolated
 
-__all__ = ["Completion", "Engine", "MissingExtraError", "load_engine", "resolve_device", "available_engines"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "MissingExtraError",
+    "generate_isolated",
+    "load_engine",
+    "resolve_device",
+    "available_engines",
+]
 
 _CACHE: dict[tuple, Engine] = {}  # the per-process engine cache
 _IMPORT_PID = os.getpid()
@@ -44,7 +53,12 @@ def _build_hf(model: str, device: str, **options: Any) -> Engine:
     return HFEngine(model, device=device, **options)
 
 
-_BUILDERS = {"hf": _build_hf}
+_BUILDERS: dict[str, Callable[..., Engine]] = {"hf": _build_hf}
+
+
+def register_engine(name: str, builder: Callable[..., Engine]) -> None:
+    """Make `engine=name` build `builder(model, device, **options)` (custom engines, test doubles)."""
+    _BUILDERS[name] = builder
 
 
 def available_engines() -> list[str]:

@@ -6,7 +6,7 @@ An engine never fails a whole batch for one prompt: a prompt it cannot serve com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +34,25 @@ class Engine(Protocol):
     ) -> list[Completion]:
         """One completion per prompt, in the order of `prompts`."""
         ...
+
+
+def generate_isolated(
+    generate: Callable[[list[Sequence[int]]], list[Completion]], prompts: list[Sequence[int]]
+) -> list[Completion]:
+    """`generate(prompts)`, and when it raises, the halves, down to single prompts that fail alone.
+
+    One prompt that makes an engine raise (too long, a server error, a poisoned input) or a batch that
+    runs out of memory costs an error completion for that prompt only, never the batch.
+    """
+    if not prompts:
+        return []
+    try:
+        return list(generate(prompts))
+    except Exception as exc:  # noqa: BLE001 - isolate the failing prompt(s), keep the rest
+        if len(prompts) == 1:
+            return [Completion.failed(len(prompts[0]), f"{type(exc).__name__}: {exc}")]
+        half = len(prompts) // 2
+        return generate_isolated(generate, prompts[:half]) + generate_isolated(generate, prompts[half:])
 
 
 class MissingExtraError(ImportError):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ipt_data.budget import load_tokenizer
-from ipt_data.engines.base import Completion
+from ipt_data.engines.base import Completion, generate_isolated
 
 
 class HFEngine:
@@ -70,17 +70,15 @@ class HFEngine:
         return results  # type: ignore[return-value]
 
     def _run(self, prompts: list[Sequence[int]], max_new_tokens: int, temperature: float, seed: int):
-        try:
-            return self._generate(prompts, max_new_tokens, temperature, seed)
-        except Exception as exc:  # noqa: BLE001 - isolate the failing prompt(s), keep the rest
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(prompts) == 1:
-                return [Completion.failed(len(prompts[0]), f"{type(exc).__name__}: {exc}")]
-            half = len(prompts) // 2
-            return self._run(prompts[:half], max_new_tokens, temperature, seed) + self._run(
-                prompts[half:], max_new_tokens, temperature, seed
-            )
+        def attempt(batch: list[Sequence[int]]) -> list[Completion]:
+            try:
+                return self._generate(batch, max_new_tokens, temperature, seed)
+            except Exception:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                raise
+
+        return generate_isolated(attempt, prompts)
 
     @torch.inference_mode()
     def _generate(self, prompts: list[Sequence[int]], max_new_tokens: int, temperature: float, seed: int):

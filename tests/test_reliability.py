@@ -1,0 +1,288 @@
+"""Reliability: dirty input, engine faults, crashes, hostile text. Nothing may be lost or duplicated."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ipt_data.publish
+from ipt_data import Synthesizer, build_prompt, chunk_batch, templify_batch
+from ipt_data.budget import get_encoder
+from ipt_data.cli import main
+from ipt_data.config import AugmentConfig
+from ipt_data.engines import load_engine, register_engine
+from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.pipeline import augment
+
+BIG = "zebra quartz lantern meadow " * 75_000  # a 2.1 MB single line
+GOOD = {
+    "markup_only": "<s></s><CON></CON><QUE><ANS></END>",
+    "markup_in_prose": "The tag <s> opens and </s> closes; <QUE> is no question and <ANS> no answer </END>.",
+    "control": "NUL \x00 bell \x07 escape \x1b[31m red \x7f delete, tab\tand form\x0cfeed.",
+    "scripts": "日本語のテキスト, русский текст, العربية, हिन्दी and emoji 😀🎉 in one line.",
+    "duplicate": "Anna is a baker who lives in Oslo. Every morning Anna eats bread.",
+}
+
+
+def bad_input_lines() -> list[str]:
+    """One JSON Lines corpus with every class of bad input; lines are written by hand."""
+    dump = json.dumps
+    return [
+        dump({"text": ""}),  # empty
+        dump({"text": "  \n\t "}),  # whitespace
+        dump({"text": None}),  # null
+        dump({"text": 42}),  # a number
+        dump({"text": ["a", "list"]}),  # a list
+        dump({"text": {"nested": 1}}),  # an object
+        dump({"other": "no text key"}),  # the text column missing on this row
+        dump({"text": BIG}),
+        *(dump({"text": t}) for t in GOOD.values()),
+        dump({"text": GOOD["duplicate"]}),  # a duplicated row
+        '{"text": "a lone surrogate \\ud800 here"}',  # invalid unicode, allowed by JSON's escapes
+        '{"text": "corrupt line", ',  # corrupt JSON
+        '"just a string"',  # valid JSON, not an object
+        *(dump({"text": t}) for t in synthetic_texts(6, seed=4)),
+    ]
+
+
+def base_config(tmp_path, **kw) -> AugmentConfig:
+    values = dict(
+        model=TINY_SYNTHESIZER,
+        engine="hf",
+        rounds=2,
+        max_model_len=2048,
+        max_new_tokens=64,
+        batch_size=16,
+        shard_size=7,
+        output=str(tmp_path / "out"),
+        seed=0,
+    )
+    values.update(kw)
+    return AugmentConfig(**values)
+
+
+def test_corrupt_json_is_a_clear_error_by_default(tmp_path, capsys):
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text("\n".join(bad_input_lines()) + "\n")
+    rc = main(
+        [
+            "augment",
+            "--dataset",
+            str(corpus),
+            "--model",
+            TINY_SYNTHESIZER,
+            "--output",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    line = bad_input_lines().index('{"text": "corrupt line", ') + 1
+    assert f"bad.jsonl:{line}: corrupt JSON" in err and "--bad-lines skip" in err
+
+
+def test_bad_input_corpus_through_the_cli_loses_nothing(tmp_path):
+    lines = bad_input_lines()
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text("\n".join(lines) + "\n\n")  # a trailing blank line is no row
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "augment",
+            "--dataset",
+            str(corpus),
+            "--model",
+            TINY_SYNTHESIZER,
+            "--engine",
+            "hf",
+            "--output",
+            str(out),
+            "--bad-lines",
+            "skip",
+            "--max-model-len",
+            "2048",
+            "--max-new-tokens",
+            "64",
+            "--shard-size",
+            "7",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    report = json.loads((out / "run_report.json").read_text())
+    rows = report["rows"]
+    assert rows["in"] == len(lines)
+    assert rows["in"] == rows["converted"] + rows["raw"] + rows["rejected"] and report["accounted"]
+    assert sum(report["status"].values()) == report["chunks"]
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == rows["rejected"] == 10
+    reasons = sorted(r["reason"].split(":")[0] for r in rejects)
+    expected = ["empty_text"] * 3 + ["invalid_text"] * 3 + ["missing_text_column", "invalid_unicode", "corrupt_json"]
+    assert reasons == sorted([*expected, "not_an_object"])
+    corrupt_line = lines.index('{"text": "corrupt line", ') + 1
+    assert any(f"bad.jsonl:{corrupt_line}:" in r["reason"] for r in rejects)
+
+    import pyarrow.parquet as pq
+
+    texts = [t for p in sorted((out / "data").glob("*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
+    everything = "\n".join(texts)
+    for name, text in GOOD.items():
+        assert text in everything, name
+    assert everything.count(GOOD["duplicate"]) >= 2  # both copies of the duplicated row are kept
+    chunks = chunk_batch({"text": [BIG]}, tokenizer=TINY_SYNTHESIZER, max_model_len=2048, max_new_tokens=64)["text"]
+    assert len(chunks) > 100 and all(c in everything for c in chunks)  # the 2 MB line, whole
+
+
+class FaultyEngine:
+    """The real hf engine, but any batch holding a POISON text raises, and batches over 4 prompts run
+    out of memory (as a GPU would)."""
+
+    name = "faulty"
+    healed = False
+
+    def __init__(self, model, device, **options):
+        self.inner = load_engine(model, "hf", device=device, **options)
+        self.max_model_len = self.inner.max_model_len
+        self.poison = get_encoder(model).encode_texts([" POISON"])[0]  # as it reads inside a prompt
+        self.calls = 0
+
+    def generate(self, prompts, **kwargs):
+        self.calls += 1
+        if len(prompts) > 4:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+        for p in prompts:
+            if not FaultyEngine.healed and any(p[i : i + len(self.poison)] == self.poison for i in range(len(p))):
+                raise ValueError("the engine crashed on this prompt (simulated)")
+        return self.inner.generate(prompts, **kwargs)
+
+
+register_engine("faulty", FaultyEngine)
+
+
+def faulty_corpus(tmp_path) -> Path:
+    texts = synthetic_texts(10, seed=8)
+    texts[3] = "POISON " + texts[3]
+    texts[7] = texts[7] + " POISON"
+    path = tmp_path / "faulty.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def test_engine_faults_cost_only_their_rows(tmp_path):
+    FaultyEngine.healed = False
+    out = Synthesizer(
+        model=TINY_SYNTHESIZER, engine=FaultyEngine(TINY_SYNTHESIZER, "cpu"), rounds=2, max_new_tokens=64
+    )({"text": [p["text"] for p in map(json.loads, faulty_corpus(tmp_path).open())]})
+    status = out["synth_status"]
+    assert [i for i, s in enumerate(status) if s.startswith("engine_error")] == [3, 7]
+    assert "crashed on this prompt" in status[3]
+    assert sum(s == "ok" for s in status) >= 7  # the out-of-memory batches were split, not failed
+
+
+def test_engine_errors_become_raw_text_or_are_retried_on_rerun(tmp_path):
+    FaultyEngine.healed = False
+    corpus = faulty_corpus(tmp_path)
+    report = augment(
+        base_config(tmp_path, dataset=str(corpus), engine="faulty", output=str(tmp_path / "raw")), progress=False
+    )
+    assert report["status"]["engine_error"] == 2 and report["accounted"]
+    texts = [json.loads(x)["text"] for x in corpus.open()]
+    import pyarrow.parquet as pq
+
+    shard_rows = [
+        r for p in sorted((tmp_path / "raw.work" / "shards").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
+    assert any(r["kind"] == "raw" and r["text"] == texts[3] for r in shard_rows)  # kept, as raw text
+
+    config = base_config(
+        tmp_path, dataset=str(corpus), engine="faulty", on_engine_error="retry", output=str(tmp_path / "retry")
+    )
+    first = augment(config, progress=False)
+    assert first["retry_shards"] == [0, 1] and first["output"] is None
+    assert not (tmp_path / "retry").exists()  # nothing published yet
+    FaultyEngine.healed = True
+    try:
+        second = augment(config, progress=False)
+    finally:
+        FaultyEngine.healed = False
+    assert "engine_error" not in second["status"] and second["output"] == str(tmp_path / "retry")
+    assert second["rows"]["in"] == 10
+
+
+def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):
+    config = base_config(tmp_path, dataset=str(faulty_corpus(tmp_path)), publish_shard_rows=2)
+    augment(config, progress=False)
+    out = Path(config.output)
+    expected = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert len(list((out / "data").iterdir())) >= 3
+    for p in (out, Path(config.resolved_work_dir())):
+        import shutil
+
+        shutil.rmtree(p)
+
+    real = ipt_data.publish.with_retries
+    calls = {"n": 0}
+
+    def dies_on_the_third_write(fn, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed while publishing")
+        return real(fn, **kw)
+
+    monkeypatch.setattr(ipt_data.publish, "with_retries", dies_on_the_third_write)
+    with pytest.raises(KeyboardInterrupt):
+        augment(config, progress=False)
+    monkeypatch.setattr(ipt_data.publish, "with_retries", real)
+    written = sorted((out / "data").iterdir())
+    assert 0 < len(written) < len(expected)
+    augment(config, progress=False)
+    assert {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == expected
+
+
+def test_trust_remote_code_only_when_asked(tmp_path, monkeypatch):
+    import transformers
+
+    seen = []
+    real = transformers.AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    load_engine(TINY_SYNTHESIZER, "hf", batch_size=3)
+    load_engine(TINY_SYNTHESIZER, "hf", batch_size=3, trust_remote_code=True)
+    assert seen == [False, True]
+    assert AugmentConfig().trust_remote_code is False
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(), st.lists(st.tuples(st.text(), st.text()), max_size=3))
+def test_prompts_hold_their_inputs_and_one_bos_per_example(text, demos):
+    demos = [(t, [{"instruction": q, "response": q}]) for t, q in demos]
+    prompt = build_prompt(text, demos)
+    assert prompt.startswith("<s> <CON> ") and prompt.endswith(f" <CON> {text} </CON>\n\n")
+    assert all(t in prompt for t, _ in demos)
+    encoder = get_encoder(TINY_SYNTHESIZER)
+    ids = encoder.encode_prompt(text, demos)
+    assert ids.count(encoder.bos_id) == len(demos) + 1 and ids[0] == encoder.bos_id
+    assert ids.count(encoder.eos_id) == len(demos)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.text(min_size=1), st.text(min_size=1), st.text(min_size=1)), min_size=1, max_size=5),
+    st.integers(0, 2**31),
+)
+def test_templify_is_deterministic_under_a_seed(rows, seed):
+    batch = {"text": [t for t, _, _ in rows], "pairs": [[{"instruction": q, "response": a}] for _, q, a in rows]}
+    first = templify_batch(batch, seed=seed)
+    assert templify_batch(batch, seed=seed) == first
+    shuffled = list(range(len(rows)))
+    random.Random(seed).shuffle(shuffled)
+    again = templify_batch({k: [v[i] for i in shuffled] for k, v in batch.items()}, seed=seed)
+    assert sorted(again["text"]) == sorted(first["text"])  # a row's rendering does not depend on its batch order
