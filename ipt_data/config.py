@@ -54,6 +54,7 @@ class AugmentConfig:
     tokenizer: str | None = None
     engine: str = "auto"
     engine_options: dict[str, Any] = field(default_factory=dict)
+    gpus: int = 1  # engine processes, one per GPU (rank r -> GPU r); on a CPU machine, parallel workers
     batch_size: int = 256  # rows per synthesize call; chains never leave it
     shard_size: int = 4096  # input rows per checkpointed shard
     max_model_len: int = 4096
@@ -78,8 +79,8 @@ class AugmentConfig:
         self.general_columns = tuple(self.general_columns)
         if not 0 <= self.fraction <= 1:
             raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
-        if self.rounds < 1 or self.shard_size < 1 or self.batch_size < 1:
-            raise ValueError("rounds, shard_size and batch_size must be >= 1")
+        if min(self.rounds, self.shard_size, self.batch_size, self.gpus) < 1:
+            raise ValueError("rounds, shard_size, batch_size and gpus must be >= 1")
         if self.bad_lines not in ("error", "skip"):
             raise ValueError(f"bad_lines must be 'error' or 'skip', got {self.bad_lines!r}")
         if self.on_engine_error not in ("raw", "retry"):
@@ -123,6 +124,7 @@ class AugmentConfig:
             "private",
             "engine",
             "engine_options",
+            "gpus",
             "streaming",
             "on_engine_error",
             "trust_remote_code",

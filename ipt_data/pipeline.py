@@ -253,6 +253,87 @@ def process_shard(
     return table, rejects, stats
 
 
+def _synthesizer(config: AugmentConfig) -> Synthesizer:
+    engine_options = dict(config.engine_options)
+    if config.trust_remote_code:
+        engine_options["trust_remote_code"] = True
+    return Synthesizer(
+        model=config.model,
+        rounds=config.rounds,
+        engine=config.engine,
+        max_model_len=config.max_model_len,
+        max_new_tokens=config.max_new_tokens,
+        text_column="text",
+        tokenizer=config.tokenizer,
+        temperature=config.temperature,
+        seed=config.seed,
+        engine_options=engine_options,
+    )
+
+
+_WORKER_RANK: int | None = None  # set in each worker process of a multi-GPU run
+
+
+def run_shard(config: AugmentConfig, work: WorkDir, k: int, start: int, rows: dict, progress=None) -> tuple[dict, bool]:
+    """Process and write shard `k`; `(stats, failed)` where failed means "retry it on the next run"."""
+    synth = _synthesizer(config)
+    encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+    rank_synth = (lambda batch: synth(batch, _WORKER_RANK)) if _WORKER_RANK is not None else synth
+    table, rejects, stats = process_shard(rows, start, config, rank_synth, encoder, progress)
+    failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
+    work.write(k, table, rejects, stats, done=not failed)
+    return stats, failed
+
+
+def _init_worker(ranks) -> None:
+    global _WORKER_RANK
+    _WORKER_RANK = ranks.get()
+
+
+def _worker_run(config: AugmentConfig, work_path: str, k: int, start: int, rows: dict) -> tuple[int, dict, bool]:
+    return (k, *run_shard(config, WorkDir(work_path, config), k, start, rows))
+
+
+class _ShardPool:
+    """`--gpus N`: N worker processes, each pinned to one device (rank r -> GPU r) with its own engine.
+
+    At most 2N shards are in flight, so memory stays bounded; results are written by the workers.
+    """
+
+    def __init__(self, config: AugmentConfig, work_path: Path):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = mp.get_context("spawn")  # CUDA cannot be forked
+        ranks = context.Queue()
+        for r in range(config.gpus):
+            ranks.put(r)
+        self.config, self.work_path, self.limit = config, str(work_path), 2 * config.gpus
+        self.executor = ProcessPoolExecutor(
+            config.gpus, mp_context=context, initializer=_init_worker, initargs=(ranks,)
+        )
+        self.pending: set = set()
+
+    def submit(self, k: int, start: int, rows: dict, finished) -> None:
+        if len(self.pending) >= self.limit:
+            self._collect(finished, block=True)
+        self.pending.add(self.executor.submit(_worker_run, self.config, self.work_path, k, start, rows))
+
+    def drain(self, finished) -> None:
+        while self.pending:
+            self._collect(finished, block=True)
+
+    def _collect(self, finished, block: bool) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            finished(*future.result())
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _merge(total: dict, part: dict) -> dict:
     for key, value in part.items():
         if isinstance(value, dict):
@@ -273,13 +354,20 @@ class _Progress:
         self.start = time.perf_counter()
 
     def update_synth(self, part: dict) -> None:
-        self.pairs += sum(len(p) for p in part["pairs"])
-        self.tokens += sum(part["completion_tokens"])
+        """Live counts from one synthesized batch."""
+        self._count(sum(len(p) for p in part["pairs"]), sum(part["completion_tokens"]))
+
+    def add_shard(self, stats: dict, counted_live: bool) -> None:
+        """A finished shard: its rows, and its pairs and tokens unless they were counted live."""
+        if not counted_live:
+            self._count(stats.get("pairs", 0), stats.get("completion_tokens", 0))
+        self.bar.update(stats["rows"]["in"])
+
+    def _count(self, pairs: int, tokens: int) -> None:
+        self.pairs += pairs
+        self.tokens += tokens
         rate = self.tokens / max(1e-9, time.perf_counter() - self.start)
         self.bar.set_postfix(pairs=self.pairs, tok_s=f"{rate:,.0f}")
-
-    def update_rows(self, n: int) -> None:
-        self.bar.update(n)
 
     def close(self) -> None:
         self.bar.close()
@@ -305,43 +393,38 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
     )
     work = WorkDir(config.resolved_work_dir(), config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
-    engine_options = dict(config.engine_options)
-    if config.trust_remote_code:
-        engine_options["trust_remote_code"] = True
-    synth = Synthesizer(
-        model=config.model,
-        rounds=config.rounds,
-        engine=config.engine,
-        max_model_len=config.max_model_len,
-        max_new_tokens=config.max_new_tokens,
-        text_column="text",
-        tokenizer=config.tokenizer,
-        temperature=config.temperature,
-        seed=config.seed,
-        engine_options=engine_options,
-    )
     total = len(ds) if isinstance(ds, datasets.Dataset) else None
     total = total if total is None or config.limit is None else min(config.limit, total)
     bar = _Progress(total, progress)
     report: dict[str, Any] = {}
     n_shards = resumed = 0
     retry_later = []
+
+    def finished(k: int, stats: dict, failed: bool, live: bool = False) -> None:
+        _merge(report, stats)
+        bar.add_shard(stats, counted_live=live)
+        if failed:
+            retry_later.append(k)
+
+    pool = _ShardPool(config, work.path) if config.gpus > 1 else None
     try:
         for k, start, rows in _iter_shards(ds, config.shard_size, config.limit):
             n_shards = k + 1
             stats = work.done(k)
-            if stats is None:
-                table, rejects, stats = process_shard(rows(), start, config, synth, encoder, bar)
-                failed = config.on_engine_error == "retry" and stats["status"].get("engine_error")
-                work.write(k, table, rejects, stats, done=not failed)
-                if failed:
-                    retry_later.append(k)
-            else:
+            if stats is not None:
                 resumed += 1
-            _merge(report, stats)
-            bar.update_rows(stats["rows"]["in"])
+                finished(k, stats, False)
+            elif pool is not None:
+                pool.submit(k, start, rows(), finished)
+            else:
+                finished(k, *run_shard(config, work, k, start, rows(), bar), live=True)
+        if pool is not None:
+            pool.drain(finished)
     finally:
+        if pool is not None:
+            pool.close()
         bar.close()
+    retry_later.sort()
     if retry_later:
         report["retry_shards"] = retry_later
         report["output"] = None

@@ -84,6 +84,13 @@ def test_streaming_gives_the_same_output(tmp_path):
     assert a == b and a
 
 
+def test_one_engine_process_per_gpu_gives_the_same_output(tmp_path):
+    augment(demo_config(tmp_path, "one"), progress=False)
+    report = augment(demo_config(tmp_path, "two", gpus=2), progress=False)  # two worker processes (CPU here)
+    assert files_of(tmp_path / "one" / "data") == files_of(tmp_path / "two" / "data")
+    assert report["rows"]["in"] == 24 and report["accounted"]
+
+
 def test_a_changed_parameter_is_detected(tmp_path):
     augment(demo_config(tmp_path, limit=6), progress=False)
     with pytest.raises(ValueError, match="rounds"):

@@ -53,7 +53,24 @@ def _build_hf(model: str, device: str, **options: Any) -> Engine:
     return HFEngine(model, device=device, **options)
 
 
-_BUILDERS: dict[str, Callable[..., Engine]] = {"hf": _build_hf}
+def _build_openai(model: str, device: str, **options: Any) -> Engine:
+    from ipt_data.engines.openai import OpenAIEngine
+
+    return OpenAIEngine(model, device=device, **options)
+
+
+def _build_vllm(model: str, device: str, **options: Any) -> Engine:
+    from ipt_data.engines.vllm import VLLMEngine
+
+    if device.startswith("cuda:") and options.get("tensor_parallel_size", 1) == 1:
+        # pin this process (and vLLM's engine process, which inherits the environment) to its GPU
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(int(device.split(":")[1]) + 1)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ids[int(device.split(":")[1])]
+    return VLLMEngine(model, device=device, **options)
+
+
+_BUILDERS: dict[str, Callable[..., Engine]] = {"hf": _build_hf, "vllm": _build_vllm, "openai": _build_openai}
 
 
 def register_engine(name: str, builder: Callable[..., Engine]) -> None:
@@ -65,10 +82,17 @@ def available_engines() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
 def _pick(engine: str, device: str) -> str:
+    """ "auto": vLLM when it is installed and this process has a GPU, else hf."""
     if engine != "auto":
         return engine
-    return "hf"
+    return "vllm" if device.startswith("cuda") and vllm_available() else "hf"
 
 
 def load_engine(model: str, engine: str = "auto", rank: int | None = None, **options: Any) -> Engine:
@@ -85,5 +109,9 @@ def load_engine(model: str, engine: str = "auto", rank: int | None = None, **opt
 
 
 def clear_cache() -> None:
-    """Drop every cached engine of this process (frees their memory once unreferenced)."""
+    """Close and drop every cached engine of this process."""
+    for engine in _CACHE.values():
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
     _CACHE.clear()

@@ -1,0 +1,144 @@
+"""The `openai` engine: any OpenAI-compatible `/v1/completions` server (vLLM serve, TGI, llama.cpp
+server, SGLang), over plain HTTP from a bounded thread pool.
+
+Prompts go as token ids (`"prompt": [1, 523, ...]`), which keeps SPEC 1's exactly-one-BOS encoding;
+a server that refuses token ids (400 to a one-token probe, asked once) is sent decoded text instead,
+with `add_special_tokens: false` (exact where the server honours it). Requests that fail with 408, 429,
+5xx, a connection error or a timeout are retried with exponential backoff; a prompt that still fails
+gets an error completion, never failing its batch.
+
+Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), `api_key` (else
+`OPENAI_API_KEY`), `served_model` (the name the server knows the model by; default: the model),
+`concurrency` (16), `timeout` (seconds per request, 600), `retries` (5), `backoff` (1.0 s),
+`prompt_format` ("auto", "token_ids" or "text").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ipt_data.engines.base import Completion
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"HTTP {status}: {body[:300]}")
+        self.status = status
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,  # the server owns the device; accepted for a uniform interface
+        base_url: str | None = None,
+        api_key: str | None = None,
+        served_model: str | None = None,
+        max_model_len: int = 4096,
+        concurrency: int = 16,
+        timeout: float = 600.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        prompt_format: str = "auto",
+        trust_remote_code: bool = False,
+    ):
+        if prompt_format not in ("auto", "token_ids", "text"):
+            raise ValueError(f"prompt_format must be auto, token_ids or text, got {prompt_format!r}")
+        base = base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1"
+        self.url = base.rstrip("/") + "/completions"
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.model, self.served_model = model, served_model or model
+        self.max_model_len = max_model_len
+        self.concurrency, self.timeout, self.retries, self.backoff = max(1, concurrency), timeout, retries, backoff
+        self.prompt_format = prompt_format
+        self._lock = threading.Lock()
+        self._trust_remote_code = trust_remote_code
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIEngine(url={self.url!r}, served_model={self.served_model!r})"
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[Completion]:
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._one(list(p), max_new_tokens, temperature, seed), prompts))
+
+    def _one(self, ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> Completion:
+        if not ids:
+            return Completion.failed(0, "empty prompt")
+        if len(ids) >= self.max_model_len:
+            return Completion.failed(
+                len(ids), f"prompt of {len(ids)} tokens does not fit max_model_len={self.max_model_len}"
+            )
+        body = {
+            "model": self.served_model,
+            "max_tokens": min(max_new_tokens, self.max_model_len - len(ids)),
+            "temperature": temperature,
+            "seed": seed,
+            "skip_special_tokens": True,
+        }
+        try:
+            if self._format(ids[:1]) == "token_ids":
+                return self._post({**body, "prompt": ids}, len(ids))
+            return self._post({**body, "prompt": self._text(ids), "add_special_tokens": False}, len(ids))
+        except Exception as exc:  # noqa: BLE001 - one prompt's failure is that prompt's status
+            return Completion.failed(len(ids), f"{type(exc).__name__}: {exc}")
+
+    def _format(self, probe: list[int]) -> str:
+        """ "auto" asks the server once, with a one-token prompt, whether it takes token ids."""
+        with self._lock:
+            if self.prompt_format == "auto":
+                try:
+                    self._post({"model": self.served_model, "prompt": probe, "max_tokens": 1}, len(probe))
+                    self.prompt_format = "token_ids"
+                except _Refused as exc:
+                    if exc.status != 400:
+                        raise
+                    self.prompt_format = "text"
+            return self.prompt_format
+
+    def _text(self, ids: list[int]) -> str:
+        from ipt_data.budget import load_tokenizer
+
+        return load_tokenizer(self.model, self._trust_remote_code).decode(ids, skip_special_tokens=False)
+
+    def _post(self, body: dict, n_prompt: int) -> Completion:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._api_key}"}
+        for attempt in range(self.retries + 1):
+            try:
+                request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    answer = json.loads(response.read())
+                choice = answer["choices"][0]
+                usage = answer.get("usage") or {}
+                reason = "length" if choice.get("finish_reason") == "length" else "stop"
+                return Completion(
+                    choice.get("text") or "",
+                    reason,
+                    int(usage.get("prompt_tokens") or n_prompt),
+                    int(usage.get("completion_tokens") or 0),
+                )
+            except urllib.error.HTTPError as exc:
+                if exc.code not in RETRY_STATUS:
+                    raise _Refused(exc.code, exc.read().decode("utf-8", "replace")) from exc
+                error: Exception = exc
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                error = exc
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise TimeoutError(f"no answer after {self.retries + 1} attempts: {error}")

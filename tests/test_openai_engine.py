@@ -1,0 +1,146 @@
+"""The `openai` engine against a scripted OpenAI-compatible server on 127.0.0.1: retries, timeouts,
+token-id and text prompts, the concurrency bound. (tests/test_vllm.py runs it against real vLLM.)"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ipt_data import Synthesizer
+from ipt_data.engines.openai import OpenAIEngine
+from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+
+HANG = 999  # a prompt holding this token id never gets an answer in time
+
+
+class Script:
+    def __init__(self):
+        self.requests, self.failures, self.in_flight, self.max_in_flight = [], [], 0, 0
+        self.token_ids = True
+        self.lock = threading.Lock()
+
+
+def serve(script: Script):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with script.lock:
+                script.requests.append((body, self.headers.get("Authorization")))
+                script.in_flight += 1
+                script.max_in_flight = max(script.max_in_flight, script.in_flight)
+                failure = script.failures.pop(0) if script.failures else None
+            try:
+                time.sleep(0.05)
+                prompt = body["prompt"]
+                if isinstance(prompt, list) and not script.token_ids:
+                    return self._reply(400, {"error": "prompt must be a string"})
+                if failure:
+                    return self._reply(failure, {"error": "scripted failure"})
+                if isinstance(prompt, list) and HANG in prompt:
+                    time.sleep(3)
+                n = len(prompt) if isinstance(prompt, list) else len(prompt.split())
+                text = f" <QUE> How long? <ANS> {n} </END>"
+                self._reply(
+                    200,
+                    {
+                        "choices": [{"text": text, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": n, "completion_tokens": 7},
+                    },
+                )
+            finally:
+                with script.lock:
+                    script.in_flight -= 1
+
+        def _reply(self, code, obj):
+            data = json.dumps(obj).encode()
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture()
+def script():
+    s = Script()
+    server = serve(s)
+    s.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield s
+    server.shutdown()
+    server.server_close()
+
+
+def engine(script, **kw):
+    options = dict(base_url=script.url, retries=3, backoff=0.01, timeout=1.0, concurrency=4)
+    options.update(kw)
+    return OpenAIEngine(TINY_SYNTHESIZER, **options)
+
+
+def test_token_ids_go_as_they_are_and_usage_is_read(script, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-secret")
+    eng = engine(script)
+    out = eng.generate([[1, 5, 6], [1, 7]], max_new_tokens=20)
+    assert [c.text for c in out] == [" <QUE> How long? <ANS> 3 </END>", " <QUE> How long? <ANS> 2 </END>"]
+    assert [(c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in out] == [(3, 7, "stop"), (2, 7, "stop")]
+    bodies = [b for b, _ in script.requests if b["max_tokens"] == 20]
+    assert sorted(b["prompt"] for b in bodies) == [[1, 5, 6], [1, 7]]
+    assert {a for _, a in script.requests} == {"Bearer sk-local-secret"} and "sk-local" not in repr(eng)
+
+
+def test_429_and_5xx_are_retried(script):
+    eng = engine(script, prompt_format="token_ids", concurrency=1)
+    script.failures = [429, 503, 500]
+    out = eng.generate([[1, 2, 3]], max_new_tokens=5)
+    assert out[0].finish_reason == "stop" and len(script.requests) == 4
+
+
+def test_a_hanging_prompt_times_out_alone(script):
+    eng = engine(script, prompt_format="token_ids", timeout=0.5, retries=1)
+    out = eng.generate([[1, 2], [1, HANG], [1, 3, 4]], max_new_tokens=5)
+    assert [c.finish_reason for c in out] == ["stop", "error", "stop"]
+    assert "attempts" in out[1].error
+    client_errors = engine(script, prompt_format="token_ids", retries=3)
+    script.failures = [401]
+    assert client_errors.generate([[1, 2]], max_new_tokens=5)[0].finish_reason == "error"  # 401 is not retried
+
+
+def test_servers_without_token_ids_get_text(script, encoder):
+    script.token_ids = False
+    eng = engine(script)
+    ids = encoder.encode_prompt("Anna lives in Oslo.")
+    out = eng.generate([ids], max_new_tokens=5)
+    assert out[0].finish_reason == "stop" and eng.prompt_format == "text"
+    sent = script.requests[-1][0]
+    assert sent["prompt"] == "<s> <CON> Anna lives in Oslo. </CON>\n\n" and sent["add_special_tokens"] is False
+
+
+def test_concurrency_is_bounded_and_order_kept(script):
+    eng = engine(script, prompt_format="token_ids", concurrency=3)
+    prompts = [[1] * k for k in range(1, 13)]
+    out = eng.generate(prompts, max_new_tokens=5)
+    assert [c.text.split("<ANS> ")[1].split()[0] for c in out] == [str(k) for k in range(1, 13)]
+    assert script.max_in_flight <= 3
+
+
+def test_synthesize_through_the_openai_engine(script):
+    texts = synthetic_texts(5)
+    out = Synthesizer(
+        model=TINY_SYNTHESIZER,
+        engine="openai",
+        rounds=2,
+        max_new_tokens=20,
+        engine_options={"base_url": script.url, "retries": 1, "backoff": 0.01},
+    )({"text": texts})
+    assert out["synth_status"] == ["ok"] * 5 and out["inherits"] == [False, True, False, True, False]
