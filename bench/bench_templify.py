@@ -1,6 +1,10 @@
-"""Templify throughput: chains/s and peak RSS in one process, on synthesize-shaped rows.
+"""Templify and mix throughput and memory.
 
-python bench/bench_templify.py [--chains 100000] [--rounds 2] [--out bench/results/templify.json]
+    python bench/bench_templify.py [--sizes 100000,1000000] [--out bench/results/templify.json]
+
+For each size: templify chains/s and peak RSS in one process (plain batches), and with
+`Dataset.map(num_proc=2)`; then `mix` over a stream (`IterableDataset`) of that many rows, whose peak
+RSS should not grow with the size. Each measurement runs in a fresh process, so peaks are its own.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ import argparse
 import json
 import random
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,47 +30,114 @@ def rows_for(n_chains: int, rounds: int, seed: int = 0) -> dict[str, list]:
         for s, (text, pairs) in enumerate(members):
             last = s == rounds - 1
             prefix = [{"text": t, "pairs": p} for t, p in members[:s]] if last and s else []
-            for k, v in zip(
-                cols, (text, pairs, f"c{c}", s, not last, json.dumps(prefix) if prefix else ""), strict=True
-            ):
+            values = (text, pairs, f"c{c}", s, not last, json.dumps(prefix) if prefix else "")
+            for k, v in zip(cols, values, strict=True):
                 cols[k].append(v)
     return cols
 
 
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024
+
+
+def measure_templify(n: int, rounds: int, num_proc: int) -> dict:
+    data = rows_for(n, rounds)
+    start = time.perf_counter()
+    if num_proc == 1:
+        texts = 0
+        for i in range(0, len(data["text"]), 1000):
+            texts += len(templify_batch({k: v[i : i + 1000] for k, v in data.items()}, seed=0)["text"])
+    else:
+        from datasets import Dataset, disable_progress_bars
+
+        disable_progress_bars()
+        ds = Dataset.from_dict(data)
+        del data
+        start = time.perf_counter()
+        out = ds.map(
+            templify_batch,
+            batched=True,
+            batch_size=1000,
+            num_proc=num_proc,
+            remove_columns=ds.column_names,
+            fn_kwargs={"seed": 0},
+        )
+        texts = len(out)
+    secs = time.perf_counter() - start
+    assert texts == n, "one pre-training text per chain"
+    return {
+        "what": "templify",
+        "chains": n,
+        "num_proc": num_proc,
+        "seconds": secs,
+        "chains_per_s": n / secs,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def measure_stream_mix(n: int) -> dict:
+    from datasets import IterableDataset
+
+    from ipt_data import mix
+
+    def rows(n=n):
+        rng = random.Random(0)
+        for i in range(n):
+            yield {"text": synthetic_example(rng)[0], "kind": "augmented", "i": i}
+
+    def general(n=n):
+        rng = random.Random(1)
+        for _ in range(n):
+            pair = synthetic_example(rng)[1][0]
+            yield {"question": pair["instruction"], "response": pair["response"]}
+
+    start = time.perf_counter()
+    count = 0
+    stream = mix(
+        IterableDataset.from_generator(rows), general=IterableDataset.from_generator(general), general_ratio=1.0, seed=0
+    )
+    for _ in stream:
+        count += 1
+    secs = time.perf_counter() - start
+    return {
+        "what": "mix (streaming)",
+        "rows": n,
+        "rows_out": count,
+        "seconds": secs,
+        "rows_per_s": count / secs,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--chains", type=int, default=100_000)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", default="bench/results/templify.json")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one measurement, print JSON
     args = ap.parse_args()
-    data = rows_for(args.chains, args.rounds)
-    n = len(data["text"])
-    start = time.perf_counter()
-    texts = chars = 0
-    for i in range(0, n, args.batch_size):
-        out = templify_batch({k: v[i : i + args.batch_size] for k, v in data.items()}, seed=0)
-        texts += len(out["text"])
-        chars += sum(map(len, out["text"]))
-    secs = time.perf_counter() - start
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {
-        "chains": args.chains,
-        "rows": n,
-        "texts": texts,
-        "seconds": secs,
-        "chains_per_s": texts / secs,
-        "rows_per_s": n / secs,
-        "mb_out": chars / 1e6,
-        "peak_rss_mb": rss_mb,
-    }
-    assert texts == args.chains, "one pre-training text per chain"
-    print(
-        f"templify: {args.chains:,} chains of {args.rounds} ({n:,} rows) in {secs:.1f}s = "
-        f"{texts / secs:,.0f} chains/s, {n / secs:,.0f} rows/s; peak RSS {rss_mb:,.0f} MB (input held in memory)"
-    )
+    if args.one:
+        kind, n, num_proc = args.one.split(":")
+        result = measure_stream_mix(int(n)) if kind == "mix" else measure_templify(int(n), args.rounds, int(num_proc))
+        print(json.dumps(result))
+        return
+    results = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        for job in (f"templify:{n}:1", f"templify:{n}:2", f"mix:{n}:1"):
+            cmd = [sys.executable, __file__, "--one", job, "--rounds", str(args.rounds)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results.append(json.loads(out.strip().splitlines()[-1]))
+            r = results[-1]
+            rate = r.get("chains_per_s") or r.get("rows_per_s")
+            label = f"{r['what']} num_proc={r['num_proc']}" if "num_proc" in r else r["what"]
+            print(
+                f"{label:28} {n:>10,} {r['seconds']:>8.1f}s {rate:>10,.0f}/s  peak RSS {r['peak_rss_mb']:>7,.0f} MB",
+                flush=True,
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

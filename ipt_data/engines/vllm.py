@@ -77,16 +77,18 @@ class VLLMEngine:
             else:
                 runnable.append(i)
 
+        def sampling(max_tokens: int):
+            return self._vllm.SamplingParams(
+                temperature=temperature,
+                seed=seed if temperature > 0 else None,
+                skip_special_tokens=True,
+                max_tokens=max_tokens,
+            )
+
         def run(batch: list[Sequence[int]]) -> list[Completion]:
-            params = [
-                self._vllm.SamplingParams(
-                    temperature=temperature,
-                    seed=seed if temperature > 0 else None,
-                    skip_special_tokens=True,
-                    max_tokens=min(max_new_tokens, self.max_model_len - len(p)),
-                )
-                for p in batch
-            ]
+            limits = [min(max_new_tokens, self.max_model_len - len(p)) for p in batch]
+            # one shared SamplingParams unless a prompt is so long that its room is smaller
+            params = sampling(max_new_tokens) if min(limits) == max_new_tokens else [sampling(n) for n in limits]
             outputs = self.llm.generate(
                 [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in batch], params, use_tqdm=False
             )
