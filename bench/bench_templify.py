@@ -3,8 +3,9 @@
     python bench/bench_templify.py [--sizes 100000,1000000] [--out bench/results/templify.json]
 
 For each size: templify chains/s and peak RSS in one process (plain batches), and with
-`Dataset.map(num_proc=2)`; then `mix` over a stream (`IterableDataset`) of that many rows, whose peak
-RSS should not grow with the size. Each measurement runs in a fresh process, so peaks are its own.
+`Dataset.map(num_proc=2)`; then `mix` over streams (`IterableDataset`) of `--mix-sizes` rows (plus as
+many general rows), whose peak RSS should not grow with the size. Each measurement runs in a fresh
+process, so peaks are its own.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def measure_stream_mix(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--mix-sizes", default="100000,250000")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--out", default="bench/results/templify.json")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one measurement, print JSON
@@ -124,18 +126,20 @@ def main() -> None:
         print(json.dumps(result))
         return
     results = []
-    for n in [int(x) for x in args.sizes.split(",")]:
-        for job in (f"templify:{n}:1", f"templify:{n}:2", f"mix:{n}:1"):
-            cmd = [sys.executable, __file__, "--one", job, "--rounds", str(args.rounds)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results.append(json.loads(out.strip().splitlines()[-1]))
-            r = results[-1]
-            rate = r.get("chains_per_s") or r.get("rows_per_s")
-            label = f"{r['what']} num_proc={r['num_proc']}" if "num_proc" in r else r["what"]
-            print(
-                f"{label:28} {n:>10,} {r['seconds']:>8.1f}s {rate:>10,.0f}/s  peak RSS {r['peak_rss_mb']:>7,.0f} MB",
-                flush=True,
-            )
+    jobs = [f"templify:{n}:{p}" for n in args.sizes.split(",") for p in (1, 2)]
+    jobs += [f"mix:{n}:1" for n in args.mix_sizes.split(",")]
+    for job in jobs:
+        n = int(job.split(":")[1])
+        cmd = [sys.executable, __file__, "--one", job, "--rounds", str(args.rounds)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        results.append(r)
+        rate = r.get("chains_per_s") or r.get("rows_per_s")
+        label = f"{r['what']} num_proc={r['num_proc']}" if "num_proc" in r else r["what"]
+        print(
+            f"{label:28} {n:>10,} {r['seconds']:>8.1f}s {rate:>10,.0f}/s  peak RSS {r['peak_rss_mb']:>7,.0f} MB",
+            flush=True,
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
 

@@ -225,7 +225,9 @@ def process_shard(
             ("fallback_pairs", 0),
         ):
             out[col].append(value)
+    t = time.perf_counter()
     out["n_tokens"] = encoder.count_texts(out["text"])
+    seconds["count"] += time.perf_counter() - t
     table = pa.table({c: out[c] for c in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
 
     status = Counter(s.split(":")[0] for s in synthesized.get("synth_status", []))
@@ -281,7 +283,9 @@ def run_shard(config: AugmentConfig, work: WorkDir, k: int, start: int, rows: di
     rank_synth = (lambda batch: synth(batch, _WORKER_RANK)) if _WORKER_RANK is not None else synth
     table, rejects, stats = process_shard(rows, start, config, rank_synth, encoder, progress)
     failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
+    t = time.perf_counter()
     work.write(k, table, rejects, stats, done=not failed)
+    stats["seconds"]["write"] = time.perf_counter() - t
     return stats, failed
 
 
@@ -393,6 +397,7 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
     )
     work = WorkDir(config.resolved_work_dir(), config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+    setup_s = time.perf_counter() - started  # model check, input opened, tokenizer loaded
     total = len(ds) if isinstance(ds, datasets.Dataset) else None
     total = total if total is None or config.limit is None else min(config.limit, total)
     bar = _Progress(total, progress)
@@ -425,6 +430,7 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
             pool.close()
         bar.close()
     retry_later.sort()
+    report.setdefault("seconds", {})["setup"] = setup_s
     if retry_later:
         report["retry_shards"] = retry_later
         report["output"] = None
