@@ -64,10 +64,8 @@ def base_config(tmp_path, **kw) -> AugmentConfig:
     return AugmentConfig(**values)
 
 
-def test_corrupt_json_is_a_clear_error_by_default(tmp_path, capsys):
-    corpus = tmp_path / "bad.jsonl"
-    corpus.write_text("\n".join(bad_input_lines()) + "\n")
-    rc = main(
+def run_cli(corpus: Path, out: Path, *extra: str) -> int:
+    return main(
         [
             "augment",
             "--dataset",
@@ -75,10 +73,17 @@ def test_corrupt_json_is_a_clear_error_by_default(tmp_path, capsys):
             "--model",
             TINY_SYNTHESIZER,
             "--output",
-            str(tmp_path / "o"),
+            str(out),
             "--no-progress",
+            *extra,
         ]
     )
+
+
+def test_corrupt_json_is_a_clear_error_by_default(tmp_path, capsys):
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text("\n".join(bad_input_lines()) + "\n")
+    rc = run_cli(corpus, tmp_path / "o")
     assert rc == 2
     err = capsys.readouterr().err
     line = bad_input_lines().index('{"text": "corrupt line", ') + 1
@@ -90,27 +95,19 @@ def test_bad_input_corpus_through_the_cli_loses_nothing(tmp_path):
     corpus = tmp_path / "bad.jsonl"
     corpus.write_text("\n".join(lines) + "\n\n")  # a trailing blank line is no row
     out = tmp_path / "out"
-    rc = main(
-        [
-            "augment",
-            "--dataset",
-            str(corpus),
-            "--model",
-            TINY_SYNTHESIZER,
-            "--engine",
-            "hf",
-            "--output",
-            str(out),
-            "--bad-lines",
-            "skip",
-            "--max-model-len",
-            "2048",
-            "--max-new-tokens",
-            "64",
-            "--shard-size",
-            "7",
-            "--no-progress",
-        ]
+    rc = run_cli(
+        corpus,
+        out,
+        "--engine",
+        "hf",
+        "--bad-lines",
+        "skip",
+        "--max-model-len",
+        "2048",
+        "--max-new-tokens",
+        "64",
+        "--shard-size",
+        "7",
     )
     assert rc == 0
     report = json.loads((out / "run_report.json").read_text())

@@ -36,6 +36,17 @@ class Engine(Protocol):
         ...
 
 
+def unservable(prompt: Sequence[int], max_model_len: int) -> Completion | None:
+    """The error completion for a prompt no engine can serve (empty, or leaving no room to generate)."""
+    if not prompt:
+        return Completion.failed(0, "empty prompt")
+    if len(prompt) >= max_model_len:
+        return Completion.failed(
+            len(prompt), f"prompt of {len(prompt)} tokens does not fit max_model_len={max_model_len}"
+        )
+    return None
+
+
 def generate_isolated(
     generate: Callable[[list[Sequence[int]]], list[Completion]], prompts: list[Sequence[int]]
 ) -> list[Completion]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ipt_data.budget import load_tokenizer
-from ipt_data.engines.base import Completion, generate_isolated
+from ipt_data.engines.base import Completion, generate_isolated, unservable
 
 
 class HFEngine:
@@ -49,17 +49,8 @@ class HFEngine:
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(prompts)
-        runnable = []
-        for i, p in enumerate(prompts):
-            if not p:
-                results[i] = Completion.failed(0, "empty prompt")
-            elif len(p) >= self.max_model_len:
-                results[i] = Completion.failed(
-                    len(p), f"prompt of {len(p)} tokens does not fit max_model_len={self.max_model_len}"
-                )
-            else:
-                runnable.append(i)
+        results: list[Completion | None] = [unservable(p, self.max_model_len) for p in prompts]
+        runnable = [i for i, r in enumerate(results) if r is None]
         runnable.sort(key=lambda i: len(prompts[i]))
         for start in range(0, len(runnable), self.batch_size):
             chunk = runnable[start : start + self.batch_size]

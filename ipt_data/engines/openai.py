@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ipt_data.engines.base import Completion
+from ipt_data.engines.base import Completion, unservable
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -78,12 +78,9 @@ class OpenAIEngine:
             return list(pool.map(lambda p: self._one(list(p), max_new_tokens, temperature, seed), prompts))
 
     def _one(self, ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> Completion:
-        if not ids:
-            return Completion.failed(0, "empty prompt")
-        if len(ids) >= self.max_model_len:
-            return Completion.failed(
-                len(ids), f"prompt of {len(ids)} tokens does not fit max_model_len={self.max_model_len}"
-            )
+        refused = unservable(ids, self.max_model_len)
+        if refused is not None:
+            return refused
         body = {
             "model": self.served_model,
             "max_tokens": min(max_new_tokens, self.max_model_len - len(ids)),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ipt_data.engines.base import Completion, MissingExtraError, generate_isolated
+from ipt_data.engines.base import Completion, MissingExtraError, generate_isolated, unservable
 
 
 class VLLMEngine:
@@ -65,17 +65,8 @@ class VLLMEngine:
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[Completion]:
-        results: list[Completion | None] = [None] * len(prompts)
-        runnable = []
-        for i, p in enumerate(prompts):
-            if not p:
-                results[i] = Completion.failed(0, "empty prompt")
-            elif len(p) >= self.max_model_len:
-                results[i] = Completion.failed(
-                    len(p), f"prompt of {len(p)} tokens does not fit max_model_len={self.max_model_len}"
-                )
-            else:
-                runnable.append(i)
+        results: list[Completion | None] = [unservable(p, self.max_model_len) for p in prompts]
+        runnable = [i for i, r in enumerate(results) if r is None]
 
         def sampling(max_tokens: int):
             return self._vllm.SamplingParams(
