@@ -377,14 +377,10 @@ class _Progress:
         self.bar.close()
 
 
-def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run the whole job; returns the run report (also written next to the output)."""
-    import datasets
-
-    started = time.perf_counter()
-    datasets.disable_progress_bars()
+def open_run(config: AugmentConfig):
+    """`(input, work folder)` for a run, failing early on a missing model, input or tokenizer."""
     ensure_model_available(config.model)
-    ds = load_source(
+    source = load_source(
         config.dataset,
         config=config.dataset_config,
         split=config.split,
@@ -393,7 +389,17 @@ def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
         bad_lines=config.bad_lines,
     )
     work = WorkDir(config.resolved_work_dir(), config)
-    get_encoder(config.tokenizer or config.model, config.trust_remote_code)  # fail early on a bad tokenizer
+    get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+    return source, work
+
+
+def augment(config: AugmentConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run the whole job; returns the run report (also written next to the output)."""
+    import datasets
+
+    started = time.perf_counter()
+    datasets.disable_progress_bars()
+    ds, work = open_run(config)
     setup_s = time.perf_counter() - started  # model check, input opened, tokenizer loaded
     total = len(ds) if isinstance(ds, datasets.Dataset) else None
     total = total if total is None or config.limit is None else min(config.limit, total)

@@ -19,8 +19,7 @@ import time
 from typing import Any
 
 from ipt_data.config import AugmentConfig
-from ipt_data.pipeline import WorkDir, _columns, _iter_shards, _merge, ensure_model_available, finish, run_shard
-from ipt_data.sources import load_source
+from ipt_data.pipeline import WorkDir, _columns, _iter_shards, _merge, finish, open_run, run_shard
 
 
 class ShardActor:
@@ -72,16 +71,7 @@ def augment_on_ray(
         raise ImportError("the ray executor needs Ray Data: pip install 'ipt-data[ray]'") from exc
 
     started = time.perf_counter()
-    ensure_model_available(config.model)
-    source = load_source(
-        config.dataset,
-        config=config.dataset_config,
-        split=config.split,
-        streaming=config.streaming,
-        trust_remote_code=config.trust_remote_code,
-        bad_lines=config.bad_lines,
-    )
-    work = WorkDir(config.resolved_work_dir(), config)
+    source, work = open_run(config)
     report: dict[str, Any] = {}
     pending, done = [], {}
     n_shards = 0
