@@ -78,9 +78,9 @@ def test_an_interrupted_push_resumes_without_sending_blobs_again(hub, tmp_path):
         tmp_path,
         """
         from datasets import Dataset
-        import ipt_data.publish as p
+        from ipt_data.publish import publish
         ds = Dataset.from_dict({"text": [f"row {i}" for i in range(60)]})
-        p.publish(ds, "hf://datasets/tester/resumed", max_shard_rows=20)
+        publish(ds, "hf://datasets/tester/resumed", max_shard_rows=20)
     """,
     )
     repo = hub.state.repos["tester/resumed"]

@@ -1,5 +1,6 @@
 """Reliability: dirty input, engine faults, crashes, hostile text. Nothing may be lost or duplicated."""
 
+import importlib
 import json
 import random
 from pathlib import Path
@@ -8,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ipt_data.publish
 from ipt_data import Synthesizer, build_prompt, chunk_batch, templify_batch
 from ipt_data.budget import get_encoder
 from ipt_data.cli import main
@@ -16,6 +16,8 @@ from ipt_data.config import AugmentConfig
 from ipt_data.engines import load_engine, register_engine
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
 from ipt_data.pipeline import augment
+
+PUBLISH = importlib.import_module("ipt_data.publish")  # the module: `ipt_data.publish` is the function
 
 BIG = "zebra quartz lantern meadow " * 75_000  # a 2.1 MB single line
 GOOD = {
@@ -221,7 +223,7 @@ def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):
 
         shutil.rmtree(p)
 
-    real = ipt_data.publish.with_retries
+    real = PUBLISH.with_retries
     calls = {"n": 0}
 
     def dies_on_the_third_write(fn, **kw):
@@ -230,10 +232,10 @@ def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed while publishing")
         return real(fn, **kw)
 
-    monkeypatch.setattr(ipt_data.publish, "with_retries", dies_on_the_third_write)
+    monkeypatch.setattr(PUBLISH, "with_retries", dies_on_the_third_write)
     with pytest.raises(KeyboardInterrupt):
         augment(config, progress=False)
-    monkeypatch.setattr(ipt_data.publish, "with_retries", real)
+    monkeypatch.setattr(PUBLISH, "with_retries", real)
     written = sorted((out / "data").iterdir())
     assert 0 < len(written) < len(expected)
     augment(config, progress=False)
