@@ -15,12 +15,13 @@ examples drawn in as the augmented tokens accrue and a seeded buffer shuffle.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from datasets import Dataset, Features, IterableDataset, Value, concatenate_datasets
+
+from ipt_data.budget import unit_interval
 
 MIX_FEATURES = Features({"text": Value("string"), "kind": Value("string"), "n_tokens": Value("int64")})
 GENERAL_COLUMNS = ("question", "response")
@@ -143,11 +144,6 @@ def _mix_streaming(prepared: dict, ratio: float | None, by: str, seed: int, buff
     return IterableDataset.from_generator(rows, features=MIX_FEATURES).shuffle(seed=seed, buffer_size=buffer)
 
 
-def _unit(seed: int, index: int) -> float:
-    h = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
-
-
 def split_for_conversion(
     ds: Dataset | IterableDataset, fraction: float = 0.2, seed: int = 0
 ) -> tuple[Dataset | IterableDataset, Dataset | IterableDataset]:
@@ -161,7 +157,7 @@ def split_for_conversion(
     if isinstance(ds, IterableDataset):
 
         def chosen(_: dict, i: int) -> bool:
-            return _unit(seed, i) < fraction
+            return unit_interval(f"{seed}:{i}") < fraction
 
         return ds.filter(chosen, with_indices=True), ds.filter(lambda r, i: not chosen(r, i), with_indices=True)
     order = np.random.default_rng(seed).permutation(len(ds))

@@ -14,7 +14,6 @@ plus Arrow's memory-mapped files.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -27,9 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ipt_data.budget import chunk_batch, get_encoder
+from ipt_data.budget import chunk_batch, get_encoder, unit_interval
 from ipt_data.card import dataset_card
-from ipt_data.config import AugmentConfig
+from ipt_data.config import SHARD_FIELDS, AugmentConfig
 from ipt_data.sources import REJECT_KEY, JsonlSource, as_dataset, load_source
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import templify_batch
@@ -74,11 +73,6 @@ def ensure_model_available(model: str) -> None:
         ) from exc
 
 
-def _unit(seed: int, index: int) -> float:
-    h = hashlib.blake2b(f"route:{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
-
-
 def _rejection(value: Any) -> str | None:
     if value is MISSING:
         return "missing_text_column"
@@ -110,8 +104,6 @@ class WorkDir:
                     "use another --work-dir, or delete that folder to start over"
                 )
         else:
-            from ipt_data.config import SHARD_FIELDS
-
             shard_config = {k: config.to_dict()[k] for k in SHARD_FIELDS}
             run.write_text(json.dumps({"fingerprint": fingerprint, "shard_config": shard_config}, indent=1))
 
@@ -187,7 +179,7 @@ def process_shard(
         reason = unreadable[i] if isinstance(unreadable[i], str) else _rejection(text)
         if reason:
             rejects.append({"row": start + i, "reason": reason, "value": ascii(text)[:200]})
-        elif _unit(config.seed, start + i) < config.fraction:
+        elif unit_interval(f"route:{config.seed}:{start + i}") < config.fraction:
             convert.append(i)
         else:
             raw.append(i)
@@ -320,14 +312,14 @@ class _ShardPool:
 
     def submit(self, k: int, start: int, rows: dict, finished) -> None:
         if len(self.pending) >= self.limit:
-            self._collect(finished, block=True)
+            self._collect(finished)
         self.pending.add(self.executor.submit(_worker_run, self.config, self.work_path, k, start, rows))
 
     def drain(self, finished) -> None:
         while self.pending:
-            self._collect(finished, block=True)
+            self._collect(finished)
 
-    def _collect(self, finished, block: bool) -> None:
+    def _collect(self, finished) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
 
         done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
@@ -483,11 +475,10 @@ def finish(
         general_columns=config.general_columns,
     )
     report.setdefault("seconds", {})["mix"] = time.perf_counter() - t
-    report["output_rows"] = dict(Counter(corpus["kind"]))
-    report["output_tokens"] = {
-        kind: int(sum(n for n, k2 in zip(corpus["n_tokens"], corpus["kind"], strict=True) if k2 == kind))
-        for kind in report["output_rows"]
-    }
+    by_kind = corpus.data.table.group_by("kind").aggregate([("kind", "count"), ("n_tokens", "sum")]).to_pylist()
+    by_kind.sort(key=lambda r: r["kind"])  # corpus is flattened: its table holds exactly its rows
+    report["output_rows"] = {r["kind"]: r["kind_count"] for r in by_kind}
+    report["output_tokens"] = {r["kind"]: r["n_tokens_sum"] for r in by_kind}
     report["shards"] = {"total": n_shards, "resumed": resumed}
     report["fingerprint"] = config.fingerprint()
     example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
