@@ -65,7 +65,7 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_templify.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_end_to_end.py
 
-# Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (a few minutes on CPU).
+# Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (about 6 minutes on a 2-core CPU).
 fixture: install
 	$(BIN)/python scripts/build_tiny_synthesizer.py
 

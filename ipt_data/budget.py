@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ipt_data import wire
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_MAX_NEW_TOKENS = 400
@@ -31,42 +35,90 @@ def prompt_budget(max_model_len: int = DEFAULT_MAX_MODEL_LEN, max_new_tokens: in
     return max_model_len - max_new_tokens
 
 
+def tokenizer_file(name_or_path: str) -> str | None:
+    """The path of the model's own `tokenizer.json` (a local folder or file, or the Hub), or None
+    when the model has none."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, "tokenizer.json")
+        return path if os.path.isfile(path) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return hf_hub_download(name_or_path, "tokenizer.json")
+    except EntryNotFoundError:  # no such file in the repo (or not in the offline cache)
+        return None
+
+
 @functools.lru_cache(maxsize=8)
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """The synthesizer's fast tokenizer, cached per process."""
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Tokenizer:
+    """The synthesizer's tokenizer exactly as its `tokenizer.json` defines it, cached per process.
+
+    Read with the `tokenizers` library, so the ids are those of the file's own normalizer,
+    pre-tokenizer and decoder, whatever transformers version is installed (transformers 5 rebuilds
+    Llama/Mistral pipelines on load, one token off at the start of every example: SPEC 1). A
+    model without a `tokenizer.json` falls back to transformers' fast tokenizer, with a warning.
+    """
+    path = tokenizer_file(name_or_path)
+    if path is not None:
+        return Tokenizer.from_file(path)
     from transformers import AutoTokenizer
 
+    log.warning(
+        "%s has no tokenizer.json: using transformers' AutoTokenizer, whose pipeline may differ from the one "
+        "the model was tuned with",
+        name_or_path,
+    )
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if not getattr(tok, "is_fast", False):
         raise TypeError(f"{name_or_path}: ipt_data needs a fast (Rust) tokenizer for exact batched counts")
-    return tok
+    return Tokenizer.from_str(tok.backend_tokenizer.to_str())
+
+
+def _as_tokenizer(tokenizer: Any, trust_remote_code: bool = False) -> Tokenizer:
+    """A `tokenizers.Tokenizer` from a name or path, a `Tokenizer`, or a transformers fast tokenizer
+    (through the `tokenizer.json` it was loaded from, where there is one)."""
+    if isinstance(tokenizer, str):
+        return load_tokenizer(tokenizer, trust_remote_code)
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    source = getattr(tokenizer, "name_or_path", None)
+    if source and os.path.isdir(source) and tokenizer_file(source):
+        return load_tokenizer(source)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise TypeError(f"not a fast tokenizer: {type(tokenizer).__name__}")
+    return Tokenizer.from_str(backend.to_str())
 
 
 class PromptEncoder:
-    """Encodes prompts and counts tokens exactly, batched, with the synthesizer's tokenizer."""
+    """Encodes prompts, counts tokens exactly (batched) and decodes completions, with the
+    synthesizer's own `tokenizer.json` (a model name or path, a `tokenizers.Tokenizer`, or a
+    transformers fast tokenizer)."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, trust_remote_code: bool = False):
         if isinstance(tokenizer, PromptEncoder):
-            tokenizer = tokenizer.tokenizer
-        if isinstance(tokenizer, str):
-            tokenizer = load_tokenizer(tokenizer)
-        self.tokenizer = tokenizer
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            tokenizer, trust_remote_code = tokenizer.source, tokenizer.trust_remote_code
+        self.source, self.trust_remote_code = tokenizer, trust_remote_code  # it pickles as these
+        self.tokenizer = _as_tokenizer(tokenizer, trust_remote_code)  # the file's pipeline, as it is
+        backend = Tokenizer.from_str(self.tokenizer.to_str())
         backend.no_padding()
         backend.no_truncation()
-        backend.encode_special_tokens = True  # special-token strings inside texts stay plain text
+        backend.encode_special_tokens = True  # special-token strings inside texts stay plain
         self._backend = backend
         self.special_ids = {s: self._special_id(s) for s in (wire.BOS, wire.EOS)}
         self.bos_id, self.eos_id = self.special_ids[wire.BOS], self.special_ids[wire.EOS]
 
     def _special_id(self, token: str) -> int:
-        token_id = self.tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or token_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
             raise ValueError(f"the tokenizer has no {token!r} token; it is not the synthesizer's tokenizer")
         return token_id
 
-    def __reduce__(self):  # pickles as its tokenizer (datasets fingerprints and ships fn_kwargs)
-        return (PromptEncoder, (self.tokenizer,))
+    def __reduce__(self):  # pickles as its source (datasets fingerprints and ships fn_kwargs)
+        return (PromptEncoder, (self.source, self.trust_remote_code))
 
     def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
         """Plain-text ids, batched; no special tokens added or parsed."""
@@ -101,13 +153,35 @@ class PromptEncoder:
         bodies = [wire.demo_body(t, p) for t, p in examples]
         return [[self.bos_id, *ids, self.eos_id] for ids in self.encode_texts(bodies)]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of `ids` by the file's own decoder (a completion: special tokens skipped)."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def decode_prompt(self, ids: Sequence[int]) -> str:
+        """The prompt string of prompt ids (`wire.build_prompt`'s), for servers that take only text:
+        each text part decoded on its own (the decoder drops the space the normalizer prepended) and
+        the markup's `<s>`/`</s>` written out. Re-encoded as SPEC 1 says, it gives `ids` back
+        (for texts without special-token strings)."""
+        names = {v: k for k, v in self.special_ids.items()}
+        out, part = [], []
+        for token in [*ids, None]:
+            if token in names or token is None:
+                if part:
+                    out.append(self.tokenizer.decode(part, skip_special_tokens=False))
+                    part = []
+                if token is not None:
+                    out.append(names[token])
+            else:
+                part.append(token)
+        return "".join(out)
+
+    def decode_batch(self, rows: Sequence[Sequence[int]]) -> list[str]:
+        return self.tokenizer.decode_batch([list(r) for r in rows], skip_special_tokens=True)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_encoder(name_or_path: str, trust_remote_code: bool) -> PromptEncoder:
-    return PromptEncoder(load_tokenizer(name_or_path, trust_remote_code))
+    return PromptEncoder(name_or_path, trust_remote_code)
 
 
 def get_encoder(tokenizer: Any, trust_remote_code: bool = False) -> PromptEncoder:

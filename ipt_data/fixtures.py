@@ -1,6 +1,7 @@
 """The tiny synthesizer fixture: where it lives and the synthetic world it was trained on.
 
-`scripts/build_tiny_synthesizer.py` trains a ~0.5 MB Mistral-architecture model on examples from
+`scripts/build_tiny_synthesizer.py` trains a 2.1M-parameter (4.3 MB) Mistral-architecture model, with
+Mistral-7B-v0.1's real tokenizer, on examples from
 `synthetic_example`, written in the real synthesizer's wire format. Tests, the offline demo and
 the benchmarks use it in place of the 7B `instruction-pretrain/instruction-synthesizer`.
 """

@@ -146,7 +146,7 @@ class FaultyEngine:
     def __init__(self, model, device, **options):
         self.inner = load_engine(model, "hf", device=device, **options)
         self.max_model_len = self.inner.max_model_len
-        self.poison = get_encoder(model).encode_texts([" POISON"])[0]  # as it reads inside a prompt
+        self.poison = get_encoder(model).encode_texts(["POISON"])[0]  # "▁POISON": the normalizer prepends "▁"
         self.calls = 0
 
     def generate(self, prompts, **kwargs):

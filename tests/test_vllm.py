@@ -137,3 +137,22 @@ def test_pipeline_output_is_the_same_whichever_engine(tmp_path, vllm_engine):
         return {p.name: p.read_bytes() for p in sorted((tmp_path / name / "data").iterdir())}
 
     assert run("hf", "hf", {}) == run("vllm", "vllm", OPTIONS)
+
+
+def test_vllm_receives_the_golden_ids(vllm_engine, monkeypatch):
+    """SPEC 1: the ids vLLM schedules are exactly the goldens' (transformers 4.44's) for the same texts."""
+    from test_fidelity import GOLDENS
+
+    from ipt_data import Synthesizer
+
+    cases = [c for c in GOLDENS["prompts"] if not c["demos"] and c["text"].strip() and len(c["ids"]) < 4000]
+    seen, generate = [], vllm_engine.llm.generate
+
+    def spy(prompts, *args, **kwargs):
+        outputs = generate(prompts, *args, **kwargs)
+        seen.extend(list(o.prompt_token_ids) for o in outputs)
+        return outputs
+
+    monkeypatch.setattr(vllm_engine.llm, "generate", spy)
+    Synthesizer(model=TINY_SYNTHESIZER, engine=vllm_engine, max_new_tokens=4)({"text": [c["text"] for c in cases]})
+    assert len(cases) > 50 and seen == [c["ids"] for c in cases]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ipt_data.budget import load_tokenizer
+from ipt_data.budget import get_encoder
 from ipt_data.engines.base import Completion, generate_isolated, unservable
 
 
@@ -39,9 +39,10 @@ class HFEngine:
             model, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
         ).to(self.device)
         self.model.eval()
-        self.tokenizer = load_tokenizer(model, trust_remote_code)
-        self.eos_id = self.tokenizer.eos_token_id
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self.encoder = get_encoder(model, trust_remote_code)  # decodes with the model's own tokenizer.json
+        self.eos_id = self.encoder.eos_id
+        pad = self.model.generation_config.pad_token_id
+        self.pad_id = pad if isinstance(pad, int) else self.eos_id
         self.batch_size = max(1, batch_size)
         limit = getattr(self.model.config, "max_position_embeddings", None) or max_model_len
         self.max_model_len = min(max_model_len, limit)
@@ -90,12 +91,10 @@ class HFEngine:
             top_p=None,
             **sampling,
         )
-        completions = []
-        for p, row in zip(prompts, out[:, width:].tolist(), strict=True):
-            if self.eos_id in row:
-                row, reason = row[: row.index(self.eos_id) + 1], "stop"
-            else:
-                reason = "length"
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
-            completions.append(Completion(text, reason, len(p), len(row)))
-        return completions
+        rows, reasons = [], []
+        for row in out[:, width:].tolist():
+            stop = self.eos_id in row
+            rows.append(row[: row.index(self.eos_id) + 1] if stop else row)
+            reasons.append("stop" if stop else "length")
+        texts = self.encoder.decode_batch(rows)
+        return [Completion(t, r, len(p), len(row)) for t, r, p, row in zip(texts, reasons, prompts, rows, strict=True)]

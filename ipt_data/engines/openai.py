@@ -16,6 +16,7 @@ Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ipt_data.engines.base import Completion, unservable
+
+log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -106,12 +109,17 @@ class OpenAIEngine:
                     if exc.status != 400:
                         raise
                     self.prompt_format = "text"
+                    log.warning(
+                        "%s does not take token-id prompts: sending text, tokenized by the server's own tokenizer, "
+                        "which may not give the ids the synthesizer was tuned on",
+                        self.url,
+                    )
             return self.prompt_format
 
     def _text(self, ids: list[int]) -> str:
-        from ipt_data.budget import load_tokenizer
+        from ipt_data.budget import get_encoder
 
-        return load_tokenizer(self.model, self._trust_remote_code).decode(ids, skip_special_tokens=False)
+        return get_encoder(self.model, self._trust_remote_code).decode_prompt(ids)
 
     def _post(self, body: dict, n_prompt: int) -> Completion:
         data = json.dumps(body).encode()

@@ -3,7 +3,9 @@
 vLLM schedules the whole list of prompts itself (continuous batching), so one `generate` call gets
 every prompt of a round. Prompts that cannot fit the model length are answered with an error
 completion before the call; if the call still raises, `generate_isolated` narrows it down to the
-prompts that fail, so a batch never fails as a whole. Greedy by default.
+prompts that fail, so a batch never fails as a whole. Greedy by default. Completions are decoded from
+their token ids with the model's own `tokenizer.json` (`PromptEncoder.decode`), as every engine does,
+not by vLLM's tokenizer (which transformers 5 may rebuild).
 
 Options: `dtype` ("auto"), `tensor_parallel_size` (1), `gpu_memory_utilization` (0.9),
 `max_num_seqs`, `enable_prefix_caching` (on: M-shot prompts share their demos), `enforce_eager`,
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ipt_data.budget import get_encoder
 from ipt_data.engines.base import Completion, MissingExtraError, generate_isolated, unservable
 
 
@@ -60,7 +63,7 @@ class VLLMEngine:
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
         self.max_model_len = max_model_len
-        self.eos_id = self.llm.get_tokenizer().eos_token_id
+        self.encoder = get_encoder(model, trust_remote_code)
 
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
@@ -72,7 +75,7 @@ class VLLMEngine:
             return self._vllm.SamplingParams(
                 temperature=temperature,
                 seed=seed if temperature > 0 else None,
-                skip_special_tokens=True,
+                detokenize=False,  # decoded below with the model's own tokenizer.json
                 max_tokens=max_tokens,
             )
 
@@ -83,7 +86,12 @@ class VLLMEngine:
             outputs = self.llm.generate(
                 [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in batch], params, use_tqdm=False
             )
-            return [self._completion(p, out) for p, out in zip(batch, outputs, strict=True)]
+            choices = [out.outputs[0] for out in outputs]
+            texts = self.encoder.decode_batch([c.token_ids for c in choices])
+            return [
+                Completion(text, "length" if c.finish_reason == "length" else "stop", len(p), len(c.token_ids))
+                for p, c, text in zip(batch, choices, texts, strict=True)
+            ]
 
         for i, completion in zip(runnable, generate_isolated(run, [prompts[i] for i in runnable]), strict=True):
             results[i] = completion
@@ -94,9 +102,3 @@ class VLLMEngine:
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
-
-    @staticmethod
-    def _completion(prompt: Sequence[int], output) -> Completion:
-        choice = output.outputs[0]
-        reason = "length" if choice.finish_reason == "length" else "stop"
-        return Completion(choice.text, reason, len(prompt), len(choice.token_ids))
