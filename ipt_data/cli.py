@@ -19,6 +19,8 @@ HELP = {
     "output": "local folder, fsspec URL (s3://...), or hf://datasets/<user>/<name>",
     "fraction": "share of rows converted; the rest is kept raw (0.2 from scratch, 1.0 domain-adaptive)",
     "rounds": "M: texts per few-shot chain (2 from scratch, 3 domain-adaptive)",
+    "chain_order": "reference (default: text i chains with i + ceil(n/M), ... within a batch, as the paper's "
+    "scripts) or adjacent (consecutive texts, so consecutive chunks of a document share a chain)",
     "engine": "auto | hf",
     "engine_options": "JSON object of engine options, e.g. '{\"batch_size\": 64}'",
     "general": "general instruction data (Hub name or file) with question/response columns",

@@ -27,6 +27,7 @@ SHARD_FIELDS = (
     "text_column",
     "fraction",
     "rounds",
+    "chain_order",
     "model",
     "tokenizer",
     "max_model_len",
@@ -50,6 +51,7 @@ class AugmentConfig:
     limit: int | None = None  # only the first N input rows
     fraction: float = 1.0  # share of rows converted (SPEC 4: 0.2 from scratch); the rest stays raw
     rounds: int = 2
+    chain_order: str = "reference"  # texts per chain as the reference groups them, or "adjacent"
     model: str = REAL_SYNTHESIZER
     tokenizer: str | None = None
     engine: str = "auto"
@@ -91,6 +93,8 @@ class AugmentConfig:
             raise ValueError(f"on_engine_error must be 'raw' or 'retry', got {self.on_engine_error!r}")
         if self.executor not in ("local", "ray"):
             raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
+        if self.chain_order not in ("reference", "adjacent"):
+            raise ValueError(f"chain_order must be 'reference' or 'adjacent', got {self.chain_order!r}")
         if self.mix_by not in ("tokens", "examples"):
             raise ValueError(f"mix_by must be 'tokens' or 'examples', got {self.mix_by!r}")
 

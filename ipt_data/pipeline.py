@@ -254,6 +254,7 @@ def _synthesizer(config: AugmentConfig) -> Synthesizer:
     return Synthesizer(
         model=config.model,
         rounds=config.rounds,
+        chain_order=config.chain_order,
         engine=config.engine,
         max_model_len=config.max_model_len,
         max_new_tokens=config.max_new_tokens,

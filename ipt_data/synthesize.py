@@ -1,10 +1,15 @@
 """`synthesize_batch` / `Synthesizer`: M-round chains of texts through the synthesizer (SPEC 2).
 
-Within one batch, the valid texts are grouped in order into chains of up to M (`rounds`). Round r
-prompts the r-th text of every chain at once (one engine call per round), preceded by the
-earlier examples of its chain that got at least one pair. A prompt that would exceed the prompt
-budget (max_model_len - max_new_tokens, counted in real tokens) breaks the chain: the text is
-prompted alone and starts a new chain. Chains never leave their batch.
+Within one batch, the n valid texts are grouped into chains of up to M (`rounds`) as the reference
+does (`chain_order="reference"`): the batch is cut into M consecutive parts of ceil(n/M) and chain
+i holds texts i, i + ceil(n/M), i + 2 ceil(n/M), ...; `chain_order="adjacent"` chains consecutive
+texts instead (consecutive chunks of one document stay together). Round r prompts the r-th text of
+every chain at once (one engine call per round). A text's prompt carries the contiguous run of
+examples that ends at its predecessor in the chain: the predecessor's own demos plus the
+predecessor, when the predecessor got at least one pair, and nothing when it got none. A prompt
+that would exceed the prompt budget (max_model_len - max_new_tokens, counted in real tokens)
+breaks the chain: the text is prompted alone and starts a new chain. Chains never leave their
+batch.
 
 Output columns, besides the input's: `pairs`, `chain`, `shot`, `inherits`, `synth_status`,
 `prompt_tokens`, `completion_tokens`, `invalid_pairs` (pieces of the completion rejected by the
@@ -17,6 +22,8 @@ or order of later stages.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +37,8 @@ from ipt_data.budget import (
     prompt_budget,
 )
 from ipt_data.engines import Engine, generate_isolated, load_engine
+
+log = logging.getLogger(__name__)
 
 
 def synthesis_features(features=None):
@@ -72,6 +81,20 @@ def _row_keys(batch: dict[str, list], texts: list) -> list[str]:
     return [content_id(t) for t in texts]
 
 
+CHAIN_ORDERS = ("reference", "adjacent")
+
+
+def chain_groups(items: list, rounds: int, order: str = "reference") -> list[list]:
+    """`items` grouped into chains of up to `rounds` (SPEC 2): with "reference", chain i holds items
+    i, i + ceil(n/M), i + 2 ceil(n/M), ...; with "adjacent", consecutive items."""
+    if order == "adjacent":
+        return [items[k : k + rounds] for k in range(0, len(items), rounds)]
+    if order != "reference":
+        raise ValueError(f"chain_order must be one of {CHAIN_ORDERS}, got {order!r}")
+    step = math.ceil(len(items) / rounds)
+    return [items[i::step] for i in range(step)]
+
+
 @dataclass
 class Synthesizer:
     """Configure once, then call on batches: `ds.map(Synthesizer(model=...), batched=True)`."""
@@ -86,10 +109,13 @@ class Synthesizer:
     temperature: float = 0.0
     seed: int = 0
     engine_options: dict[str, Any] = field(default_factory=dict)
+    chain_order: str = "reference"  # or "adjacent": consecutive texts share a chain
 
     def __post_init__(self):
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.chain_order not in CHAIN_ORDERS:
+            raise ValueError(f"chain_order must be one of {CHAIN_ORDERS}, got {self.chain_order!r}")
         self.budget = prompt_budget(self.max_model_len, self.max_new_tokens)
 
     def load_engine(self, rank: int | None = None) -> Engine:
@@ -113,7 +139,7 @@ class Synthesizer:
                         "split long texts with chunk_batch first"
                     )
             valid = [i for i in valid if rows.status[i] is None]
-            groups = [valid[k : k + self.rounds] for k in range(0, len(valid), self.rounds)]
+            groups = chain_groups(valid, self.rounds, self.chain_order)
             if groups:
                 self._run_rounds(groups, rows, encoder, context, rank)
         return {**batch, **rows.columns()}
@@ -128,6 +154,7 @@ class Synthesizer:
     ) -> None:
         engine = self.load_engine(rank)
         demo_ids: dict[int, list[int]] = {}  # rows that got pairs -> their ids as an earlier example
+        carried: dict[int, list[int]] = {}  # row -> the rows shown as demos in its prompt
         start = {g[0]: 0 for g in groups}  # group's first row -> position where its current chain starts
         for r in range(self.rounds):
             requests: list[tuple[int, list[int]]] = []
@@ -135,12 +162,17 @@ class Synthesizer:
                 if r >= len(g):
                     continue
                 i, head = g[r], g[0]
-                ids = [tok for m in g[start[head] : r] if m in demo_ids for tok in demo_ids[m]] + context[i]
-                if r > 0 and len(ids) > self.budget:  # the chain breaks: prompt alone, start anew
-                    start[head], ids = r, context[i]
+                prev = g[r - 1] if r > 0 else None
+                # the run that ends at the predecessor, if the predecessor got pairs; else nothing
+                demos = [*carried[prev], prev] if prev is not None and rows.pairs[prev] else []
+                ids = [tok for m in demos for tok in demo_ids[m]] + context[i]
+                if demos and len(ids) > self.budget:  # the chain breaks: prompt alone, start anew
+                    log.debug("chain of row %s breaks: %d prompt tokens > %d", rows.keys[i], len(ids), self.budget)
+                    start[head], demos, ids = r, [], context[i]
+                carried[i] = demos
                 rows.chain[i], rows.shot[i] = rows.keys[g[start[head]]], r - start[head]
-                if rows.shot[i] > 0:
-                    rows.predecessor[i] = g[r - 1]
+                if demos:
+                    rows.predecessor[i] = prev
                 requests.append((i, ids))
             completions = generate_isolated(
                 lambda prompts: engine.generate(
@@ -166,7 +198,7 @@ class _Rows:
         self.invalid = [0] * n
         self.prompt_tokens, self.completion_tokens = [0] * n, [0] * n
         self.chain, self.shot = list(keys), [0] * n
-        self.predecessor: dict[int, int] = {}  # row -> previous row of its chain
+        self.predecessor: dict[int, int] = {}  # row -> previous row of its chain, when it was in its prompt
 
     def record(self, i: int, completion) -> None:
         self.prompt_tokens[i], self.completion_tokens[i] = completion.prompt_tokens, completion.completion_tokens
@@ -179,9 +211,7 @@ class _Rows:
     def columns(self) -> dict[str, list]:
         n = len(self.texts)
         # a row inherits when its predecessor was in its prompt (it had pairs) and it got pairs itself
-        inherits = [
-            i in self.predecessor and bool(self.pairs[self.predecessor[i]]) and bool(self.pairs[i]) for i in range(n)
-        ]
+        inherits = [i in self.predecessor and bool(self.pairs[i]) for i in range(n)]
         continued = [False] * n
         run: dict[int, list[int]] = {}  # row -> the earlier rows of its inheriting run
         for i in range(n):
@@ -223,6 +253,7 @@ def synthesize_batch(
     temperature: float = 0.0,
     seed: int = 0,
     engine_options: dict[str, Any] | None = None,
+    chain_order: str = "reference",
 ) -> dict[str, list]:
     """`Dataset.map(batched=True[, with_rank=True])` stage: instruction-response pairs per text.
 
@@ -239,4 +270,5 @@ def synthesize_batch(
         temperature=temperature,
         seed=seed,
         engine_options=dict(engine_options or {}),
+        chain_order=chain_order,
     )(batch, rank)

@@ -82,7 +82,7 @@ def parse_completion(completion: str) -> tuple[list[dict[str, str]], int]:
         if not head.startswith(QUE) or not answer:
             n_invalid += 1
             continue
-        question = head[len(QUE) :].strip()
+        question = head.replace(QUE, "").strip()  # every <QUE>, as the reference does
         key = question.lower()
         if key in seen:
             n_invalid += 1

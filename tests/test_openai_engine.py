@@ -143,4 +143,20 @@ def test_synthesize_through_the_openai_engine(script):
         max_new_tokens=20,
         engine_options={"base_url": script.url, "retries": 1, "backoff": 0.01},
     )({"text": texts})
-    assert out["synth_status"] == ["ok"] * 5 and out["inherits"] == [False, True, False, True, False]
+    assert out["synth_status"] == ["ok"] * 5 and out["inherits"] == [False, False, False, True, True]  # 0-3, 1-4, 2
+
+
+def test_the_server_receives_the_golden_ids(script):
+    """SPEC 1: the token ids a server receives are exactly the goldens' (transformers 4.44's) for the same texts."""
+    from test_fidelity import GOLDENS
+
+    cases = [c for c in GOLDENS["prompts"] if not c["demos"] and c["text"].strip()]
+    Synthesizer(
+        model=TINY_SYNTHESIZER,
+        engine="openai",
+        max_model_len=100_000,
+        max_new_tokens=4,
+        engine_options={"base_url": script.url, "retries": 1, "backoff": 0.01, "prompt_format": "token_ids"},
+    )({"text": [c["text"] for c in cases]})
+    sent = sorted(body["prompt"] for body, _ in script.requests)
+    assert len(cases) > 50 and sent == sorted(c["ids"] for c in cases)

@@ -83,7 +83,7 @@ def _actor_pids() -> list[int]:
 
 
 def test_a_killed_actor_loses_nothing(tmp_path, local_ray):
-    expected = augment(config(tmp_path, "local", limit=24), progress=False)
+    expected = augment(config(tmp_path, "local", limit=24, shard_size=2), progress=False)  # the same shards
     cfg = config(tmp_path, "ray", limit=24, shard_size=2)
     killed = []
 

@@ -65,3 +65,11 @@ def test_invalid_pieces_are_skipped_and_counted():
     assert [p["instruction"] for p in pairs] == ["ok", "kept"]
     assert invalid == 3
     assert parse_pairs("") == [] and parse_pairs(None) == []
+
+
+def test_every_que_marker_is_removed_from_a_question():
+    completion = "<QUE> Who <QUE> is Anna? <ANS> A baker. </END>\n\n<QUE><QUE> Where? <ANS> Oslo. </END>"
+    assert parse_pairs(completion) == [
+        {"instruction": "Who  is Anna?", "response": "A baker."},
+        {"instruction": "Where?", "response": "Oslo."},
+    ]
