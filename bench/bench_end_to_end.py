@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
 from ipt_data.fixtures import TINY_SYNTHESIZER
-from ipt_data.pipeline import augment
+from ipt_data.run import augment
 
 
 def main() -> None:

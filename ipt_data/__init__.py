@@ -6,32 +6,43 @@ helpers `build_prompt` / `parse_pairs` are the synthesizer's markup; `augment(Au
 the whole job and `publish` writes a corpus to a folder, an fsspec URL or the Hub.
 """
 
-from ipt_data import fixtures
-from ipt_data.budget import PromptEncoder, chunk_batch, prompt_budget
-from ipt_data.config import AugmentConfig
-from ipt_data.mix import mix, split_for_conversion
-from ipt_data.pipeline import augment
-from ipt_data.publish import publish
-from ipt_data.synthesize import Synthesizer, synthesis_features, synthesize_batch
-from ipt_data.templify import templify_batch
-from ipt_data.wire import build_prompt, parse_pairs, render_pairs
+import logging
+
+__version__ = "0.2.0"
+
+from ipt_data import fixtures  # noqa: E402
+from ipt_data.budget import PromptEncoder, prompt_budget  # noqa: E402
+from ipt_data.chunk import chunk_batch  # noqa: E402
+from ipt_data.config import AugmentConfig  # noqa: E402
+from ipt_data.errors import IptDataError  # noqa: E402
+from ipt_data.mixing import mix, split_for_conversion  # noqa: E402
+from ipt_data.options import SynthesisOptions  # noqa: E402
+from ipt_data.run import augment  # noqa: E402
+from ipt_data.schema import synthesis_features  # noqa: E402
+from ipt_data.sinks import publish  # noqa: E402
+from ipt_data.synthesize import Synthesizer, synthesize_batch  # noqa: E402
+from ipt_data.templify import templify_batch  # noqa: E402
+from ipt_data.wire import build_prompt, parse_pairs, render_pairs  # noqa: E402
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AugmentConfig",
+    "IptDataError",
     "PromptEncoder",
-    "augment",
-    "fixtures",
-    "publish",
+    "SynthesisOptions",
     "Synthesizer",
+    "augment",
     "build_prompt",
     "chunk_batch",
+    "fixtures",
     "mix",
     "parse_pairs",
     "prompt_budget",
+    "publish",
     "render_pairs",
     "split_for_conversion",
     "synthesis_features",
     "synthesize_batch",
     "templify_batch",
 ]
-__version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Exact token counts with the synthesizer's tokenizer, prompt encoding and chunking (SPEC 1-2).
+"""Exact token counts and prompt encoding with the synthesizer's own tokenizer (SPEC 1-2); the prompt budget.
 
 A prompt is encoded part by part (see `wire.prompt_parts`): the markup's `<s>`/`</s>` become the
 BOS/EOS ids, and every text part is encoded with special-token parsing switched off, so a raw
@@ -11,16 +11,15 @@ with a space, so for clean texts the ids equal those of the whole prompt string 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from ipt_data import wire
+from ipt_data.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ DEFAULT_MAX_NEW_TOKENS = 400
 def prompt_budget(max_model_len: int = DEFAULT_MAX_MODEL_LEN, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> int:
     """The most prompt tokens that leave room for `max_new_tokens` (4096 - 400 = 3696)."""
     if max_new_tokens < 1 or max_model_len <= max_new_tokens:
-        raise ValueError(f"max_model_len ({max_model_len}) must exceed max_new_tokens ({max_new_tokens}) >= 1")
+        raise ConfigError(f"max_model_len ({max_model_len}) must exceed max_new_tokens ({max_new_tokens}) >= 1")
     return max_model_len - max_new_tokens
 
 
@@ -191,153 +190,3 @@ def get_encoder(tokenizer: Any, trust_remote_code: bool = False) -> PromptEncode
     if isinstance(tokenizer, str):
         return _cached_encoder(tokenizer, trust_remote_code)
     return PromptEncoder(tokenizer)
-
-
-# --- chunking -------------------------------------------------------------------------------
-
-# Boundaries, coarsest first: blank lines (paragraphs), sentence ends, whitespace (words).
-_BOUNDARIES = [
-    re.compile(r"\n[^\S\n]*\n\s*"),
-    re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])[\"')\]\u201d\u2019]*\s+"),
-    re.compile(r"\s+"),
-]
-
-
-def _split_after(text: str, pattern: re.Pattern) -> list[str]:
-    """Pieces of `text` cut after each match of `pattern`; they join back to `text` exactly."""
-    pieces, start = [], 0
-    for m in pattern.finditer(text):
-        if m.end() > start and m.end() < len(text):
-            pieces.append(text[start : m.end()])
-            start = m.end()
-    pieces.append(text[start:])
-    return [p for p in pieces if p]
-
-
-def chunk_text(text: str, encoder: PromptEncoder, budget: int) -> list[str]:
-    """Cut `text` into slices whose single-text prompts fit `budget` tokens; they join to `text`.
-
-    Cuts at paragraph breaks, then sentence ends, then whitespace; mid-word only when one word
-    alone exceeds the budget.
-    """
-    overhead = len(encoder.context_ids([""])[0])
-    if budget <= overhead:
-        raise ValueError(f"a prompt budget of {budget} tokens leaves no room for text (markup: {overhead})")
-
-    def fits_all(pieces: list[str]) -> list[bool]:
-        return [len(ids) <= budget for ids in encoder.context_ids(pieces)]
-
-    def chunk(piece: str, level: int) -> list[str]:
-        if fits_all([piece])[0]:
-            return [piece]
-        if level == len(_BOUNDARIES):
-            return _cut_chars(piece, lambda s: fits_all([s])[0])
-        units = _split_after(piece, _BOUNDARIES[level])
-        if len(units) == 1:
-            return chunk(piece, level + 1)
-        return pack(units, level)
-
-    def pack(units: list[str], level: int) -> list[str]:
-        room = budget - overhead
-        groups: list[list[str]] = []
-        current: list[str] = []
-        used = 0
-        for unit, n in zip(units, encoder.count_texts(units), strict=True):
-            if current and used + n > room:
-                groups.append(current)
-                current, used = [], 0
-            current.append(unit)
-            used += n
-        groups.append(current)
-        joined = ["".join(g) for g in groups]
-        out: list[str] = []
-        for group, text_, ok in zip(groups, joined, fits_all(joined), strict=True):
-            if ok:
-                out.append(text_)
-            elif len(group) == 1:
-                out += chunk(text_, level + 1)
-            else:  # merges across units made the sum an underestimate: halve and retry
-                half = len(group) // 2
-                out += pack(group[:half], level) + pack(group[half:], level)
-        return out
-
-    return chunk(text, 0)
-
-
-def _cut_chars(text: str, fits: Callable[[str], bool]) -> list[str]:
-    """Longest prefixes that fit, found by doubling then bisecting (never encoding much more than a
-    chunk's length); the last resort for one huge word."""
-    out = []
-    while text:
-        lo, hi = 0, min(len(text), 4096)  # text[:lo] fits; text[:hi] is still to be tried
-        while fits(text[:hi]):
-            lo = hi
-            if hi == len(text):
-                break
-            hi = min(len(text), hi * 2)
-        if lo == len(text):
-            out.append(text)
-            break
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(text[:mid]):
-                lo = mid
-            else:
-                hi = mid
-        lo = max(lo, 1)  # a single character always goes, whatever it costs
-        out.append(text[:lo])
-        text = text[lo:]
-    return out
-
-
-def unit_interval(key: str) -> float:
-    """A number in [0, 1) fixed by `key`: seeded per-row decisions that need no RNG state."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
-
-
-def content_id(text: Any) -> str:
-    """A stable 16-hex-digit id of a value's text, for rows that carry no id of their own."""
-    return hashlib.blake2b(str(text).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-
-
-def chunk_batch(
-    batch: dict[str, list],
-    indices: Sequence[int] | None = None,
-    *,
-    tokenizer: Any,
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    max_prompt_tokens: int | None = None,
-    text_column: str = "text",
-    id_column: str | None = None,
-) -> dict[str, list]:
-    """`Dataset.map(batched=True)` stage: split texts too long for one prompt into chunks.
-
-    Adds `doc_id` (the `id_column` value, else the row index when mapped `with_indices=True`,
-    else a hash of the text) and `chunk` (index within the document); `text_column` holds the
-    chunk. Other columns are repeated on every chunk of their row. Values that are not
-    non-empty strings pass through as one chunk, for `synthesize_batch` to give a status.
-    """
-    if text_column not in batch:
-        raise KeyError(f"no text column {text_column!r}; the columns are {sorted(batch)}")
-    encoder = get_encoder(tokenizer)
-    budget = max_prompt_tokens or prompt_budget(max_model_len, max_new_tokens)
-    texts = batch[text_column]
-    if id_column is not None:
-        doc_ids = [str(x) for x in batch[id_column]]
-    elif indices is not None:
-        doc_ids = [str(i) for i in indices]
-    else:
-        doc_ids = [content_id(t) for t in texts]
-    valid = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-    lengths = dict(zip(valid, map(len, encoder.context_ids([texts[i] for i in valid])), strict=True))
-    out: dict[str, list] = {k: [] for k in batch}
-    out.update(doc_id=[], chunk=[])
-    for row, text in enumerate(texts):
-        pieces = chunk_text(text, encoder, budget) if lengths.get(row, 0) > budget else [text]
-        for k, piece in enumerate(pieces):
-            for col, values in batch.items():
-                out[col].append(piece if col == text_column else values[row])
-            out["doc_id"].append(doc_ids[row])
-            out["chunk"].append(k)
-    return out

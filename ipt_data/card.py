@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
+
+from ipt_data.redact import redact
 
 CITATION = """@inproceedings{cheng2024instruction,
   title={Instruction Pre-Training: Language Models are Supervised Multitask Learners},
@@ -13,14 +16,14 @@ CITATION = """@inproceedings{cheng2024instruction,
   note={arXiv:2406.14491}
 }"""
 
-SECRET_FIELDS = ("token", "hf_token", "api_key")
+LOCAL_ONLY = ("overwrite", "work_dir")  # about the machine that ran it, not the data
 
 
 def reproduce_command(config: dict[str, Any]) -> str:
-    """The `ipt-data augment` command line that reruns a config (secrets never included)."""
+    """The `ipt-data augment` command line that reruns a config (secrets never included, at any depth)."""
     parts = ["ipt-data", "augment"]
-    for key, value in config.items():
-        if key in SECRET_FIELDS or value is None or value == {} or value is False:
+    for key, value in redact(config).items():
+        if key in LOCAL_ONLY or value is None or value == {} or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:
@@ -28,8 +31,6 @@ def reproduce_command(config: dict[str, Any]) -> str:
         elif isinstance(value, (list, tuple)):
             parts += [flag, ",".join(map(str, value))]
         elif isinstance(value, dict):
-            import json
-
             parts += [flag, json.dumps(value, sort_keys=True)]
         else:
             parts += [flag, str(value)]
@@ -44,6 +45,7 @@ def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
 
 def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | None = None) -> str:
     """Markdown with a YAML header that lets `load_dataset(repo)` find the parquet shards."""
+    config, report = redact(config), redact(report)
     rows = report.get("rows", {})
     layouts = report.get("layouts", {})
     total_layouts = sum(layouts.values()) or 1

@@ -1,7 +1,8 @@
 """`ipt-data` command line: `ipt-data augment --recipe recipes/cpu-demo.yaml --output ./out`.
 
-Every `AugmentConfig` field is an option (`--max-new-tokens`, `--general-ratio`, ...); values given on
-the command line override the recipe's.
+Every `AugmentConfig` option is a flag (`--max-new-tokens`, `--general-ratio`, ...), typed, with the help,
+default and choices its declaration gives (`ipt_data.options`); values given on the command line override
+the recipe's. Errors the user can fix print as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -10,57 +11,76 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 
 from ipt_data.config import AugmentConfig
-
-HELP = {
-    "dataset": "Hub dataset name, local file or folder (jsonl/json/parquet/txt/csv), or fsspec URL",
-    "output": "local folder, fsspec URL (s3://...), or hf://datasets/<user>/<name>",
-    "fraction": "share of rows converted; the rest is kept raw (0.2 from scratch, 1.0 domain-adaptive)",
-    "rounds": "M: texts per few-shot chain (2 from scratch, 3 domain-adaptive)",
-    "chain_order": "reference (default: text i chains with i + ceil(n/M), ... within a batch, as the paper's "
-    "scripts) or adjacent (consecutive texts, so consecutive chunks of a document share a chain)",
-    "engine": "auto | hf",
-    "engine_options": "JSON object of engine options, e.g. '{\"batch_size\": 64}'",
-    "general": "general instruction data (Hub name or file) with question/response columns",
-    "general_columns": "the question and response columns of the general data, comma-separated",
-    "general_ratio": "general : augmented, counted by --mix-by",
-    "work_dir": "checkpoint folder (default: <output>.work); on Ray, on a filesystem every node sees",
-    "executor": "local (default) or ray",
-    "ray_address": "Ray cluster address (auto, ray://host:10001); default: a local Ray",
-    "workers": "Ray actors, one engine each",
-    "gpus_per_worker": "GPUs per Ray actor (1 on a GPU cluster)",
-    "overwrite": "replace a non-empty output that holds other data",
-    "bad_lines": "a corrupt JSON line: error (default, names the line) or skip (counted in rejects)",
-    "on_engine_error": "rows the engine failed on: raw (kept as raw text) or retry (redone by the next run)",
-}
+from ipt_data.errors import IptDataError
+from ipt_data.redact import collect_secrets, scrub
 
 
-def _parse_value(kind, text: str):
-    if kind is dict or typing.get_origin(kind) is dict:
-        return json.loads(text)
-    if typing.get_origin(kind) is tuple:
-        return tuple(x.strip() for x in text.split(","))
-    return text
+def _kind(hint):
+    """The type a flag parses to: the option's type without `| None`."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def _parser_for(kind):
+    origin = typing.get_origin(kind) or kind
+    if origin is dict:
+        return _json_object
+    if origin is tuple:
+        return lambda text: tuple(x.strip() for x in text.split(",") if x.strip())
+    if kind in (int, float):
+        return kind
+    return str
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg} (e.g. '{{\"batch_size\": 64}}')") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("a JSON object is needed, e.g. '{\"batch_size\": 64}'")
+    return value
+
+
+def _help(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    shown = "" if default is None or default == {} else f" (default: {default})"
+    return f.metadata["help"].replace("%", "%%") + shown
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per `AugmentConfig` option, typed, with its help, default and choices from its declaration."""
     hints = typing.get_type_hints(AugmentConfig)
     for f in dataclasses.fields(AugmentConfig):
-        kind = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
-        base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        kind = _kind(hints[f.name])
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP.get(f.name))
-        elif base[0] in (int, float):
-            parser.add_argument(flag, type=base[0], default=None, help=HELP.get(f.name))
-        else:
-            parser.add_argument(flag, type=lambda t, k=base[0]: _parse_value(k, t), default=None, help=HELP.get(f.name))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_help(f))
+            continue
+        metavar = {dict: "JSON", tuple: "A,B"}.get(typing.get_origin(kind) or kind)
+        parser.add_argument(
+            flag,
+            type=_parser_for(kind),
+            choices=f.metadata.get("choices"),
+            default=None,
+            metavar=metavar,
+            help=_help(f),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ipt_data import __version__
+
     parser = argparse.ArgumentParser(prog="ipt-data", description="Instruction Pre-Training data, end to end.")
+    parser.add_argument("--version", action="version", version=f"ipt-data {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     aug = sub.add_parser("augment", help="raw corpus -> augmented, mixed, published corpus (resumable)")
     aug.add_argument("--recipe", help="YAML recipe (recipes/*.yaml); options given here override it")
@@ -94,21 +114,16 @@ def _print_report(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "augment":
-        from ipt_data.pipeline import ModelUnavailableError, augment
+        from ipt_data.run import augment
 
         overrides = {name: getattr(args, name) for name in AugmentConfig.names()}
+        secrets = collect_secrets(overrides)
         try:
             config = AugmentConfig.from_recipe(args.recipe, **overrides)
-            if config.executor == "ray":
-                from ipt_data.ray import augment_on_ray
-
-                report = augment_on_ray(
-                    config, address=config.ray_address, workers=config.workers, gpus_per_worker=config.gpus_per_worker
-                )
-            else:
-                report = augment(config, progress=not args.no_progress)
-        except (ModelUnavailableError, FileExistsError, KeyError, ValueError, OSError) as exc:
-            print(f"ipt-data: error: {exc}", file=sys.stderr)
+            secrets += collect_secrets(config.to_dict())
+            report = augment(config, progress=not args.no_progress)
+        except IptDataError as exc:  # a problem the user can fix: one line; anything else is a bug
+            print(f"ipt-data: error: {scrub(str(exc), secrets)}", file=sys.stderr)
             return 2
         if report.get("retry_shards"):
             print(
@@ -126,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 def _print_examples(config: AugmentConfig, n: int) -> None:
     import pyarrow.parquet as pq
 
-    from ipt_data.pipeline import WorkDir
+    from ipt_data.run.workdir import shard_tables
 
     shown = 0
-    for path in sorted((WorkDir(config.resolved_work_dir(), config).path / "shards").glob("*.parquet")):
+    for path in shard_tables(config.resolved_work_dir()):
         for row in pq.read_table(path).to_pylist():
             if row["kind"] == "augmented" and shown < n:
                 shown += 1

@@ -1,102 +1,90 @@
 """`AugmentConfig`: every option of a run, loadable from a YAML recipe and overridable field by field.
 
-`fingerprint()` hashes the fields that change the synthesized shards, so a rerun into the same work
-folder with another value is refused instead of mixing old and new shards.
+The synthesis options are `SynthesisOptions`' (inherited); the rest are declared here, each with its help,
+choices and scope (`ipt_data.options`). `fingerprint()` hashes the SHARDS-scoped fields (plus the package
+version and the template data), so a rerun into the same work folder with another value is refused instead
+of mixing old and new shards; `output_fingerprint()` adds the OUTPUT-scoped fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ipt_data.fixtures import REAL_SYNTHESIZER
+from ipt_data.errors import ConfigError, InputNotFoundError
+from ipt_data.options import OUTPUT, RUN, SHARDS, SynthesisOptions, check_choices, fingerprint, option, scoped
 
 SAMPLE_CORPUS = str(Path(__file__).parent / "assets" / "sample_corpus.jsonl")
 
-# Fields that change what the shards hold; mixing and publishing options are applied afresh each run.
-SHARD_FIELDS = (
-    "dataset",
-    "dataset_config",
-    "split",
-    "text_column",
-    "fraction",
-    "rounds",
-    "chain_order",
-    "model",
-    "tokenizer",
-    "max_model_len",
-    "max_new_tokens",
-    "seed",
-    "shard_size",
-    "batch_size",
-    "limit",
-    "temperature",
-)
-
 
 @dataclass
-class AugmentConfig:
-    dataset: str = SAMPLE_CORPUS  # Hub dataset name, local file or folder, or fsspec URL
-    output: str = "./out"  # local folder, fsspec URL, or hf://datasets/<user>/<name>
-    dataset_config: str | None = None
-    split: str = "train"
-    text_column: str = "text"
-    streaming: bool = False
-    limit: int | None = None  # only the first N input rows
-    fraction: float = 1.0  # share of rows converted (SPEC 4: 0.2 from scratch); the rest stays raw
-    rounds: int = 2
-    chain_order: str = "reference"  # texts per chain as the reference groups them, or "adjacent"
-    model: str = REAL_SYNTHESIZER
-    tokenizer: str | None = None
-    engine: str = "auto"
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    gpus: int = 1  # engine processes, one per GPU (rank r -> GPU r); on a CPU machine, parallel workers
-    executor: str = "local"  # "local", or "ray": shards on a Ray cluster (ipt_data.ray)
-    ray_address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); default: start one here
-    workers: int = 2  # Ray actors, one engine each
-    gpus_per_worker: float = 0.0  # GPUs per Ray actor (1 on GPU clusters)
-    batch_size: int = 256  # rows per synthesize call; chains never leave it
-    shard_size: int = 4096  # input rows per checkpointed shard
-    max_model_len: int = 4096
-    max_new_tokens: int = 400
-    temperature: float = 0.0
-    seed: int = 0
-    general: str | None = None  # general instruction data (e.g. Open-Orca/OpenOrca)
-    general_config: str | None = None
-    general_split: str = "train"
-    general_columns: tuple[str, str] = ("question", "response")
-    general_ratio: float | None = None  # general : augmented
-    mix_by: str = "tokens"
-    bad_lines: str = "error"  # a corrupt JSON line: "error" (with its line number) or "skip" (counted)
-    on_engine_error: str = "raw"  # rows the engine failed on: "raw" (emitted as raw text) or "retry" (on rerun)
-    work_dir: str | None = None  # checkpoints; default: "<output>.work" or ./ipt-work/<name>
-    publish_shard_rows: int = 250_000  # rows per published parquet file
-    overwrite: bool = False
-    private: bool = False
-    trust_remote_code: bool = False
+class AugmentConfig(SynthesisOptions):
+    dataset: str = option(
+        SAMPLE_CORPUS, scope=SHARDS, help="Hub dataset name, local file or folder (jsonl/json/parquet/txt/csv), or URL"
+    )
+    output: str = option("./out", scope=RUN, help="local folder, fsspec URL (s3://...), or hf://datasets/<user>/<name>")
+    dataset_config: str | None = option(None, scope=SHARDS, help="the input dataset's configuration (Hub datasets)")
+    split: str = option("train", scope=SHARDS, help="the input split to read")
+    streaming: bool = option(False, scope=RUN, help="read the input as a stream (same shards, constant memory)")
+    limit: int | None = option(None, scope=SHARDS, help="only the first N input rows")
+    fraction: float = option(
+        1.0, scope=SHARDS, help="share of rows converted; the rest is kept raw (0.2 from scratch, 1.0 domain-adaptive)"
+    )
+    gpus: int = option(1, scope=RUN, help="engine processes, one per GPU (rank r -> GPU r); on a CPU, parallel workers")
+    executor: str = option(
+        "local", scope=RUN, help="where shards run: local (this process, or --gpus N processes) or ray"
+    )
+    ray_address: str | None = option(
+        None, scope=RUN, help="Ray cluster address (auto, ray://host:10001); default: a local Ray"
+    )
+    workers: int = option(2, scope=RUN, help="Ray actors, one engine each")
+    gpus_per_worker: float = option(0.0, scope=RUN, help="GPUs per Ray actor (1 on a GPU cluster)")
+    batch_size: int = option(256, scope=SHARDS, help="rows per synthesize call; chains never leave it")
+    shard_size: int = option(4096, scope=SHARDS, help="input rows per checkpointed shard")
+    general: str | None = option(
+        None, scope=OUTPUT, help="general instruction data (Hub name or file) mixed in, e.g. Open-Orca/OpenOrca"
+    )
+    general_config: str | None = option(None, scope=OUTPUT, help="the general data's configuration")
+    general_split: str = option("train", scope=OUTPUT, help="the general data's split")
+    general_columns: tuple[str, str] = option(
+        ("question", "response"), scope=OUTPUT, help="the question and response columns of the general data"
+    )
+    general_ratio: float | None = option(None, scope=OUTPUT, help="general : augmented, counted by --mix-by")
+    mix_by: str = option("tokens", scope=OUTPUT, choices=("tokens", "examples"), help="what the ratio counts")
+    bad_lines: str = option(
+        "error",
+        scope=OUTPUT,
+        choices=("error", "skip"),
+        help="a corrupt JSON line: error (names the line) or skip (counted in the rejects)",
+    )
+    on_engine_error: str = option(
+        "raw",
+        scope=RUN,
+        choices=("raw", "retry"),
+        help="rows the engine failed on: raw (kept as raw text) or retry (redone by the next run)",
+    )
+    work_dir: str | None = option(
+        None, scope=RUN, help="checkpoint folder (default: <output>.work); on Ray, on storage every node sees"
+    )
+    publish_shard_rows: int = option(250_000, scope=OUTPUT, help="rows per published parquet file")
+    overwrite: bool = option(False, scope=RUN, help="replace an output that holds data ipt_data did not write")
+    private: bool = option(False, scope=RUN, help="create a private Hub dataset")
 
     def __post_init__(self):
+        super().__post_init__()
         self.general_columns = tuple(self.general_columns)
+        if len(self.general_columns) != 2:
+            raise ConfigError(f"general_columns must name two columns, got {list(self.general_columns)}")
         if not 0 <= self.fraction <= 1:
-            raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
-        if min(self.rounds, self.shard_size, self.batch_size, self.gpus) < 1:
-            raise ValueError("rounds, shard_size, batch_size and gpus must be >= 1")
-        if self.bad_lines not in ("error", "skip"):
-            raise ValueError(f"bad_lines must be 'error' or 'skip', got {self.bad_lines!r}")
-        if self.on_engine_error not in ("raw", "retry"):
-            raise ValueError(f"on_engine_error must be 'raw' or 'retry', got {self.on_engine_error!r}")
-        if self.executor not in ("local", "ray"):
-            raise ValueError(f"executor must be 'local' or 'ray', got {self.executor!r}")
-        if self.chain_order not in ("reference", "adjacent"):
-            raise ValueError(f"chain_order must be 'reference' or 'adjacent', got {self.chain_order!r}")
-        if self.mix_by not in ("tokens", "examples"):
-            raise ValueError(f"mix_by must be 'tokens' or 'examples', got {self.mix_by!r}")
+            raise ConfigError(f"fraction must be in [0, 1], got {self.fraction}")
+        if min(self.shard_size, self.batch_size, self.gpus) < 1:
+            raise ConfigError("shard_size, batch_size and gpus must be >= 1")
+        check_choices(self)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -107,14 +95,20 @@ class AugmentConfig:
         """A recipe file's values (keys may use - or _), then `overrides` that are not None."""
         values: dict[str, Any] = {}
         if path:
-            with open(path, encoding="utf-8") as f:
-                loaded = yaml.safe_load(f) or {}
+            try:
+                with open(path, encoding="utf-8") as f:
+                    loaded = yaml.safe_load(f) or {}
+            except FileNotFoundError as exc:
+                raise InputNotFoundError(f"recipe {path} not found") from exc
             values = {k.replace("-", "_"): v for k, v in loaded.items()}
             unknown = sorted(set(values) - set(cls.names()))
             if unknown:
-                raise ValueError(f"{path}: unknown options {unknown}; known: {cls.names()}")
+                raise ConfigError(f"{path}: unknown options {unknown}; known: {cls.names()}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -122,29 +116,15 @@ class AugmentConfig:
         return d
 
     def fingerprint(self) -> str:
-        shard_values = {k: getattr(self, k) for k in SHARD_FIELDS}
-        return hashlib.sha256(json.dumps(shard_values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """What the shards depend on: SHARDS-scoped options, the package version, the template data."""
+        return fingerprint(self, SHARDS, extra=_code_versions())
 
     def output_fingerprint(self) -> str:
-        """A hash of every field that changes the published data (not where or how it runs)."""
-        ignored = {
-            "output",
-            "work_dir",
-            "overwrite",
-            "private",
-            "engine",
-            "engine_options",
-            "gpus",
-            "executor",
-            "ray_address",
-            "workers",
-            "gpus_per_worker",
-            "streaming",
-            "on_engine_error",
-            "trust_remote_code",
-        }
-        values = {k: v for k, v in self.to_dict().items() if k not in ignored}
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """What the published data depends on: the shards' fingerprint plus the OUTPUT-scoped options."""
+        return fingerprint(self, SHARDS, OUTPUT, extra=_code_versions())
+
+    def shard_values(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in sorted(scoped(self, SHARDS))}
 
     def resolved_work_dir(self) -> str:
         if self.work_dir:
@@ -152,3 +132,10 @@ class AugmentConfig:
         if "://" not in self.output:
             return self.output.rstrip("/") + ".work"
         return str(Path("ipt-work") / self.output.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _code_versions() -> dict[str, str]:
+    from ipt_data import __version__
+    from ipt_data.templify import TEMPLATES
+
+    return {"ipt_data": __version__, "templates": hashlib.sha256(Path(TEMPLATES).read_bytes()).hexdigest()[:16]}

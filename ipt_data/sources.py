@@ -18,6 +18,8 @@ from typing import Any
 
 from datasets import Dataset, IterableDataset, load_dataset
 
+from ipt_data.errors import ConfigError, InputError, InputNotFoundError
+
 BUILDERS = {
     ".jsonl": "json",
     ".json": "json",
@@ -41,10 +43,10 @@ def _builder(path: str) -> str | None:
 def _data_files(fs, root: str, protocol: str) -> tuple[str, list[str]]:
     files = sorted(p for p in fs.find(root) if _builder(p))
     if not files:
-        raise FileNotFoundError(f"{root}: no .jsonl, .json, .parquet, .txt or .csv files found")
+        raise InputNotFoundError(f"{root}: no .jsonl, .json, .parquet, .txt or .csv files found")
     kinds = {_builder(p) for p in files}
     if len(kinds) > 1:
-        raise ValueError(f"{root}: mixed file types {sorted(kinds)}; point at one kind of file")
+        raise InputError(f"{root}: mixed file types {sorted(kinds)}; point at one kind of file")
     prefix = f"{protocol}://" if protocol not in ("file", "local") else ""
     return kinds.pop(), [prefix + p for p in files]
 
@@ -52,8 +54,8 @@ def _data_files(fs, root: str, protocol: str) -> tuple[str, list[str]]:
 REJECT_KEY = "__ipt_reject__"
 
 
-class CorruptInputError(ValueError):
-    pass
+class CorruptInputError(InputError):
+    """A line of a JSON Lines file is not JSON."""
 
 
 class JsonlSource:
@@ -61,7 +63,7 @@ class JsonlSource:
 
     def __init__(self, files: list[str], bad_lines: str = "error", storage_options: dict | None = None):
         if bad_lines not in ("error", "skip"):
-            raise ValueError(f"bad_lines must be 'error' or 'skip', got {bad_lines!r}")
+            raise ConfigError(f"bad_lines must be 'error' or 'skip', got {bad_lines!r}")
         self.files, self.bad_lines, self.storage_options = files, bad_lines, storage_options or {}
 
     def __iter__(self):
@@ -120,7 +122,7 @@ def load_source(
         else:
             builder = _builder(path)
             if builder is None:
-                raise ValueError(f"{path}: unknown file type; use .jsonl, .json, .parquet, .txt or .csv")
+                raise InputError(f"{path}: unknown file type; use .jsonl, .json, .parquet, .txt or .csv")
             files = [path]
         if _is_jsonl(files):
             return JsonlSource(files, bad_lines, storage_options)
@@ -128,4 +130,7 @@ def load_source(
             builder, data_files=files, split=split, streaming=streaming, storage_options=storage_options
         )
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
-    return load_dataset(path, config, split=split, streaming=streaming, **kwargs)
+    try:
+        return load_dataset(path, config, split=split, streaming=streaming, **kwargs)
+    except FileNotFoundError as exc:  # datasets' DatasetNotFoundError, and missing files
+        raise InputNotFoundError(f"cannot open the dataset {path!r}: {exc}") from exc

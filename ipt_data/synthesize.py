@@ -24,53 +24,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ipt_data import wire
-from ipt_data.budget import (
-    DEFAULT_MAX_MODEL_LEN,
-    DEFAULT_MAX_NEW_TOKENS,
-    PromptEncoder,
-    content_id,
-    get_encoder,
-    prompt_budget,
-)
+from ipt_data.budget import PromptEncoder, get_encoder, prompt_budget
 from ipt_data.engines import Engine, generate_isolated, load_engine
+from ipt_data.errors import ConfigError
+from ipt_data.hashing import content_id
+from ipt_data.options import SynthesisOptions
+from ipt_data.schema import synthesis_features, text_problem
 
 log = logging.getLogger(__name__)
-
-
-def synthesis_features(features=None):
-    """The `datasets.Features` of `synthesize_batch`'s output: `features` (the input's) plus ours.
-
-    Pass it to `Dataset.map(..., features=...)`: without it, a first written batch in which no
-    row got a pair would fix `pairs` as an Arrow null column and a later batch would fail to cast.
-    """
-    from datasets import Features, List, Value
-
-    pair = {"instruction": Value("string"), "response": Value("string")}
-    ours = {
-        "pairs": List(pair),
-        "chain": Value("string"),
-        "shot": Value("int32"),
-        "inherits": Value("bool"),
-        "synth_status": Value("string"),
-        "prompt_tokens": Value("int32"),
-        "completion_tokens": Value("int32"),
-        "invalid_pairs": Value("int32"),
-        "continued": Value("bool"),
-        "chain_prefix": Value("string"),
-    }
-    return Features({**(features or {}), **ours})
-
-
-def _text_problem(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return "empty_text"
-    if not isinstance(value, str):
-        return f"invalid_text: {type(value).__name__}"
-    return None
 
 
 def _row_keys(batch: dict[str, list], texts: list) -> list[str]:
@@ -81,7 +46,7 @@ def _row_keys(batch: dict[str, list], texts: list) -> list[str]:
     return [content_id(t) for t in texts]
 
 
-CHAIN_ORDERS = ("reference", "adjacent")
+__all__ = ["Synthesizer", "chain_groups", "synthesis_features", "synthesize_batch"]
 
 
 def chain_groups(items: list, rounds: int, order: str = "reference") -> list[list]:
@@ -90,38 +55,29 @@ def chain_groups(items: list, rounds: int, order: str = "reference") -> list[lis
     if order == "adjacent":
         return [items[k : k + rounds] for k in range(0, len(items), rounds)]
     if order != "reference":
-        raise ValueError(f"chain_order must be one of {CHAIN_ORDERS}, got {order!r}")
+        raise ConfigError(f"chain_order must be 'reference' or 'adjacent', got {order!r}")
     step = math.ceil(len(items) / rounds)
     return [items[i::step] for i in range(step)]
 
 
 @dataclass
-class Synthesizer:
-    """Configure once, then call on batches: `ds.map(Synthesizer(model=...), batched=True)`."""
+class Synthesizer(SynthesisOptions):
+    """Configure once, then call on batches: `ds.map(Synthesizer(model=...), batched=True)`.
 
-    model: str
-    rounds: int = 1
-    engine: str | Engine = "auto"  # a name for load_engine, or a ready Engine
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    text_column: str = "text"
-    tokenizer: Any = None  # defaults to the model's own
-    temperature: float = 0.0
-    seed: int = 0
-    engine_options: dict[str, Any] = field(default_factory=dict)
-    chain_order: str = "reference"  # or "adjacent": consecutive texts share a chain
+    The options are `SynthesisOptions`' (each documents itself); `engine` may also be a ready `Engine`.
+    """
 
     def __post_init__(self):
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
-        if self.chain_order not in CHAIN_ORDERS:
-            raise ValueError(f"chain_order must be one of {CHAIN_ORDERS}, got {self.chain_order!r}")
+        super().__post_init__()
         self.budget = prompt_budget(self.max_model_len, self.max_new_tokens)
 
     def load_engine(self, rank: int | None = None) -> Engine:
         if isinstance(self.engine, Engine):  # a ready engine object, used as given
             return self.engine
-        return load_engine(self.model, self.engine, rank=rank, max_model_len=self.max_model_len, **self.engine_options)
+        options = {"trust_remote_code": True} if self.trust_remote_code else {}
+        return load_engine(
+            self.model, self.engine, rank=rank, max_model_len=self.max_model_len, **options, **self.engine_options
+        )
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         if self.text_column not in batch:
@@ -130,7 +86,7 @@ class Synthesizer:
         rows = _Rows(texts, _row_keys(batch, texts))
         valid = [i for i in range(len(texts)) if rows.status[i] is None]
         if valid:
-            encoder = get_encoder(self.tokenizer or self.model)
+            encoder = get_encoder(self.tokenizer or self.model, self.trust_remote_code)
             context = dict(zip(valid, encoder.context_ids([texts[i] for i in valid]), strict=True))
             for i in valid:
                 if len(context[i]) > self.budget:
@@ -193,7 +149,7 @@ class _Rows:
     def __init__(self, texts: list, keys: list[str]):
         n = len(texts)
         self.texts, self.keys = texts, keys
-        self.status: list[str | None] = [_text_problem(t) for t in texts]
+        self.status: list[str | None] = [text_problem(t) for t in texts]
         self.pairs: list[list[dict]] = [[] for _ in range(n)]
         self.invalid = [0] * n
         self.prompt_tokens, self.completion_tokens = [0] * n, [0] * n
@@ -239,36 +195,10 @@ class _Rows:
         }
 
 
-def synthesize_batch(
-    batch: dict[str, list],
-    rank: int | None = None,
-    *,
-    model: str,
-    rounds: int = 1,
-    engine: str | Engine = "auto",
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    text_column: str = "text",
-    tokenizer: Any = None,
-    temperature: float = 0.0,
-    seed: int = 0,
-    engine_options: dict[str, Any] | None = None,
-    chain_order: str = "reference",
-) -> dict[str, list]:
+def synthesize_batch(batch: dict[str, list], rank: int | None = None, **options: Any) -> dict[str, list]:
     """`Dataset.map(batched=True[, with_rank=True])` stage: instruction-response pairs per text.
 
-    See `Synthesizer` and the module doc; rows out == rows in, input columns carried.
+    `options` are `SynthesisOptions`' (`model`, `rounds`, `chain_order`, `max_new_tokens`, ...); see
+    `Synthesizer` and the module doc. Rows out == rows in, input columns carried.
     """
-    return Synthesizer(
-        model=model,
-        rounds=rounds,
-        engine=engine,
-        max_model_len=max_model_len,
-        max_new_tokens=max_new_tokens,
-        text_column=text_column,
-        tokenizer=tokenizer,
-        temperature=temperature,
-        seed=seed,
-        engine_options=dict(engine_options or {}),
-        chain_order=chain_order,
-    )(batch, rank)
+    return Synthesizer(**options)(batch, rank)

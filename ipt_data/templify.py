@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from ipt_data.budget import content_id
+from ipt_data.hashing import content_id
+from ipt_data.schema import TEMPLIFY_COLUMNS
 
 TEMPLATES = Path(__file__).parent / "templates" / "patterns.yaml"
 
@@ -269,7 +270,17 @@ def render_chain(
     }
 
 
-TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "source", "fallback_pairs")
+def raw_row(text: str, source: str) -> dict[str, Any]:
+    """A text kept raw, as a row of `templify_batch`'s output (`schema.TEMPLIFY_COLUMNS`)."""
+    return {
+        "text": text,
+        "kind": "raw",
+        "n_pairs": 0,
+        "layout": "raw",
+        "inverted": False,
+        "source": [source],
+        "fallback_pairs": 0,
+    }
 
 
 def templify_batch(

@@ -3,9 +3,20 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 from ipt_data.fixtures import TINY_SYNTHESIZER  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+REAL_TOKENIZER = DATA / "mistral-7b-v0.1-tokenizer"  # Mistral-7B-v0.1's, as transformers 4.44 wrote it
+# ids made once with transformers 4.44 (scripts/make_tokenizer_goldens.py); see tests/test_fidelity.py
+GOLDENS = json.loads((DATA / "tokenizer_goldens.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +29,82 @@ def encoder(model_path):
     from ipt_data.budget import PromptEncoder
 
     return PromptEncoder(model_path)
+
+
+# --- a scripted OpenAI-compatible completions server on 127.0.0.1 ----------------------------------
+
+HANG = 999  # a prompt holding this token id never gets an answer in time
+
+
+class Script:
+    def __init__(self):
+        self.requests, self.failures, self.in_flight, self.max_in_flight = [], [], 0, 0
+        self.token_ids = True
+        self.lock = threading.Lock()
+
+
+def serve(script: Script):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with script.lock:
+                script.requests.append((body, self.headers.get("Authorization")))
+                script.in_flight += 1
+                script.max_in_flight = max(script.max_in_flight, script.in_flight)
+                failure = script.failures.pop(0) if script.failures else None
+            try:
+                time.sleep(0.05)
+                prompt = body["prompt"]
+                if isinstance(prompt, list) and not script.token_ids:
+                    return self._reply(400, {"error": "prompt must be a string"})
+                if failure:
+                    return self._reply(failure, {"error": "scripted failure"})
+                if isinstance(prompt, list) and HANG in prompt:
+                    time.sleep(3)
+                n = len(prompt) if isinstance(prompt, list) else len(prompt.split())
+                text = f" <QUE> How long? <ANS> {n} </END>"
+                self._reply(
+                    200,
+                    {
+                        "choices": [{"text": text, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": n, "completion_tokens": 7},
+                    },
+                )
+            finally:
+                with script.lock:
+                    script.in_flight -= 1
+
+        def _reply(self, code, obj):
+            data = json.dumps(obj).encode()
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture()
+def script():
+    s = Script()
+    server = serve(s)
+    s.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield s
+    server.shutdown()
+    server.server_close()
+
+
+def tiny_config(**values):
+    """An `AugmentConfig` for the tiny fixture on the hf engine (short completions), with `values` on top."""
+    from ipt_data.config import AugmentConfig
+
+    return AugmentConfig(**{"model": TINY_SYNTHESIZER, "engine": "hf", "max_new_tokens": 40, **values})

@@ -7,18 +7,15 @@ transformers 4.44 `LlamaTokenizerFast(legacy=True)` from Mistral-7B-v0.1's `toke
 must equal them.
 """
 
-import json
 from pathlib import Path
 
 import pytest
+from conftest import GOLDENS, REAL_TOKENIZER
 
 from ipt_data import Synthesizer, build_prompt, parse_pairs, render_pairs
 from ipt_data.budget import PromptEncoder
 from ipt_data.fixtures import TINY_SYNTHESIZER
 
-DATA = Path(__file__).parent / "data"
-REAL_TOKENIZER = DATA / "mistral-7b-v0.1-tokenizer"
-GOLDENS = json.loads((DATA / "tokenizer_goldens.json").read_text(encoding="utf-8"))
 SPECIAL_STRINGS = ("<s>", "</s>", "<unk>")
 
 

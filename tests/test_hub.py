@@ -53,7 +53,7 @@ def test_push_private_with_card_and_read_back(hub, tmp_path):
         tmp_path,
         """
         from datasets import Dataset, load_dataset
-        from ipt_data.publish import publish
+        from ipt_data.sinks import publish
         ds = Dataset.from_dict({"text": [f"text {i}" for i in range(45)], "kind": ["raw"] * 45, "n_tokens": [2] * 45})
         card = ("---\\nconfigs:\\n- config_name: default\\n  data_files:\\n  - split: train\\n"
                 "    path: data/train-*\\n---\\n# Card\\n")
@@ -66,8 +66,12 @@ def test_push_private_with_card_and_read_back(hub, tmp_path):
     assert "hf://datasets/tester/corpus" in out and "READ-BACK-OK" in out
     repo = hub.state.repos["tester/corpus"]
     assert repo.private
-    assert sorted(repo.files) == ["README.md"] + [f"data/train-{i:05d}-of-00003.parquet" for i in range(3)]
-    assert repo.files["README.md"].endswith(b"# Card\n")  # our card replaced the generated one
+    assert sorted(repo.files) == [".ipt_publish.json", "README.md"] + [
+        f"data/train-{i:05d}-of-00003.parquet" for i in range(3)
+    ]
+    assert repo.commits == 1  # data, card and manifest in one commit: never data without its card
+    card = repo.files["README.md"].decode()
+    assert card.endswith("# Card\n") and "dataset_info:" in card and "num_examples: 45" in card
     assert f"Bearer {TOKEN}" in hub.state.authorizations  # the token came from the environment
 
 
@@ -78,7 +82,7 @@ def test_an_interrupted_push_resumes_without_sending_blobs_again(hub, tmp_path):
         tmp_path,
         """
         from datasets import Dataset
-        from ipt_data.publish import publish
+        from ipt_data.sinks import publish
         ds = Dataset.from_dict({"text": [f"row {i}" for i in range(60)]})
         publish(ds, "hf://datasets/tester/resumed", max_shard_rows=20)
     """,
@@ -95,7 +99,7 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
         f"""
         import json, subprocess, sys
         from datasets import Dataset, load_dataset
-        from ipt_data.publish import publish
+        from ipt_data.sinks import publish
         raw = [json.loads(line)["text"] for line in open({SAMPLE_CORPUS!r})]
         publish(Dataset.from_dict({{"text": raw}}), "hf://datasets/tester/raw")  # the input, read by its Hub name
         cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml",

@@ -5,7 +5,7 @@ from datasets import Dataset, IterableDataset
 
 from ipt_data import mix, split_for_conversion
 from ipt_data.fixtures import synthetic_example, synthetic_texts
-from ipt_data.mix import general_text, token_counter
+from ipt_data.mixing import general_text, token_counter
 
 
 def corpora(n_aug=400, n_raw=300, n_general=3000, seed=0):

@@ -1,85 +1,11 @@
 """The `openai` engine against a scripted OpenAI-compatible server on 127.0.0.1: retries, timeouts,
 token-id and text prompts, the concurrency bound. (tests/test_vllm.py runs it against real vLLM.)"""
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
+from conftest import GOLDENS, HANG
 
 from ipt_data import Synthesizer
 from ipt_data.engines.openai import OpenAIEngine
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
-
-HANG = 999  # a prompt holding this token id never gets an answer in time
-
-
-class Script:
-    def __init__(self):
-        self.requests, self.failures, self.in_flight, self.max_in_flight = [], [], 0, 0
-        self.token_ids = True
-        self.lock = threading.Lock()
-
-
-def serve(script: Script):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with script.lock:
-                script.requests.append((body, self.headers.get("Authorization")))
-                script.in_flight += 1
-                script.max_in_flight = max(script.max_in_flight, script.in_flight)
-                failure = script.failures.pop(0) if script.failures else None
-            try:
-                time.sleep(0.05)
-                prompt = body["prompt"]
-                if isinstance(prompt, list) and not script.token_ids:
-                    return self._reply(400, {"error": "prompt must be a string"})
-                if failure:
-                    return self._reply(failure, {"error": "scripted failure"})
-                if isinstance(prompt, list) and HANG in prompt:
-                    time.sleep(3)
-                n = len(prompt) if isinstance(prompt, list) else len(prompt.split())
-                text = f" <QUE> How long? <ANS> {n} </END>"
-                self._reply(
-                    200,
-                    {
-                        "choices": [{"text": text, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": n, "completion_tokens": 7},
-                    },
-                )
-            finally:
-                with script.lock:
-                    script.in_flight -= 1
-
-        def _reply(self, code, obj):
-            data = json.dumps(obj).encode()
-            try:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-@pytest.fixture()
-def script():
-    s = Script()
-    server = serve(s)
-    s.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield s
-    server.shutdown()
-    server.server_close()
 
 
 def engine(script, **kw):
@@ -148,12 +74,11 @@ def test_synthesize_through_the_openai_engine(script):
 
 def test_the_server_receives_the_golden_ids(script):
     """SPEC 1: the token ids a server receives are exactly the goldens' (transformers 4.44's) for the same texts."""
-    from test_fidelity import GOLDENS
-
     cases = [c for c in GOLDENS["prompts"] if not c["demos"] and c["text"].strip()]
     Synthesizer(
         model=TINY_SYNTHESIZER,
         engine="openai",
+        rounds=1,
         max_model_len=100_000,
         max_new_tokens=4,
         engine_options={"base_url": script.url, "retries": 1, "backoff": 0.01, "prompt_format": "token_ids"},

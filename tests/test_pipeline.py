@@ -12,7 +12,7 @@ from datasets import Dataset, load_dataset
 from ipt_data.cli import main
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
-from ipt_data.pipeline import augment
+from ipt_data.run import augment
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -89,6 +89,8 @@ def test_one_engine_process_per_gpu_gives_the_same_output(tmp_path):
     report = augment(demo_config(tmp_path, "two", gpus=2), progress=False)  # two worker processes (CPU here)
     assert files_of(tmp_path / "one" / "data") == files_of(tmp_path / "two" / "data")
     assert report["rows"]["in"] == 24 and report["accounted"]
+    # the report is merged in shard order, not completion order: the same bytes
+    assert (tmp_path / "one" / "run_report.json").read_bytes() == (tmp_path / "two" / "run_report.json").read_bytes()
 
 
 def test_a_changed_parameter_is_detected(tmp_path):
@@ -152,14 +154,14 @@ def test_kill_9_and_resume_is_byte_identical(tmp_path, kill_after_shards):
     assert files_of(out) == expected
 
 
-def test_recipes_load_and_command_line_overrides():
+def test_recipes_load_and_command_line_overrides(tmp_path):
     scratch = AugmentConfig.from_recipe(str(RECIPES / "general-from-scratch.yaml"))
     assert (scratch.rounds, scratch.fraction, scratch.general) == (2, 0.2, None)
     domain = AugmentConfig.from_recipe(str(RECIPES / "domain-adaptive.yaml"), rounds=4)
     assert (domain.rounds, domain.fraction, domain.general_ratio, domain.mix_by) == (4, 1.0, 1.0, "tokens")
     demo = AugmentConfig.from_recipe(str(RECIPES / "cpu-demo.yaml"))
     assert demo.engine == "hf" and Path(ROOT / demo.model).is_dir()
-    bad = Path(os.environ.get("TMPDIR", "/tmp")) / "ipt-bad-recipe.yaml"
+    bad = tmp_path / "bad-recipe.yaml"
     bad.write_text("rounds: 2\nroundz: 3\n")
     with pytest.raises(ValueError, match="unknown options"):
         AugmentConfig.from_recipe(str(bad))

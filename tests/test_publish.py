@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset, load_dataset
 
 from ipt_data.card import dataset_card, reproduce_command
-from ipt_data.publish import hub_repo_id, publish
+from ipt_data.sinks import hub_repo_id, publish
 
 
 @pytest.fixture()
@@ -93,9 +93,7 @@ def test_card_and_destinations():
     }
     card = dataset_card(config, report, example="EXAMPLE TEXT")
     assert "hf_SECRET" not in card and "EXAMPLE TEXT" in card and "80.0%" in card and "2406.14491" in card
-    assert (
-        reproduce_command(config) == "ipt-data augment --dataset me/raw --model m --rounds 2 --seed 0 "
-        "--fraction 0.2 --overwrite"
-    )
+    # secrets and what is about the machine that ran it (--overwrite, --work-dir) are left out
+    assert reproduce_command(config) == "ipt-data augment --dataset me/raw --model m --rounds 2 --seed 0 --fraction 0.2"
     assert hub_repo_id("hf://datasets/me/out") == "me/out" and hub_repo_id("./out") is None
     assert hub_repo_id("me/out", hub=True) == "me/out"

@@ -1,6 +1,5 @@
 """Reliability: dirty input, engine faults, crashes, hostile text. Nothing may be lost or duplicated."""
 
-import importlib
 import json
 import random
 from pathlib import Path
@@ -13,11 +12,10 @@ from ipt_data import Synthesizer, build_prompt, chunk_batch, templify_batch
 from ipt_data.budget import get_encoder
 from ipt_data.cli import main
 from ipt_data.config import AugmentConfig
-from ipt_data.engines import load_engine, register_engine
+from ipt_data.engines import clear_cache, load_engine, register_engine, unregister_engine
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
-from ipt_data.pipeline import augment
-
-PUBLISH = importlib.import_module("ipt_data.publish")  # the module: `ipt_data.publish` is the function
+from ipt_data.run import augment
+from ipt_data.sinks import folder as FOLDER_SINK
 
 BIG = "zebra quartz lantern meadow " * 75_000  # a 2.1 MB single line
 GOOD = {
@@ -137,29 +135,34 @@ def test_bad_input_corpus_through_the_cli_loses_nothing(tmp_path):
 
 
 class FaultyEngine:
-    """The real hf engine, but any batch holding a POISON text raises, and batches over 4 prompts run
-    out of memory (as a GPU would)."""
+    """The real hf engine, but any batch holding a POISON text raises (until `state["healed"]`), and batches
+    over 4 prompts run out of memory (as a GPU would)."""
 
     name = "faulty"
-    healed = False
 
-    def __init__(self, model, device, **options):
+    def __init__(self, model, device, state, **options):
         self.inner = load_engine(model, "hf", device=device, **options)
         self.max_model_len = self.inner.max_model_len
         self.poison = get_encoder(model).encode_texts(["POISON"])[0]  # "▁POISON": the normalizer prepends "▁"
-        self.calls = 0
+        self.state = state
 
     def generate(self, prompts, **kwargs):
-        self.calls += 1
         if len(prompts) > 4:
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
         for p in prompts:
-            if not FaultyEngine.healed and any(p[i : i + len(self.poison)] == self.poison for i in range(len(p))):
+            if not self.state["healed"] and any(p[i : i + len(self.poison)] == self.poison for i in range(len(p))):
                 raise ValueError("the engine crashed on this prompt (simulated)")
         return self.inner.generate(prompts, **kwargs)
 
 
-register_engine("faulty", FaultyEngine)
+@pytest.fixture()
+def faulty():
+    """`engine="faulty"` for this test only; returns its state (`healed`)."""
+    state = {"healed": False}
+    register_engine("faulty", lambda model, device, **options: FaultyEngine(model, device, state, **options))
+    yield state
+    unregister_engine("faulty")
+    clear_cache()
 
 
 def faulty_corpus(tmp_path) -> Path:
@@ -172,9 +175,11 @@ def faulty_corpus(tmp_path) -> Path:
 
 
 def test_engine_faults_cost_only_their_rows(tmp_path):
-    FaultyEngine.healed = False
     out = Synthesizer(
-        model=TINY_SYNTHESIZER, engine=FaultyEngine(TINY_SYNTHESIZER, "cpu"), rounds=2, max_new_tokens=64
+        model=TINY_SYNTHESIZER,
+        engine=FaultyEngine(TINY_SYNTHESIZER, "cpu", {"healed": False}),
+        rounds=2,
+        max_new_tokens=64,
     )({"text": [p["text"] for p in map(json.loads, faulty_corpus(tmp_path).open())]})
     status = out["synth_status"]
     assert [i for i, s in enumerate(status) if s.startswith("engine_error")] == [3, 7]
@@ -182,8 +187,7 @@ def test_engine_faults_cost_only_their_rows(tmp_path):
     assert sum(s == "ok" for s in status) >= 7  # the out-of-memory batches were split, not failed
 
 
-def test_engine_errors_become_raw_text_or_are_retried_on_rerun(tmp_path):
-    FaultyEngine.healed = False
+def test_engine_errors_become_raw_text_or_are_retried_on_rerun(tmp_path, faulty):
     corpus = faulty_corpus(tmp_path)
     report = augment(
         base_config(tmp_path, dataset=str(corpus), engine="faulty", output=str(tmp_path / "raw")), progress=False
@@ -203,11 +207,8 @@ def test_engine_errors_become_raw_text_or_are_retried_on_rerun(tmp_path):
     first = augment(config, progress=False)
     assert first["retry_shards"] == [0, 1] and first["output"] is None
     assert not (tmp_path / "retry").exists()  # nothing published yet
-    FaultyEngine.healed = True
-    try:
-        second = augment(config, progress=False)
-    finally:
-        FaultyEngine.healed = False
+    faulty["healed"] = True
+    second = augment(config, progress=False)
     assert "engine_error" not in second["status"] and second["output"] == str(tmp_path / "retry")
     assert second["rows"]["in"] == 10
 
@@ -223,7 +224,7 @@ def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):
 
         shutil.rmtree(p)
 
-    real = PUBLISH.with_retries
+    real = FOLDER_SINK.with_retries
     calls = {"n": 0}
 
     def dies_on_the_third_write(fn, **kw):
@@ -232,10 +233,10 @@ def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed while publishing")
         return real(fn, **kw)
 
-    monkeypatch.setattr(PUBLISH, "with_retries", dies_on_the_third_write)
+    monkeypatch.setattr(FOLDER_SINK, "with_retries", dies_on_the_third_write)
     with pytest.raises(KeyboardInterrupt):
         augment(config, progress=False)
-    monkeypatch.setattr(PUBLISH, "with_retries", real)
+    monkeypatch.setattr(FOLDER_SINK, "with_retries", real)
     written = sorted((out / "data").iterdir())
     assert 0 < len(written) < len(expected)
     augment(config, progress=False)

@@ -13,13 +13,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import GOLDENS
 
 pytest.importorskip("vllm")
 
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig  # noqa: E402
 from ipt_data.engines import clear_cache, load_engine  # noqa: E402
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts  # noqa: E402
-from ipt_data.pipeline import augment  # noqa: E402
+from ipt_data.run import augment  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +142,6 @@ def test_pipeline_output_is_the_same_whichever_engine(tmp_path, vllm_engine):
 
 def test_vllm_receives_the_golden_ids(vllm_engine, monkeypatch):
     """SPEC 1: the ids vLLM schedules are exactly the goldens' (transformers 4.44's) for the same texts."""
-    from test_fidelity import GOLDENS
-
     from ipt_data import Synthesizer
 
     cases = [c for c in GOLDENS["prompts"] if not c["demos"] and c["text"].strip() and len(c["ids"]) < 4000]
@@ -154,5 +153,7 @@ def test_vllm_receives_the_golden_ids(vllm_engine, monkeypatch):
         return outputs
 
     monkeypatch.setattr(vllm_engine.llm, "generate", spy)
-    Synthesizer(model=TINY_SYNTHESIZER, engine=vllm_engine, max_new_tokens=4)({"text": [c["text"] for c in cases]})
+    Synthesizer(model=TINY_SYNTHESIZER, engine=vllm_engine, rounds=1, max_new_tokens=4)(
+        {"text": [c["text"] for c in cases]}
+    )
     assert len(cases) > 50 and seen == [c["ids"] for c in cases]

@@ -7,11 +7,13 @@ num_proc=N)`, rank r runs on GPU r mod n_gpus, or on the CPU when there is none.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from ipt_data.engines.base import Completion, Engine, MissingExtraError, generate_isolated
+from ipt_data.errors import ConfigError
 
 __all__ = [
     "Completion",
@@ -21,8 +23,11 @@ __all__ = [
     "load_engine",
     "resolve_device",
     "available_engines",
+    "register_engine",
+    "unregister_engine",
 ]
 
+log = logging.getLogger(__name__)
 _CACHE: dict[tuple, Engine] = {}  # the per-process engine cache
 _IMPORT_PID = os.getpid()
 
@@ -67,6 +72,9 @@ def _build_vllm(model: str, device: str, **options: Any) -> Engine:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(int(device.split(":")[1]) + 1)]
         os.environ["CUDA_VISIBLE_DEVICES"] = ids[int(device.split(":")[1])]
+        log.info(
+            "%s: CUDA_VISIBLE_DEVICES=%s for this process's vLLM engine", device, os.environ["CUDA_VISIBLE_DEVICES"]
+        )
     return VLLMEngine(model, device=device, **options)
 
 
@@ -76,6 +84,11 @@ _BUILDERS: dict[str, Callable[..., Engine]] = {"hf": _build_hf, "vllm": _build_v
 def register_engine(name: str, builder: Callable[..., Engine]) -> None:
     """Make `engine=name` build `builder(model, device, **options)` (custom engines, test doubles)."""
     _BUILDERS[name] = builder
+
+
+def unregister_engine(name: str) -> None:
+    """Forget the engine `name` (a registered custom engine or test double)."""
+    _BUILDERS.pop(name, None)
 
 
 def available_engines() -> list[str]:
@@ -101,7 +114,7 @@ def load_engine(model: str, engine: str = "auto", rank: int | None = None, **opt
     _fork_safe_threads(device)
     name = _pick(engine, device)
     if name not in _BUILDERS:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {['auto', *available_engines()]}")
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {['auto', *available_engines()]}")
     key = (name, model, device, tuple(sorted((k, repr(v)) for k, v in options.items())))
     if key not in _CACHE:
         _CACHE[key] = _BUILDERS[name](model, device, **options)

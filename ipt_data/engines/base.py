@@ -6,9 +6,15 @@ An engine never fails a whole batch for one prompt: a prompt it cannot serve com
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from ipt_data.errors import MissingExtraError  # noqa: F401 - engines raise it from here
+from ipt_data.redact import scrub
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,13 +67,8 @@ def generate_isolated(
         return list(generate(prompts))
     except Exception as exc:  # noqa: BLE001 - isolate the failing prompt(s), keep the rest
         if len(prompts) == 1:
-            return [Completion.failed(len(prompts[0]), f"{type(exc).__name__}: {exc}")]
+            log.warning("a prompt of %d tokens failed alone: %s: %s", len(prompts[0]), type(exc).__name__, exc)
+            return [Completion.failed(len(prompts[0]), scrub(f"{type(exc).__name__}: {exc}"))]
+        log.warning("a batch of %d prompts failed (%s: %s); retrying its halves", len(prompts), type(exc).__name__, exc)
         half = len(prompts) // 2
         return generate_isolated(generate, prompts[:half]) + generate_isolated(generate, prompts[half:])
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message says which extra to install."""
-
-    def __init__(self, engine: str, package: str, extra: str):
-        super().__init__(f"the {engine!r} engine needs the {package!r} package: pip install 'ipt-data[{extra}]'")

@@ -10,7 +10,7 @@ gets an error completion, never failing its batch.
 Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), `api_key` (else
 `OPENAI_API_KEY`), `served_model` (the name the server knows the model by; default: the model),
 `concurrency` (16), `timeout` (seconds per request, 600), `retries` (5), `backoff` (1.0 s),
-`prompt_format` ("auto", "token_ids" or "text").
+`prompt_format` ("auto", "token_ids" or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class OpenAIEngine:
         retries: int = 5,
         backoff: float = 1.0,
         prompt_format: str = "auto",
+        headers: dict[str, str] | None = None,
         trust_remote_code: bool = False,
     ):
         if prompt_format not in ("auto", "token_ids", "text"):
@@ -66,6 +67,7 @@ class OpenAIEngine:
         self.max_model_len = max_model_len
         self.concurrency, self.timeout, self.retries, self.backoff = max(1, concurrency), timeout, retries, backoff
         self.prompt_format = prompt_format
+        self._headers = dict(headers or {})  # extra HTTP headers (a gateway's own auth, say)
         self._lock = threading.Lock()
         self._trust_remote_code = trust_remote_code
 
@@ -123,7 +125,7 @@ class OpenAIEngine:
 
     def _post(self, body: dict, n_prompt: int) -> Completion:
         data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._api_key}"}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._api_key}", **self._headers}
         for attempt in range(self.retries + 1):
             try:
                 request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")

@@ -44,7 +44,7 @@ class VLLMEngine:
         try:
             import vllm
         except ImportError as exc:
-            raise MissingExtraError("vllm", "vllm", "vllm") from exc
+            raise MissingExtraError("the 'vllm' engine", "vllm", "vllm") from exc
         kwargs: dict[str, Any] = dict(
             model=model,
             dtype=dtype,

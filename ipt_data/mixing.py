@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, IterableDataset, Value, concatenate_datasets
 
-from ipt_data.budget import unit_interval
+from ipt_data.hashing import unit_interval
 
 MIX_FEATURES = Features({"text": Value("string"), "kind": Value("string"), "n_tokens": Value("int64")})
 GENERAL_COLUMNS = ("question", "response")

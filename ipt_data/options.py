@@ -1,0 +1,105 @@
+"""Options that document themselves: each declares its help, its choices and its scope next to its default.
+
+The scope says what a change of the option invalidates:
+- `SHARDS`: what the synthesized shards hold. Part of the work folder's fingerprint: a rerun with another
+  value is refused rather than mixing shards made two ways.
+- `OUTPUT`: the published data, not the shards (mixing, publishing shape). Part of the output fingerprint.
+- `RUN`: where or how the run happens (engine, processes, destination); no effect on any output.
+
+A field without a scope cannot be fingerprinted and is an error (`scoped`), so a new option cannot be
+forgotten by the fingerprint. The CLI derives its flags, choices and help from the same declarations.
+`SynthesisOptions` holds the synthesis parameters, shared by `Synthesizer`, `synthesize_batch` and
+`AugmentConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ipt_data.errors import ConfigError
+from ipt_data.fixtures import REAL_SYNTHESIZER
+
+SHARDS, OUTPUT, RUN = "shards", "output", "run"
+SCOPES = (SHARDS, OUTPUT, RUN)
+FINGERPRINT_VERSION = 2  # bump when the meaning of an option or the shard format changes
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, scope: str, choices: tuple | None = None, factory=None):
+    """A dataclass field with its `help`, `scope` (SHARDS, OUTPUT or RUN) and allowed `choices`."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    metadata = {"help": help, "scope": scope, "choices": choices}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def scoped(cls_or_obj, *scopes: str) -> list[str]:
+    """Names of the fields of the given scopes; every field must declare one."""
+    names = []
+    for f in dataclasses.fields(cls_or_obj):
+        scope = f.metadata.get("scope")
+        if scope not in SCOPES:
+            raise TypeError(f"option {f.name!r} declares no scope (use ipt_data.options.option)")
+        if scope in scopes:
+            names.append(f.name)
+    return names
+
+
+def check_choices(obj) -> None:
+    """Raise `ConfigError` for any field whose value is not one of its declared choices."""
+    for f in dataclasses.fields(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if choices and value not in choices:
+            raise ConfigError(f"{f.name} must be one of {list(choices)}, got {value!r}")
+
+
+def fingerprint(obj, *scopes: str, extra: dict[str, Any] | None = None) -> str:
+    """A 16-hex-digit hash of the fields of `scopes` (+ `extra`, + the fingerprint version)."""
+    values = {name: getattr(obj, name) for name in scoped(obj, *scopes)}
+    values.update(extra or {}, fingerprint_version=FINGERPRINT_VERSION)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SynthesisOptions:
+    """The synthesis parameters (SPEC 1-2), one declaration for every place that takes them."""
+
+    model: str = option(
+        REAL_SYNTHESIZER, scope=SHARDS, help="the instruction synthesizer: a Hub model id or a local folder"
+    )
+    rounds: int = option(2, scope=SHARDS, help="M: texts per few-shot chain (2 from scratch, 3 domain-adaptive)")
+    chain_order: str = option(
+        "reference",
+        scope=SHARDS,
+        choices=("reference", "adjacent"),
+        help="reference: within a batch text i chains with i + ceil(n/M), ... as the paper's scripts do; "
+        "adjacent: consecutive texts (consecutive chunks of a document) share a chain",
+    )
+    max_model_len: int = option(4096, scope=SHARDS, help="the synthesizer's context length in tokens")
+    max_new_tokens: int = option(400, scope=SHARDS, help="tokens generated per text at most")
+    temperature: float = option(0.0, scope=SHARDS, help="0 is greedy decoding, as the reference")
+    seed: int = option(0, scope=SHARDS, help="seed of sampling, routing, template choices and mixing")
+    tokenizer: str | None = option(None, scope=SHARDS, help="tokenizer to count and encode with (default: the model's)")
+    text_column: str = option("text", scope=SHARDS, help="the column holding the texts")
+    engine: str = option("auto", scope=RUN, help="generation engine: auto (vllm with a GPU, else hf), hf, vllm, openai")
+    engine_options: dict[str, Any] = option(
+        scope=RUN, factory=dict, help="engine options as JSON, e.g. '{\"batch_size\": 64}'"
+    )
+    trust_remote_code: bool = option(False, scope=RUN, help="run the model repo's own code (off: safer)")
+
+    def __post_init__(self):
+        if self.rounds < 1:
+            raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if not isinstance(self.engine_options, dict):
+            raise ConfigError(f"engine_options must be a mapping, got {type(self.engine_options).__name__}")
+        check_choices(self)
+
+    def synthesis_options(self) -> dict[str, Any]:
+        """This object's synthesis parameters, as keyword arguments of `Synthesizer`."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SynthesisOptions)}

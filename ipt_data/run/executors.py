@@ -1,0 +1,96 @@
+"""Executors only schedule: they take shard tasks and a `ShardWork`, run `work(task, rank)` somewhere, and
+yield each `ShardResult` as it finishes (any order: the report is merged in shard order). Registered by name,
+as engines are: `register_executor(name, build)` where `build(config)` returns an `Executor`.
+
+- `local`: in this process, one shard after another (`--gpus 1`).
+- `processes`: N worker processes, worker r always passed rank r (GPU r), each with its own engine
+  (`--gpus N`); at most 2N shards in flight, so memory stays bounded.
+- `ray`: a Ray Data actor pool (`ipt_data.run.ray_executor`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from ipt_data.errors import ConfigError
+from ipt_data.run.inputs import ShardTask
+from ipt_data.run.shard import ShardResult, ShardWork
+
+log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    name: str
+    in_process: bool  # whether `work` runs here (progress can then be reported batch by batch)
+
+    def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]: ...
+
+
+class LocalExecutor:
+    name, in_process = "local", True
+
+    def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
+        for task in tasks:
+            yield work(task)
+
+
+class ProcessExecutor:
+    name, in_process = "processes", False
+
+    def __init__(self, processes: int):
+        self.processes = processes
+
+    def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        context = mp.get_context("spawn")  # CUDA cannot be forked
+        pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(self.processes)]
+        busy: dict = {}  # future -> rank
+        try:
+            for task in tasks:
+                if len(busy) >= 2 * self.processes:
+                    done, _ = wait(busy, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        busy.pop(future)
+                        yield future.result()
+                load = [sum(r == rank for r in busy.values()) for rank in range(self.processes)]
+                rank = load.index(min(load))
+                busy[pools[rank].submit(work, task, rank)] = rank
+            while busy:
+                done, _ = wait(busy, return_when=FIRST_COMPLETED)
+                for future in done:
+                    busy.pop(future)
+                    yield future.result()
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray(config):
+    from ipt_data.run.ray_executor import RayExecutor
+
+    return RayExecutor(address=config.ray_address, workers=config.workers, gpus_per_worker=config.gpus_per_worker)
+
+
+_EXECUTORS: dict[str, Callable] = {
+    "local": lambda config: LocalExecutor() if config.gpus <= 1 else ProcessExecutor(config.gpus),
+    "ray": _ray,
+}
+
+
+def register_executor(name: str, build: Callable) -> None:
+    """Make `executor=name` (`--executor name`) run shards on `build(config)`."""
+    _EXECUTORS[name] = build
+
+
+def available_executors() -> list[str]:
+    return sorted(_EXECUTORS)
+
+
+def get_executor(config) -> Executor:
+    if config.executor not in _EXECUTORS:
+        raise ConfigError(f"unknown executor {config.executor!r}; choose one of {available_executors()}")
+    return _EXECUTORS[config.executor](config)

@@ -1,0 +1,77 @@
+"""The end of a run, whatever executor ran its shards: mix the shards (with general data), write the card
+and the report, publish."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ipt_data.card import dataset_card
+from ipt_data.run.report import dumps, stable
+from ipt_data.run.workdir import WorkDir
+from ipt_data.schema import SHARD_SCHEMA
+from ipt_data.sources import as_dataset, load_source
+
+
+def mix_shards(config, work: WorkDir, n_shards: int, encoder):
+    """The corpus: the shards' texts mixed with general data (if any), and the shards as one dataset."""
+    import datasets
+
+    from ipt_data.mixing import mix
+
+    files = work.shard_files(n_shards)
+    shards = datasets.Dataset.from_parquet(files) if files else datasets.Dataset(SHARD_SCHEMA.empty_table())
+    general = None
+    if config.general:
+        general = as_dataset(
+            load_source(
+                config.general,
+                config=config.general_config,
+                split=config.general_split,
+                trust_remote_code=config.trust_remote_code,
+                bad_lines=config.bad_lines,
+            )
+        )
+    corpus = mix(
+        shards,
+        general=general,
+        general_ratio=config.general_ratio,
+        by=config.mix_by,
+        tokenizer=encoder,
+        seed=config.seed,
+        general_columns=config.general_columns,
+    )
+    return corpus, shards
+
+
+def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder) -> dict[str, Any]:
+    """Mix, card, report and publish; fills in the report's output counts and `output`."""
+    from ipt_data.sinks import publish
+
+    t = time.perf_counter()
+    corpus, shards = mix_shards(config, work, n_shards, encoder)
+    report["seconds"]["mix"] = time.perf_counter() - t
+    if len(corpus):
+        by_kind = corpus.data.table.group_by("kind").aggregate([("kind", "count"), ("n_tokens", "sum")]).to_pylist()
+    else:
+        by_kind = []
+    by_kind.sort(key=lambda r: r["kind"])  # corpus is flattened: its table holds exactly its rows
+    report["output_rows"] = {r["kind"]: r["kind_count"] for r in by_kind}
+    report["output_tokens"] = {r["kind"]: r["n_tokens_sum"] for r in by_kind}
+    report["fingerprint"] = config.fingerprint()
+    example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
+
+    t = time.perf_counter()
+    card = dataset_card(config.to_dict(), report, example)
+    report["output"] = publish(
+        corpus,
+        config.output,
+        card=card,
+        overwrite=config.overwrite,
+        private=config.private,
+        max_shard_rows=config.publish_shard_rows,
+        fingerprint=config.output_fingerprint(),
+        extra_files={"run_report.json": dumps(stable(report)), "rejects.jsonl": work.rejects(n_shards)},
+    )
+    report["seconds"]["publish"] = time.perf_counter() - t
+    return report

@@ -1,0 +1,124 @@
+"""The `ray` executor: a run's shards on a Ray cluster (`--executor ray`, or `augment_on_ray`).
+
+Each task's input rows are staged as a JSON Lines file in the work folder; Ray Data maps the shard list
+through a pool of actors, one engine per actor (one GPU per actor with `gpus_per_worker=1`), each calling the
+same `ShardWork` as a local run. Shards, and so chains, are the same as locally, so the output equals the
+local run's. An actor that dies is restarted and its shard retried. The work folder must be visible to every
+node (a shared filesystem), as it is on one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ipt_data.errors import MissingExtraError
+from ipt_data.run.inputs import ShardTask, columns
+from ipt_data.run.shard import ShardResult, ShardWork
+
+log = logging.getLogger(__name__)
+
+
+class ShardActor:
+    """A Ray Data actor: holds one engine (cached per process) and processes whole shards."""
+
+    def __init__(self, work: ShardWork):
+        self.work = work
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        out: dict[str, list] = {"k": [], "result": []}
+        for k, start, path in zip(batch["k"], batch["start"], batch["path"], strict=True):
+            with open(path, encoding="utf-8") as f:
+                rows = columns([json.loads(line) for line in f])
+            result = self.work(ShardTask(int(k), int(start), rows))
+            out["k"].append(int(k))
+            out["result"].append(json.dumps([result.stats, result.failed]))
+        return out
+
+
+def _stage(work_path: str, task: ShardTask) -> str:
+    """Write a task's input rows (any JSON value, as read) for the actors; atomic."""
+    path = Path(work_path) / "shards" / f"{task.k:05d}.input.jsonl"
+    n = len(next(iter(task.rows.values()))) if task.rows else 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
+        for i in range(n):
+            f.write(json.dumps({c: v[i] for c, v in task.rows.items()}, default=repr) + "\n")
+    os.replace(tmp, path)
+    return str(path)
+
+
+class RayExecutor:
+    name, in_process = "ray", False
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        workers: int = 2,
+        gpus_per_worker: float = 0.0,
+        cpus_per_worker: float = 0.5,
+        ray_init: dict[str, Any] | None = None,
+    ):
+        self.address, self.workers, self.gpus_per_worker = address, workers, gpus_per_worker
+        self.cpus_per_worker, self.ray_init = cpus_per_worker, ray_init or {}
+
+    def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
+        try:
+            import ray
+        except ImportError as exc:
+            raise MissingExtraError("the ray executor", "ray[data]", "ray") from exc
+        pending = [{"k": t.k, "start": t.start, "path": _stage(work.work_path, t)} for t in tasks]
+        if not pending:
+            return
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            ray.init(address=self.address, **self.ray_init)
+        try:
+            options: dict[str, Any] = {"num_cpus": self.cpus_per_worker, "max_restarts": -1, "max_task_retries": -1}
+            if self.gpus_per_worker:
+                options["num_gpus"] = self.gpus_per_worker
+            log.info("running %d shards on %d Ray actors", len(pending), self.workers)
+            out = (
+                ray.data.from_items(pending)
+                .repartition(len(pending))
+                .map_batches(
+                    ShardActor,
+                    fn_constructor_kwargs={"work": work},
+                    batch_size=1,
+                    compute=ray.data.ActorPoolStrategy(size=self.workers),
+                    **options,
+                )
+            )
+            for row in out.iter_rows():
+                stats, failed = json.loads(row["result"])
+                yield ShardResult(int(row["k"]), stats, bool(failed))
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
+def augment_on_ray(
+    config,
+    *,
+    address: str | None = None,
+    workers: int = 2,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float = 0.5,
+    ray_init: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`augment(config)` with its shards on Ray; returns the run report."""
+    from ipt_data.run import augment
+
+    executor = RayExecutor(
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+        ray_init=ray_init,
+    )
+    return augment(config, progress=False, executor=executor)

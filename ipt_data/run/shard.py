@@ -1,0 +1,137 @@
+"""One shard of a run: route its rows (converted / kept raw / rejected), chunk, synthesize and templify the
+converted ones, count tokens, and write the shard to the work folder. `ShardWork` is what executors call,
+in this process or another: `work(task, rank)` -> `ShardResult`."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ipt_data.budget import get_encoder
+from ipt_data.chunk import chunk_batch
+from ipt_data.errors import InputError
+from ipt_data.hashing import unit_interval
+from ipt_data.run.inputs import ShardTask
+from ipt_data.run.workdir import WorkDir
+from ipt_data.schema import MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, text_problem
+from ipt_data.sources import REJECT_KEY
+from ipt_data.synthesize import Synthesizer
+from ipt_data.templify import raw_row, templify_batch
+
+
+@dataclass
+class ShardResult:
+    k: int
+    stats: dict
+    failed: bool  # rows the engine failed on are to be retried by the next run: the shard is not done
+    live: bool = False  # its pairs and tokens were already reported batch by batch
+
+
+def route(rows: dict[str, list], start: int, config) -> tuple[list[int], list[int], list[dict]]:
+    """`(converted, raw, rejects)`: row positions by a seeded hash of the row index, and the rejected rows."""
+    columns = sorted(c for c in rows if c != REJECT_KEY)
+    if config.text_column not in rows and columns:
+        raise InputError(
+            f"no text column {config.text_column!r} in the input; its columns are {columns} (set --text-column)"
+        )
+    n = len(next(iter(rows.values()))) if rows else 0
+    texts = rows.get(config.text_column, [MISSING] * n)
+    unreadable = rows.get(REJECT_KEY, [None] * n)
+    convert, raw, rejects = [], [], []
+    for i, text in enumerate(texts):
+        reason = unreadable[i] if isinstance(unreadable[i], str) else text_problem(text)
+        if reason:
+            rejects.append({"row": start + i, "reason": reason, "value": ascii(text)[:200]})
+        elif unit_interval(f"route:{config.seed}:{start + i}") < config.fraction:
+            convert.append(i)
+        else:
+            raw.append(i)
+    return convert, raw, rejects
+
+
+def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None) -> tuple[pa.Table, list, dict]:
+    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, and its stats."""
+    start, rows = task.start, task.rows
+    convert, raw, rejects = route(rows, start, config)
+    n = len(next(iter(rows.values()))) if rows else 0
+    texts = rows.get(config.text_column, [MISSING] * n)
+    seconds: Counter = Counter()
+    t = time.perf_counter()
+    chunks = chunk_batch(
+        {"text": [texts[i] for i in convert]},
+        [start + i for i in convert],
+        tokenizer=encoder,
+        max_model_len=config.max_model_len,
+        max_new_tokens=config.max_new_tokens,
+    )
+    seconds["chunk"] += time.perf_counter() - t
+    synthesized: dict[str, list] = {}
+    t = time.perf_counter()
+    for b in range(0, len(chunks["text"]), config.batch_size):
+        part = synth({k: v[b : b + config.batch_size] for k, v in chunks.items()})
+        for key, values in part.items():
+            synthesized.setdefault(key, []).extend(values)
+        if on_batch is not None:
+            on_batch(part)
+    seconds["synthesize"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    out = templify_batch(synthesized, seed=config.seed) if synthesized else {c: [] for c in TEMPLIFY_COLUMNS}
+    seconds["templify"] += time.perf_counter() - t
+    for i in raw:
+        for col, value in raw_row(texts[i], f"{start + i}:0:0").items():
+            out[col].append(value)
+    t = time.perf_counter()
+    out["n_tokens"] = encoder.count_texts(out["text"])
+    seconds["count"] += time.perf_counter() - t
+    table = pa.table({c: out[c] for c in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
+
+    status = Counter(s.split(":")[0] for s in synthesized.get("synth_status", []))
+    docs_with_pairs = {d for d, p in zip(synthesized.get("doc_id", []), synthesized.get("pairs", []), strict=True) if p}
+    stats = {
+        "rows": {
+            "in": n,
+            "converted": len(convert),
+            "raw": len(raw),
+            "rejected": len(rejects),
+            "converted_with_pairs": len(docs_with_pairs),
+        },
+        "rejects": dict(Counter(r["reason"].split(":")[0] for r in rejects)),
+        "chunks": len(chunks["text"]),
+        "status": dict(status),
+        "pairs": sum(len(p) for p in synthesized.get("pairs", [])),
+        "invalid_pairs": sum(synthesized.get("invalid_pairs", [])),
+        "fallback_pairs": sum(out["fallback_pairs"]),
+        "prompt_tokens": sum(synthesized.get("prompt_tokens", [])),
+        "completion_tokens": sum(synthesized.get("completion_tokens", [])),
+        "texts": dict(Counter(out["kind"])),
+        "layouts": dict(Counter(lay for lay, k in zip(out["layout"], out["kind"], strict=True) if k == "augmented")),
+        "seconds": dict(seconds),
+    }
+    return table, rejects, stats
+
+
+class ShardWork:
+    """Processes and writes one shard: `work(task, rank=None)`. Picklable (sent to worker processes and Ray
+    actors); `on_batch`, a progress hook for in-process runs, is not sent."""
+
+    def __init__(self, config, work_path: str, on_batch: Callable | None = None):
+        self.config, self.work_path, self.on_batch = config, work_path, on_batch
+
+    def __getstate__(self):
+        return {**self.__dict__, "on_batch": None}
+
+    def __call__(self, task: ShardTask, rank: int | None = None) -> ShardResult:
+        config = self.config
+        synth = Synthesizer(**{**config.synthesis_options(), "text_column": "text"})
+        encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+        table, rejects, stats = process_shard(task, config, lambda b: synth(b, rank), encoder, self.on_batch)
+        failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
+        t = time.perf_counter()
+        WorkDir(self.work_path, config).write(task.k, table, rejects, stats, done=not failed)
+        stats["seconds"]["write"] = time.perf_counter() - t
+        return ShardResult(task.k, stats, failed, live=self.on_batch is not None)

@@ -1,0 +1,68 @@
+"""The column contract between stages, declared once (DESIGN "Columns"), and what a usable text is.
+
+- `synthesis_features(input_features)`: `synthesize_batch`'s output columns and types.
+- `TEMPLIFY_COLUMNS` / `SHARD_SCHEMA`: one pre-training text per row, as `templify_batch` writes it and as
+  a run's shard files hold it (plus `n_tokens`).
+- `text_problem(value)`: why a value cannot be synthesized (`empty_text`, `invalid_text: int`, ...), or None.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+MISSING = type("Missing", (), {"__repr__": lambda self: "<missing>"})()  # a column a row lacks
+
+TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "source", "fallback_pairs")
+SHARD_SCHEMA = pa.schema(
+    [
+        ("text", pa.string()),
+        ("kind", pa.string()),  # augmented | raw
+        ("n_pairs", pa.int32()),
+        ("layout", pa.string()),
+        ("inverted", pa.bool_()),
+        ("source", pa.list_(pa.string())),  # the `chain:shot` ids (or `row:0:0`) the text came from
+        ("fallback_pairs", pa.int32()),
+        ("n_tokens", pa.int64()),  # tokens of the synthesizer's tokenizer
+    ]
+)
+
+
+def synthesis_features(features=None):
+    """The `datasets.Features` of `synthesize_batch`'s output: `features` (the input's) plus ours.
+
+    Pass it to `Dataset.map(..., features=...)`: without it, a first written batch in which no
+    row got a pair would fix `pairs` as an Arrow null column and a later batch would fail to cast.
+    """
+    from datasets import Features, List, Value
+
+    pair = {"instruction": Value("string"), "response": Value("string")}
+    ours = {
+        "pairs": List(pair),
+        "chain": Value("string"),
+        "shot": Value("int32"),
+        "inherits": Value("bool"),
+        "synth_status": Value("string"),
+        "prompt_tokens": Value("int32"),
+        "completion_tokens": Value("int32"),
+        "invalid_pairs": Value("int32"),
+        "continued": Value("bool"),
+        "chain_prefix": Value("string"),
+    }
+    return Features({**(features or {}), **ours})
+
+
+def text_problem(value: Any) -> str | None:
+    """Why `value` is not a usable text (the status or reject reason), or None when it is one."""
+    if value is MISSING:
+        return "missing_text_column"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "empty_text"
+    if not isinstance(value, str):
+        return f"invalid_text: {type(value).__name__}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_unicode: lone surrogate"
+    return None

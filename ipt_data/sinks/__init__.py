@@ -1,0 +1,78 @@
+"""`publish(dataset, destination)`: parquet shards, a dataset card and extra files, to a folder, any fsspec
+URL, or the Hub.
+
+Sinks sit behind one protocol (`Sink.publish`) with a registry, as engines do: `register_sink(name,
+matches, build)` adds one; the first registered sink whose `matches(destination)` is true takes the
+destination (the Hub for `hf://...`, else the fsspec folder sink, which takes anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ipt_data.sinks.base import Sink, with_retries
+from ipt_data.sinks.hub import hub_repo_id
+
+__all__ = ["Sink", "hub_repo_id", "publish", "register_sink", "sink_for", "with_retries"]
+
+
+def _hub(destination: str, token: str | None = None, **_: Any) -> Sink:
+    from ipt_data.sinks.hub import HubSink
+
+    return HubSink(hub_repo_id(destination, hub=True), token=token)
+
+
+def _folder(destination: str, storage_options: dict | None = None, **_: Any) -> Sink:
+    from ipt_data.sinks.folder import FolderSink
+
+    return FolderSink(destination, storage_options)
+
+
+_SINKS: list[tuple[str, Callable[[str], bool], Callable[..., Sink]]] = [
+    ("hub", lambda d: d.startswith("hf://"), _hub),
+    ("folder", lambda d: True, _folder),
+]
+
+
+def register_sink(name: str, matches: Callable[[str], bool], build: Callable[..., Sink]) -> None:
+    """Make destinations for which `matches(destination)` is true go to `build(destination, **options)`
+    (tried before the built-in sinks)."""
+    _SINKS.insert(0, (name, matches, build))
+
+
+def sink_for(destination: str, *, hub: bool = False, **options: Any) -> Sink:
+    """The sink that takes `destination` (`hub=True`: a bare repo id names a Hub dataset)."""
+    if hub:
+        return _hub(destination, **options)
+    for _, matches, build in _SINKS:
+        if matches(destination):
+            return build(destination, **options)
+    raise AssertionError("the folder sink takes every destination")
+
+
+def publish(
+    dataset,
+    destination: str,
+    *,
+    card: str | None = None,
+    fingerprint: str | None = None,
+    overwrite: bool = False,
+    private: bool = False,
+    token: str | None = None,
+    hub: bool = False,
+    max_shard_rows: int = 250_000,
+    extra_files: dict[str, str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Write `dataset` (+ `card` as README.md, + `extra_files` name -> text) to `destination`; returns it."""
+    sink = sink_for(destination, hub=hub, token=token, storage_options=storage_options)
+    return sink.publish(
+        dataset,
+        card=card,
+        extra_files=extra_files or {},
+        fingerprint=fingerprint or dataset._fingerprint,
+        overwrite=overwrite,
+        private=private,
+        max_shard_rows=max_shard_rows,
+    )
