@@ -102,6 +102,7 @@ def _print_report(report: dict) -> None:
         ("prompt tokens", report.get("prompt_tokens", 0)),
         ("completion tokens", report.get("completion_tokens", 0)),
     ]
+    lines += [(f"shards {k}", v) for k, v in report.get("shards", {}).items()]
     lines += [(f"status {k}", v) for k, v in sorted(report.get("status", {}).items())]
     lines += [(f"output {k}", v) for k, v in sorted(report.get("output_rows", {}).items())]
     lines += [(f"seconds {k}", round(v, 2)) for k, v in report.get("seconds", {}).items()]
@@ -133,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 3
         _print_report(report)
+        if not sum(report.get("output_rows", {}).values()):
+            rejected = report.get("rows", {}).get("rejected", 0)
+            print(
+                f"ipt-data: the input had no usable rows ({rejected} rejected; reasons in rejects.jsonl next to the "
+                "output); an empty dataset was published",
+                file=sys.stderr,
+            )
         if args.examples:
             _print_examples(config, args.examples)
     return 0

@@ -68,6 +68,12 @@ class AugmentConfig(SynthesisOptions):
         choices=("raw", "retry"),
         help="rows the engine failed on: raw (kept as raw text) or retry (redone by the next run)",
     )
+    max_engine_errors: float = option(
+        0.1,
+        scope=RUN,
+        help="stop the run (nothing published, the shard left for the next run) when the engine fails on more "
+        "than this share of a shard's prompts",
+    )
     work_dir: str | None = option(
         None, scope=RUN, help="checkpoint folder (default: <output>.work); on Ray, on storage every node sees"
     )
@@ -131,7 +137,8 @@ class AugmentConfig(SynthesisOptions):
             return self.work_dir
         if "://" not in self.output:
             return self.output.rstrip("/") + ".work"
-        return str(Path("ipt-work") / self.output.rstrip("/").rsplit("/", 1)[-1])
+        name = self.output.rstrip("/").rsplit("/", 1)[-1]
+        return str(Path("ipt-work") / f"{name}-{hashlib.sha256(self.output.encode()).hexdigest()[:8]}")
 
 
 def _code_versions() -> dict[str, str]:

@@ -39,5 +39,13 @@ class OutputExistsError(IptDataError, FileExistsError):
     """The destination holds data that is not ours to replace (pass --overwrite to replace it)."""
 
 
+class OutputUnwritableError(IptDataError, PermissionError):
+    """The destination refuses writes (permissions, a Hub token without write access)."""
+
+
+class EngineUnavailableError(IptDataError, ConnectionError):
+    """The engine does not answer, or fails on too many prompts: the run stops, nothing is published."""
+
+
 class WorkDirMismatchError(ConfigError):
     """The work folder holds shards made with other parameters."""

@@ -96,7 +96,8 @@ def mix(
     out = [aug] + ([prepared["raw"]] if "raw" in prepared else [])
     if "general" in prepared and general_ratio:
         out.append(_take_general(prepared["general"], aug, general_ratio, by, seed))
-    return concatenate_datasets(out).shuffle(seed=seed).flatten_indices()
+    mixed = concatenate_datasets(out).shuffle(seed=seed).flatten_indices()
+    return mixed if len(mixed) else Dataset.from_dict({c: [] for c in MIX_FEATURES}, features=MIX_FEATURES)
 
 
 def _take_general(general: Dataset, aug: Dataset, ratio: float, by: str, seed: int) -> Dataset:

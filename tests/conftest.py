@@ -40,6 +40,7 @@ class Script:
     def __init__(self):
         self.requests, self.failures, self.in_flight, self.max_in_flight = [], [], 0, 0
         self.token_ids = True
+        self.down_after = None  # after this many requests the server is "dead": connections drop unanswered
         self.lock = threading.Lock()
 
 
@@ -51,6 +52,9 @@ def serve(script: Script):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with script.lock:
+                if script.down_after is not None and len(script.requests) >= script.down_after:
+                    self.close_connection = True
+                    return  # no answer at all: the client sees the connection drop
                 script.requests.append((body, self.headers.get("Authorization")))
                 script.in_flight += 1
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)

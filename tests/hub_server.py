@@ -48,6 +48,7 @@ class HubState:
         self.lfs_uploads = 0
         self.fail_next_commits = 0  # inject failures: the next N commits answer 500
         self.authorizations: set[str] = set()  # Authorization headers seen on writes
+        self.read_only: set[str] = set()  # Authorization headers refused on writes (403)
         self.lock = threading.Lock()
 
 
@@ -187,6 +188,8 @@ def _handler(state: HubState):
             path = unquote(url.path)
             body = self._body()
             state.authorizations.add(self.headers.get("Authorization", ""))
+            if self.headers.get("Authorization", "") in state.read_only:
+                return self._json(403, {"error": "You don't have the rights to create or write this repo"})
             if path == "/api/validate-yaml":
                 return self._json(200, {"errors": [], "warnings": []})
             if path == "/api/repos/create":

@@ -66,9 +66,9 @@ def test_push_private_with_card_and_read_back(hub, tmp_path):
     assert "hf://datasets/tester/corpus" in out and "READ-BACK-OK" in out
     repo = hub.state.repos["tester/corpus"]
     assert repo.private
-    assert sorted(repo.files) == [".ipt_publish.json", "README.md"] + [
-        f"data/train-{i:05d}-of-00003.parquet" for i in range(3)
-    ]
+    data = sorted(f for f in repo.files if f.startswith("data/"))
+    assert sorted(repo.files) == [".ipt_publish.json", "README.md", *data] and len(data) == 3
+    assert all(f.startswith(f"data/train-{i:05d}-of-00003-") for i, f in enumerate(data))
     assert repo.commits == 1  # data, card and manifest in one commit: never data without its card
     card = repo.files["README.md"].decode()
     assert card.endswith("# Card\n") and "dataset_info:" in card and "num_examples: 45" in card
@@ -105,7 +105,8 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
         cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml",
                "--dataset", "tester/raw", "--model", {TINY_SYNTHESIZER!r}, "--limit", "8",
                "--work-dir", {str(tmp_path / "work")!r}, "--output", "hf://datasets/tester/demo", "--no-progress"]
-        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
         print(run.stdout, run.stderr)  # the logs, checked for the token below
         back = load_dataset("tester/demo", split="train")
         print("ROWS", len(back), sorted(set(back["kind"])))
@@ -120,3 +121,57 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
     assert "Instruction Pre-Training" in card and "ipt-data augment" in card and TOKEN not in card
     report = json.loads(repo.files["run_report.json"])
     assert report["rows"]["in"] == 8 and report["accounted"]
+
+
+def test_a_foreign_hub_dataset_is_refused_and_overwrite_keeps_unrelated_files(hub, tmp_path):
+    out = run_child(
+        hub,
+        tmp_path,
+        """
+        from datasets import Dataset
+        from huggingface_hub import HfApi
+        from ipt_data.errors import ConfigError, OutputExistsError
+        from ipt_data.sinks import publish
+        api = HfApi()
+        api.create_repo("tester/theirs", repo_type="dataset")
+        for path, data in (("data/train-00000-of-00001.parquet", b"their rows"), ("README.md", b"their card"),
+                           ("notes/keep.txt", b"their notes")):
+            api.upload_file(path_or_fileobj=data, path_in_repo=path, repo_id="tester/theirs", repo_type="dataset")
+        ds = Dataset.from_dict({"text": ["a", "b"], "kind": ["raw", "raw"], "n_tokens": [1, 1]})
+        try:
+            publish(ds, "hf://datasets/tester/theirs", card="---\\n---\\n# ours\\n")
+        except OutputExistsError as exc:
+            print("REFUSED", exc)
+        publish(ds, "hf://datasets/tester/theirs", card="---\\n---\\n# ours\\n", overwrite=True)
+        publish(ds.select([0]), "hf://datasets/tester/theirs", card="---\\n---\\n# ours again\\n")  # ours now
+        try:
+            publish(ds, "hf://datasets/not a repo id")
+        except ConfigError as exc:
+            print("INVALID", exc)
+        """,
+    )
+    assert "REFUSED" in out and "--overwrite" in out and "INVALID" in out
+    repo = hub.state.repos["tester/theirs"]
+    data = [f for f in repo.files if f.startswith("data/")]
+    assert repo.files["notes/keep.txt"] == b"their notes" and repo.files["README.md"].endswith(b"# ours again\n")
+    assert len(data) == 1 and "data/train-00000-of-00001.parquet" not in data
+
+
+def test_a_token_that_may_not_write_fails_the_preflight_in_seconds(hub, tmp_path):
+    hub.state.read_only.add("Bearer hf_read_only_token_xyz")
+    out = run_child(
+        hub,
+        tmp_path,
+        f"""
+        import os, subprocess, sys, time
+        env = {{**os.environ, "HF_TOKEN": "hf_read_only_token_xyz"}}
+        cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml", "--limit", "4",
+               "--work-dir", {str(tmp_path / "work")!r}, "--output", "hf://datasets/tester/nope", "--no-progress"]
+        t = time.time()
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        print("RC", run.returncode, "SECONDS", round(time.time() - t), run.stderr.strip().splitlines()[-1])
+        """,
+    )
+    assert "RC 2" in out and "the Hub refused (403)" in out and "hf_read_only" not in out
+    assert int(out.split("SECONDS ")[1].split()[0]) < 60
+    assert not list((tmp_path / "work" / "shards").glob("*.parquet"))  # no synthesis happened

@@ -99,13 +99,19 @@ def test_a_changed_parameter_is_detected(tmp_path):
         augment(demo_config(tmp_path, limit=6, rounds=3, overwrite=True), progress=False)
 
 
-def test_non_empty_output_is_refused_unless_overwrite(tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError):
+def test_a_foreign_dataset_is_refused_unless_overwrite_and_other_files_are_never_touched(tmp_path):
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "precious.txt").write_text("keep me")
+    (out / "data" / "train-old.parquet").write_bytes(b"not ours")
+    (out / "README.md").write_text("their card")
+    t = time.time()
+    with pytest.raises(FileExistsError, match="--overwrite"):
         augment(demo_config(tmp_path, limit=6), progress=False)
+    assert time.time() - t < 30 and not list((tmp_path / "out.work" / "shards").glob("*.parquet"))  # pre-flight
     augment(demo_config(tmp_path, limit=6, overwrite=True), progress=False)
-    assert not (tmp_path / "out" / "precious.txt").exists()
+    assert (out / "precious.txt").read_text() == "keep me" and not (out / "data" / "train-old.parquet").exists()
+    assert "Instruction Pre-Training" in (out / "README.md").read_text()
 
 
 def demo_args(out: Path) -> list[str]:
@@ -150,7 +156,7 @@ def test_kill_9_and_resume_is_byte_identical(tmp_path, kill_after_shards):
     assert 0 < done < 6, "the kill must land mid-run"
     subprocess.run(_cli(out, work), check=True, env=env, capture_output=True, cwd=ROOT)
     report = json.loads((work / "run_report.json").read_text())
-    assert report["shards"]["resumed"] >= kill_after_shards
+    assert report["shards"]["reused"] >= kill_after_shards
     assert files_of(out) == expected
 
 

@@ -18,25 +18,32 @@ def test_folder_publish_shards_card_and_read_back(tmp_path, corpus):
     out = tmp_path / "pub"
     publish(corpus, str(out), card="# card", fingerprint="fp1", max_shard_rows=20, extra_files={"x.json": "{}"})
     shards = sorted(p.name for p in (out / "data").iterdir())
-    assert shards == [f"train-{i:05d}-of-00003.parquet" for i in range(3)]
+    assert shards == [f"train-{i:05d}-of-00003-fp1.parquet" for i in range(3)]
     assert (out / "README.md").read_text() == "# card" and (out / "x.json").exists()
     back = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert back["text"] == corpus["text"]
 
 
-def test_interrupted_publish_resumes_and_other_data_is_refused(tmp_path, corpus):
+def test_interrupted_publish_resumes_and_a_republish_replaces_exactly_our_files(tmp_path, corpus):
     out = tmp_path / "pub"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "mine.txt").write_text("not a dataset file")  # files we never wrote are never touched
     publish(corpus, str(out), fingerprint="fp1", max_shard_rows=20)
-    kept = out / "data" / "train-00000-of-00003.parquet"
+    kept = out / "data" / "train-00000-of-00003-fp1.parquet"
     before = kept.stat().st_mtime_ns
-    (out / "data" / "train-00002-of-00003.parquet").unlink()  # as if the upload died before the last shard
+    (out / "data" / "train-00002-of-00003-fp1.parquet").unlink()  # as if the upload died before the last shard
     publish(corpus, str(out), fingerprint="fp1", max_shard_rows=20)
-    assert (out / "data" / "train-00002-of-00003.parquet").exists()
+    assert (out / "data" / "train-00002-of-00003-fp1.parquet").exists()
     assert kept.stat().st_mtime_ns == before  # finished shards are not written again
-    with pytest.raises(FileExistsError, match="overwrite"):
-        publish(corpus, str(out), fingerprint="other-data", max_shard_rows=20)
-    publish(corpus.select(range(5)), str(out), fingerprint="other-data", overwrite=True)
+    publish(corpus.select(range(5)), str(out), card="# new", fingerprint="fp2")  # ours: no --overwrite needed
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001-fp2.parquet"]
     assert len(load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")) == 5
+    assert (out / "notes" / "mine.txt").read_text() == "not a dataset file"
+    assert json.loads((out / ".ipt_publish.json").read_text())["files"] == [
+        ".ipt_publish.json",
+        "README.md",
+        "data/train-00000-of-00001-fp2.parquet",
+    ]
 
 
 def test_s3_publish_against_a_local_server(corpus):
@@ -69,7 +76,8 @@ def test_s3_publish_against_a_local_server(corpus):
         assert len(files) == 3
         assert [t for f in files for t in pq.read_table(f, filesystem=fs)["text"].to_pylist()] == corpus["text"]
         assert fs.cat_file("ipt/corpus/README.md") == b"# card"
-        assert json.loads(fs.cat_file("ipt/corpus/.ipt_publish.json"))["shards"] == 3
+        manifest = json.loads(fs.cat_file("ipt/corpus/.ipt_publish.json"))["files"]
+        assert [f for f in manifest if f.startswith("data/")] == [f[len("ipt/corpus/") :] for f in files]
     finally:
         server.stop()
 

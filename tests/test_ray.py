@@ -73,7 +73,7 @@ def test_ray_equals_the_local_pipeline_and_resumes(tmp_path, local_ray):
     assert files_of(tmp_path / "local" / "data") == files_of(tmp_path / "ray" / "data")
     assert on_ray["rows"] == local["rows"] and on_ray["status"] == local["status"] and on_ray["accounted"]
     again = augment_on_ray(config(tmp_path, "ray"), workers=2)  # everything done: nothing is recomputed
-    assert again["shards"] == {"total": 4, "resumed": 4}
+    assert again["shards"] == {"total": 4, "reused": 4, "redone": 0, "added": 0, "dropped": 0}
     assert files_of(tmp_path / "local" / "data") == files_of(tmp_path / "ray" / "data")
 
 

@@ -156,6 +156,7 @@ def _other_value(f: dataclasses.Field, hint):
         "max_model_len": (8192, "8192"),
         "max_new_tokens": (200, "200"),
         "general_ratio": (1.5, "1.5"),
+        "max_engine_errors": (0.5, "0.5"),
     }
     if f.name in special:
         return special[f.name]
@@ -223,6 +224,6 @@ def test_the_readme_extension_examples_work(tmp_path, monkeypatch, capsys):
         limit=8, shard_size=4, executor="verbose", output=f"logged://{out}", work_dir=str(tmp_path / "work")
     )
     report = augment(config, progress=False)
-    assert report["shards"] == {"total": 2, "resumed": 0} and report["accounted"]
+    assert report["shards"]["total"] == report["shards"]["added"] == 2 and report["accounted"]
     printed = capsys.readouterr().out
     assert "shard 1 from row 4" in printed and "publishing" in printed and (out / "README.md").exists()

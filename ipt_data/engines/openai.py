@@ -10,7 +10,9 @@ gets an error completion, never failing its batch.
 Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), `api_key` (else
 `OPENAI_API_KEY`), `served_model` (the name the server knows the model by; default: the model),
 `concurrency` (16), `timeout` (seconds per request, 600), `retries` (5), `backoff` (1.0 s),
-`prompt_format` ("auto", "token_ids" or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth).
+`retry_seconds` (a request's retries stop after this long in all, 120), `prompt_format` ("auto", "token_ids"
+or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth). Once a request finds no server at all,
+later requests try once until one succeeds, so a dead server costs seconds, not minutes per few rows.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class OpenAIEngine:
         timeout: float = 600.0,
         retries: int = 5,
         backoff: float = 1.0,
+        retry_seconds: float = 120.0,
         prompt_format: str = "auto",
         headers: dict[str, str] | None = None,
         trust_remote_code: bool = False,
@@ -66,6 +69,8 @@ class OpenAIEngine:
         self.model, self.served_model = model, served_model or model
         self.max_model_len = max_model_len
         self.concurrency, self.timeout, self.retries, self.backoff = max(1, concurrency), timeout, retries, backoff
+        self.retry_seconds = retry_seconds  # a request's retries stop once this much time has gone
+        self._unreachable = False  # set when a request found no server; later requests then try once
         self.prompt_format = prompt_format
         self._headers = dict(headers or {})  # extra HTTP headers (a gateway's own auth, say)
         self._lock = threading.Lock()
@@ -123,14 +128,30 @@ class OpenAIEngine:
 
         return get_encoder(self.model, self._trust_remote_code).decode_prompt(ids)
 
-    def _post(self, body: dict, n_prompt: int) -> Completion:
+    def probe(self) -> None:
+        """One tiny request, one attempt, a short timeout: a dead or refusing server fails in seconds."""
+        from ipt_data.errors import EngineUnavailableError
+
+        body = {"model": self.served_model, "prompt": [1], "max_tokens": 1}
+        try:
+            self._post(body, 1, attempts=1, timeout=min(self.timeout, 15.0))
+        except _Refused as exc:
+            if exc.status != 400:  # 400: token-id prompts refused; the server is up (text prompts then)
+                raise EngineUnavailableError(f"the completions server at {self.url} refused a probe: {exc}") from exc
+        except (TimeoutError, OSError) as exc:
+            raise EngineUnavailableError(f"no completions server answers at {self.url}: {exc}") from exc
+
+    def _post(self, body: dict, n_prompt: int, attempts: int | None = None, timeout: float | None = None):
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self._api_key}", **self._headers}
-        for attempt in range(self.retries + 1):
+        attempts = attempts or (1 if self._unreachable else self.retries + 1)
+        started = time.monotonic()
+        for attempt in range(attempts):
             try:
                 request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                     answer = json.loads(response.read())
+                self._unreachable = False
                 choice = answer["choices"][0]
                 usage = answer.get("usage") or {}
                 reason = "length" if choice.get("finish_reason") == "length" else "stop"
@@ -146,6 +167,14 @@ class OpenAIEngine:
                 error: Exception = exc
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 error = exc
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise TimeoutError(f"no answer after {self.retries + 1} attempts: {error}")
+            pause = self.backoff * 2**attempt
+            if attempt + 1 < attempts and time.monotonic() - started + pause <= self.retry_seconds:
+                time.sleep(pause)
+            elif attempt + 1 < attempts:
+                break
+        refused = isinstance(error, ConnectionError) or isinstance(getattr(error, "reason", None), ConnectionError)
+        if refused:  # no server listening (not a slow one)
+            if not self._unreachable:
+                log.warning("no answer from %s (%s): later requests try once until one succeeds", self.url, error)
+            self._unreachable = True
+        raise TimeoutError(f"no answer after {attempt + 1} attempts: {error}")

@@ -11,6 +11,8 @@ memory-mapped files. The run logs to `run.log` in the work folder.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -22,10 +24,11 @@ from ipt_data.run.executors import Executor, get_executor, register_executor
 from ipt_data.run.finish import finish
 from ipt_data.run.inputs import ShardTask, ensure_model_available, input_size, iter_shards, open_input
 from ipt_data.run.logs import run_log
+from ipt_data.run.preflight import preflight
 from ipt_data.run.progress import Progress
 from ipt_data.run.report import dumps, merged
 from ipt_data.run.shard import ShardWork
-from ipt_data.run.workdir import WorkDir
+from ipt_data.run.workdir import WorkDir, rows_hash
 
 __all__ = ["augment", "open_run", "register_executor"]
 log = logging.getLogger(__name__)
@@ -49,9 +52,11 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
     datasets.disable_progress_bars()
     try:
         source, work, encoder = open_run(config)
+        executor = executor or get_executor(config)
         with run_log(work.path, collect_secrets(config.to_dict())):
             log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
-            return _run(config, source, work, encoder, progress, executor or get_executor(config), started)
+            preflight(config, probe_engine=executor.in_process or config.engine == "openai")
+            return _run(config, source, work, encoder, progress, executor, started)
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
@@ -62,18 +67,23 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     bar = Progress(input_size(source, config.limit), progress)
     stats: dict[int, dict] = {}
     retry: list[int] = []
-    counts = {"total": 0, "resumed": 0}
+    counts = {"total": 0, "reused": 0, "redone": 0, "added": 0, "dropped": 0}
+    hashes: dict[int, str] = {}  # shard -> hash of its input rows
+    known = work.known()  # shards an earlier run wrote
 
     def unfinished() -> Iterator[ShardTask]:
         for k, start, rows in iter_shards(source, config.shard_size, config.limit):
             counts["total"] = k + 1
-            done = work.done(k)
-            if done is None:
-                yield ShardTask(k, start, rows())
-            else:
-                counts["resumed"] += 1
+            task = ShardTask(k, start, rows())
+            task.input_hash = hashes[k] = rows_hash(task.rows)
+            done = work.done(k, task.input_hash)
+            if done is not None:
+                counts["reused"] += 1
                 stats[k] = done
                 bar.skip_shard(done)
+                continue
+            counts["redone" if k in known else "added"] += 1
+            yield task
 
     work_fn = ShardWork(config, str(work.path), bar.update_synth if executor.in_process else None)
     try:
@@ -85,6 +95,10 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
                 log.warning("shard %d: the engine failed on some rows; it is left for the next run", result.k)
     finally:
         bar.close()
+    for k in sorted(k for k in known if k >= counts["total"]):  # their input rows are gone
+        work.drop(k)
+        counts["dropped"] += 1
+    log.info("shards: %s", counts)
     report = merged(stats)
     report.setdefault("seconds", {})["setup"] = setup_s
     report["shards"] = dict(counts)
@@ -92,7 +106,10 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
         report["retry_shards"], report["output"] = sorted(retry), None
         (work.path / "run_report.json").write_text(dumps(report))
         return report  # nothing is published until a rerun has retried the failed rows
-    report = finish(config, work, report, counts["total"], encoder)
+    data_fingerprint = hashlib.sha256(
+        json.dumps([config.output_fingerprint(), [hashes[k] for k in sorted(hashes)]]).encode()
+    ).hexdigest()[:16]
+    report = finish(config, work, report, counts["total"], encoder, data_fingerprint)
     report["seconds"]["total"] = time.perf_counter() - started
     (work.path / "run_report.json").write_text(dumps(report))
     log.info("run finished: %s", report["output"])

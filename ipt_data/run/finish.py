@@ -44,8 +44,9 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder):
     return corpus, shards
 
 
-def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder) -> dict[str, Any]:
-    """Mix, card, report and publish; fills in the report's output counts and `output`."""
+def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder, fingerprint: str) -> dict[str, Any]:
+    """Mix, card, report and publish; fills in the report's output counts and `output`. `fingerprint` names
+    the published data: the options that shape it and the hashes of the input rows of every shard."""
     from ipt_data.sinks import publish
 
     t = time.perf_counter()
@@ -70,7 +71,7 @@ def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder
         overwrite=config.overwrite,
         private=config.private,
         max_shard_rows=config.publish_shard_rows,
-        fingerprint=config.output_fingerprint(),
+        fingerprint=fingerprint,
         extra_files={"run_report.json": dumps(stable(report)), "rejects.jsonl": work.rejects(n_shards)},
     )
     report["seconds"]["publish"] = time.perf_counter() - t

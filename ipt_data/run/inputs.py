@@ -20,6 +20,7 @@ class ShardTask:
     k: int
     start: int
     rows: dict[str, list]
+    input_hash: str = ""  # of `rows`: a rerun reuses the done shard only if its rows hash the same
 
 
 def ensure_model_available(model: str) -> None:

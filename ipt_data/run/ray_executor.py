@@ -16,9 +16,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ipt_data.errors import MissingExtraError
+from ipt_data.errors import IptDataError, MissingExtraError
 from ipt_data.run.inputs import ShardTask, columns
 from ipt_data.run.shard import ShardResult, ShardWork
+from ipt_data.schema import MISSING
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,23 @@ class ShardActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: dict[str, list] = {"k": [], "result": []}
-        for k, start, path in zip(batch["k"], batch["start"], batch["path"], strict=True):
+        for k, start, path, input_hash in zip(batch["k"], batch["start"], batch["path"], batch["hash"], strict=True):
             with open(path, encoding="utf-8") as f:
                 rows = columns([json.loads(line) for line in f])
-            result = self.work(ShardTask(int(k), int(start), rows))
+            result = self.work(ShardTask(int(k), int(start), rows, str(input_hash)))
             out["k"].append(int(k))
             out["result"].append(json.dumps([result.stats, result.failed]))
         return out
+
+
+def _ours(exc: BaseException | None) -> IptDataError | None:
+    """The IptDataError that Ray wrapped on its way from an actor, if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, IptDataError):
+            return exc
+        exc, seen = getattr(exc, "cause", None) or exc.__cause__, seen + 1
+    return None
 
 
 def _stage(work_path: str, task: ShardTask) -> str:
@@ -47,7 +58,8 @@ def _stage(work_path: str, task: ShardTask) -> str:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
         for i in range(n):
-            f.write(json.dumps({c: v[i] for c, v in task.rows.items()}, default=repr) + "\n")
+            row = {c: v[i] for c, v in task.rows.items() if v[i] is not MISSING}  # columns() restores MISSING
+            f.write(json.dumps(row, default=repr) + "\n")
     os.replace(tmp, path)
     return str(path)
 
@@ -72,7 +84,7 @@ class RayExecutor:
             import ray
         except ImportError as exc:
             raise MissingExtraError("the ray executor", "ray[data]", "ray") from exc
-        pending = [{"k": t.k, "start": t.start, "path": _stage(work.work_path, t)} for t in tasks]
+        pending = [{"k": t.k, "start": t.start, "path": _stage(work.work_path, t), "hash": t.input_hash} for t in tasks]
         if not pending:
             return
         started_ray = not ray.is_initialized()
@@ -94,9 +106,15 @@ class RayExecutor:
                     **options,
                 )
             )
-            for row in out.iter_rows():
-                stats, failed = json.loads(row["result"])
-                yield ShardResult(int(row["k"]), stats, bool(failed))
+            try:
+                for row in out.iter_rows():
+                    stats, failed = json.loads(row["result"])
+                    yield ShardResult(int(row["k"]), stats, bool(failed))
+            except Exception as exc:
+                ours = _ours(exc)
+                if ours is None:
+                    raise
+                raise ours from exc  # an actor's IptDataError (the engine is down, say) as itself
         finally:
             if started_ray:
                 ray.shutdown()

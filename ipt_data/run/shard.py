@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ipt_data.budget import get_encoder
 from ipt_data.chunk import chunk_batch
-from ipt_data.errors import InputError
+from ipt_data.errors import EngineUnavailableError, InputError
 from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.workdir import WorkDir
@@ -53,8 +53,8 @@ def route(rows: dict[str, list], start: int, config) -> tuple[list[int], list[in
     return convert, raw, rejects
 
 
-def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None) -> tuple[pa.Table, list, dict]:
-    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, and its stats."""
+def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None) -> tuple:
+    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, and its first engine error (or None)."""
     start, rows = task.start, task.rows
     convert, raw, rejects = route(rows, start, config)
     n = len(next(iter(rows.values()))) if rows else 0
@@ -112,7 +112,20 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         "layouts": dict(Counter(lay for lay, k in zip(out["layout"], out["kind"], strict=True) if k == "augmented")),
         "seconds": dict(seconds),
     }
-    return table, rejects, stats
+    first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
+    return table, rejects, stats, first_error
+
+
+def check_engine_errors(k: int, stats: dict, first_error: str | None, share: float) -> None:
+    """Stop the run, the shard not written, when the engine failed on more than `share` of its prompts (and
+    on more than 2): a dead or broken engine must not publish raw texts as if synthesized."""
+    errors, prompts = stats["status"].get("engine_error", 0), stats["chunks"]
+    if errors > max(2, share * prompts):
+        raise EngineUnavailableError(
+            f"shard {k}: the engine failed on {errors} of {prompts} prompts (more than {share:.0%}; "
+            f"--max-engine-errors sets it), e.g. {first_error}. Nothing was published and the shard is not "
+            "done: run the same command again once the engine is back"
+        )
 
 
 class ShardWork:
@@ -129,9 +142,12 @@ class ShardWork:
         config = self.config
         synth = Synthesizer(**{**config.synthesis_options(), "text_column": "text"})
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
-        table, rejects, stats = process_shard(task, config, lambda b: synth(b, rank), encoder, self.on_batch)
+        table, rejects, stats, first_error = process_shard(
+            task, config, lambda b: synth(b, rank), encoder, self.on_batch
+        )
+        check_engine_errors(task.k, stats, first_error, config.max_engine_errors)
         failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
         t = time.perf_counter()
-        WorkDir(self.work_path, config).write(task.k, table, rejects, stats, done=not failed)
+        WorkDir(self.work_path, config).write(task.k, table, rejects, stats, task.input_hash, done=not failed)
         stats["seconds"]["write"] = time.perf_counter() - t
         return ShardResult(task.k, stats, failed, live=self.on_batch is not None)

@@ -1,8 +1,13 @@
 """The work folder of a run: `run.json` (the shard fingerprint), `shards/NNNNN.parquet` + `.rejects.jsonl` +
-`.done.json` (the shard's stats, written last: a shard is done when its marker exists), and `run.log`."""
+`.done.json` (written last: a shard is done when its marker exists; it records the hash of the input rows the
+shard was made from, and the shard's stats), and `run.log`.
+
+A rerun reuses a done shard only when its input rows hash the same; a folder whose parameters differ is
+refused, unless it holds no shard yet (a run that failed before writing one locks nothing)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,7 +25,7 @@ class WorkDir:
         (self.path / "shards").mkdir(parents=True, exist_ok=True)
         run = self.path / "run.json"
         fingerprint, values = config.fingerprint(), redact(config.shard_values())
-        if run.exists():
+        if run.exists() and self.has_shards():
             old = json.loads(run.read_text())
             if old["fingerprint"] != fingerprint:
                 before = old.get("shard_config", {})
@@ -36,18 +41,38 @@ class WorkDir:
     def shard(self, k: int, suffix: str) -> Path:
         return self.path / "shards" / f"{k:05d}{suffix}"
 
-    def done(self, k: int) -> dict | None:
-        marker = self.shard(k, ".done.json")
-        return json.loads(marker.read_text()) if marker.exists() else None
+    def has_shards(self) -> bool:
+        return any((self.path / "shards").glob("*.parquet"))
 
-    def write(self, k: int, table: pa.Table, rejects: list[dict], stats: dict, done: bool = True) -> None:
+    def known(self) -> set[int]:
+        """The shards a run has written (done or not)."""
+        return {int(p.name[:5]) for p in (self.path / "shards").glob("*.parquet")}
+
+    def done(self, k: int, input_hash: str) -> dict | None:
+        """Shard `k`'s stats, if it is done and was made from rows with this hash; else None."""
+        marker = self.shard(k, ".done.json")
+        if not marker.exists():
+            return None
+        done = json.loads(marker.read_text())
+        return done["stats"] if done.get("input_hash") == input_hash else None
+
+    def drop(self, k: int) -> None:
+        """Forget shard `k` (its input rows are gone), done marker first."""
+        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".input.jsonl"):
+            self.shard(k, suffix).unlink(missing_ok=True)
+
+    def write(
+        self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str, done: bool = True
+    ) -> None:
         """Write shard `k`; with `done=False` (rows to retry) it is redone by the next run."""
+        self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, ".parquet.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, self.shard(k, ".parquet"))
         _atomic_write(self.shard(k, ".rejects.jsonl"), "".join(json.dumps(r) + "\n" for r in redact(rejects)))
         if done:
-            _atomic_write(self.shard(k, ".done.json"), json.dumps(stats, sort_keys=True))
+            marker = {"input_hash": input_hash, "stats": stats}
+            _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def shard_files(self, n: int) -> list[str]:
         """The non-empty shard files (a shard whose rows were all rejected holds no rows)."""
@@ -56,6 +81,12 @@ class WorkDir:
 
     def rejects(self, n: int) -> str:
         return "".join(self.shard(k, ".rejects.jsonl").read_text() for k in range(n))
+
+
+def rows_hash(rows: dict[str, list]) -> str:
+    """A hash of a shard's input rows (any values, as read)."""
+    text = json.dumps(rows, sort_keys=True, default=repr, ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def shard_tables(path: str) -> list[Path]:

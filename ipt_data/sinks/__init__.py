@@ -67,6 +67,7 @@ def publish(
 ) -> str:
     """Write `dataset` (+ `card` as README.md, + `extra_files` name -> text) to `destination`; returns it."""
     sink = sink_for(destination, hub=hub, token=token, storage_options=storage_options)
+    with_retries(lambda: sink.check(overwrite, private), what=f"checking {destination}")
     return sink.publish(
         dataset,
         card=card,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -9,13 +10,24 @@ from typing import Protocol, TypeVar
 
 import yaml
 
+from ipt_data.errors import IptDataError, OutputExistsError
+
 log = logging.getLogger(__name__)
 MANIFEST = ".ipt_publish.json"
 T = TypeVar("T")
 
 
 class Sink(Protocol):
-    """Writes a dataset, its card and extra files to one kind of destination; returns where it went."""
+    """Writes a dataset, its card and extra files to one kind of destination; returns where it went.
+
+    `check(overwrite, private)` runs before any synthesis: it raises if the destination cannot be written or holds a
+    dataset that is not ours and `overwrite` is off. `publish` is a transaction over the files we own (listed
+    in the destination's manifest): afterwards the destination holds exactly the new dataset, our stale
+    files are gone, and files we never wrote are untouched (with `overwrite`, a foreign dataset's own files,
+    `data/` and `README.md`, are replaced too).
+    """
+
+    def check(self, overwrite: bool, private: bool = False) -> None: ...
 
     def publish(
         self,
@@ -30,8 +42,28 @@ class Sink(Protocol):
     ) -> str: ...
 
 
-def shard_name(i: int, n: int) -> str:
-    return f"data/train-{i:05d}-of-{n:05d}.parquet"
+def shard_name(fingerprint: str, i: int, n: int) -> str:
+    """A data file's name; it carries the data's fingerprint, so a new dataset never overwrites the files of
+    the one readers may be reading: new names are written first, old ones removed after. The suffix keeps
+    the `train-XXXXX-of-NNNNN` form from which `datasets` infers the split."""
+    return f"data/train-{i:05d}-of-{n:05d}-{fingerprint[:8]}.parquet"
+
+
+def dataset_files(files) -> list[str]:
+    """The files that make up a dataset found at a destination (what `--overwrite` may replace)."""
+    return sorted(f for f in files if f.startswith("data/") or f == "README.md")
+
+
+def manifest(fingerprint: str, files: list[str]) -> str:
+    return json.dumps({"fingerprint": fingerprint, "files": sorted(files)}, indent=1)
+
+
+def foreign_refusal(where: str, files: list[str]) -> OutputExistsError:
+    shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+    return OutputExistsError(
+        f"{where} holds a dataset ipt_data did not publish ({shown}); pass --overwrite to replace its data/ "
+        "files and README.md (nothing else there is touched), or choose another output"
+    )
 
 
 def n_shards(dataset, max_shard_rows: int) -> int:
@@ -58,6 +90,8 @@ def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 
     for attempt in range(1, attempts + 1):
         try:
             return fn()
+        except IptDataError:  # a refusal of ours (not ours to replace, not allowed) does not heal either
+            raise
         except (OSError, ConnectionError, TimeoutError, RuntimeError) as exc:  # network and server errors
             status = getattr(getattr(exc, "response", None), "status_code", None)
             if status is not None and status < 500 and status not in (408, 429):
