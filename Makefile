@@ -62,6 +62,7 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_synthesize.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_engines.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_budget.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_huge_text.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_templify.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_end_to_end.py
 

@@ -58,7 +58,12 @@ def main() -> None:
     def stage() -> tuple[float, int]:
         start = time.perf_counter()
         out = synthesize_batch(
-            {"text": texts}, model=model, engine="vllm", max_new_tokens=args.max_new_tokens, engine_options=options
+            {"text": texts},
+            model=model,
+            rounds=1,  # the same single-text prompts as the bare call
+            engine="vllm",
+            max_new_tokens=args.max_new_tokens,
+            engine_options=options,
         )
         return time.perf_counter() - start, sum(out["completion_tokens"])
 

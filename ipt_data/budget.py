@@ -23,6 +23,7 @@ from ipt_data.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+WINDOW = 200_000  # characters: longer texts are counted (and chunked) window by window, in bounded memory
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_MAX_NEW_TOKENS = 400
 
@@ -126,7 +127,19 @@ class PromptEncoder:
         return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
 
     def count_texts(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.encode_texts(texts)]
+        """Token counts. A text over `WINDOW` characters is counted in windows cut before a space (the
+        space's own token then counted as the tokenizer would mid-text), so a 50 MB text costs the memory
+        of a 200,000-character one."""
+        long = {i for i, t in enumerate(texts) if len(t) > WINDOW}
+        counts = [len(ids) for ids in self.encode_texts([t for i, t in enumerate(texts) if i not in long])]
+        counts.reverse()
+        return [self._count_long(t) if i in long else counts.pop() for i, t in enumerate(texts)]
+
+    def _count_long(self, text: str) -> int:
+        pieces = cut_before_spaces(text, WINDOW)
+        prepends = len(self.encode_texts(["x"])[0]) != len(self.encode_texts([" x"])[0])  # "▁" added to every part
+        body = [p[1:] if prepends and k and p.startswith(" ") else p for k, p in enumerate(pieces)]
+        return sum(len(self.encode_texts([p])[0]) for p in body)
 
     def encode_parts_batch(self, prompts: Sequence[Sequence[tuple[str, str]]]) -> list[list[int]]:
         """Ids of several prompts given as `wire.prompt_parts`, with one batched tokenizer call."""
@@ -176,6 +189,19 @@ class PromptEncoder:
 
     def decode_batch(self, rows: Sequence[Sequence[int]]) -> list[str]:
         return self.tokenizer.decode_batch([list(r) for r in rows], skip_special_tokens=True)
+
+
+def cut_before_spaces(text: str, size: int) -> list[str]:
+    """`text` in consecutive pieces of at most `size` characters (more only for a single space-free run
+    longer than that), each cut just before a space in the second half of its window; they join to `text`."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + size // 2, start + size)
+        cut = cut if cut > start else start + size
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 @functools.lru_cache(maxsize=8)

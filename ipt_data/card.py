@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from typing import Any
 
@@ -16,7 +17,8 @@ CITATION = """@inproceedings{cheng2024instruction,
   note={arXiv:2406.14491}
 }"""
 
-LOCAL_ONLY = ("overwrite", "work_dir")  # about the machine that ran it, not the data
+LOCAL_ONLY = ("overwrite", "work_dir", "output", "ray_address")  # about the machine that ran it, not the data
+LOCAL_PATHS = ("dataset", "model", "tokenizer", "general")  # shown by name when they are local paths
 
 
 def reproduce_command(config: dict[str, Any]) -> str:
@@ -25,6 +27,8 @@ def reproduce_command(config: dict[str, Any]) -> str:
     for key, value in redact(config).items():
         if key in LOCAL_ONLY or value is None or value == {} or value is False:
             continue
+        if key in LOCAL_PATHS and isinstance(value, str) and os.path.isabs(value):
+            value = os.path.basename(value.rstrip("/"))  # a local copy: its name, not this machine's path
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
@@ -35,6 +39,15 @@ def reproduce_command(config: dict[str, Any]) -> str:
         else:
             parts += [flag, str(value)]
     return shlex.join(parts)
+
+
+def _mix_ratio(config: dict[str, Any], report: dict[str, Any]) -> str:
+    """The ratio reached, and the one asked for when they differ (general data can run short)."""
+    mix = report.get("mix")
+    if not config.get("general") or not mix:
+        return "n/a"
+    shown = f"{mix['achieved']} by {mix['by']}"
+    return shown + (f" (asked for {mix['requested']}; the general data ran short)" if mix.get("short") else "")
 
 
 def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
@@ -86,9 +99,7 @@ def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | 
                 "seed": config.get("seed"),
                 "fraction converted": config.get("fraction"),
                 "general data": f"`{config.get('general')}`" if config.get("general") else "none",
-                "general : augmented ratio": (
-                    f"{config.get('general_ratio')} by {config.get('mix_by')}" if config.get("general") else "n/a"
-                ),
+                "general : augmented ratio": _mix_ratio(config, report),
             },
             ("parameter", "value"),
         ),

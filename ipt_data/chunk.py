@@ -10,7 +10,14 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ipt_data.budget import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_NEW_TOKENS, PromptEncoder, get_encoder, prompt_budget
+from ipt_data.budget import (
+    DEFAULT_MAX_MODEL_LEN,
+    DEFAULT_MAX_NEW_TOKENS,
+    WINDOW,
+    PromptEncoder,
+    get_encoder,
+    prompt_budget,
+)
 from ipt_data.errors import ConfigError
 from ipt_data.hashing import content_id
 
@@ -39,6 +46,8 @@ def chunk_text(text: str, encoder: PromptEncoder, budget: int) -> list[str]:
     Cuts at paragraph breaks, then sentence ends, then whitespace; mid-word only when one word
     alone exceeds the budget.
     """
+    if len(text) > WINDOW:  # bounded memory: never tokenize more than a window at once
+        return [chunk for window in _windows(text) for chunk in chunk_text(window, encoder, budget)]
     overhead = len(encoder.context_ids([""])[0])
     if budget <= overhead:
         raise ConfigError(f"a prompt budget of {budget} tokens leaves no room for text (markup: {overhead})")
@@ -81,6 +90,24 @@ def chunk_text(text: str, encoder: PromptEncoder, budget: int) -> list[str]:
         return out
 
     return chunk(text, 0)
+
+
+def _windows(text: str) -> list[str]:
+    """`text` cut into pieces of at most `WINDOW` characters at the coarsest boundary found in the second half
+    of each window (paragraph, sentence end, whitespace; anywhere as a last resort); they join to `text`."""
+    pieces, start = [], 0
+    while len(text) - start > WINDOW:
+        end = start + WINDOW
+        cut = end
+        for pattern in _BOUNDARIES:
+            found = [m.end() for m in pattern.finditer(text, start + WINDOW // 2, end) if m.end() < end]
+            if found:
+                cut = found[-1]
+                break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def _cut_chars(text: str, fits: Callable[[str], bool]) -> list[str]:
@@ -138,8 +165,9 @@ def chunk_batch(
         doc_ids = [str(i) for i in indices]
     else:
         doc_ids = [content_id(t) for t in texts]
-    valid = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    valid = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip() and len(t) <= WINDOW]
     lengths = dict(zip(valid, map(len, encoder.context_ids([texts[i] for i in valid])), strict=True))
+    lengths.update({i: budget + 1 for i, t in enumerate(texts) if isinstance(t, str) and len(t) > WINDOW})
     out: dict[str, list] = {k: [] for k in batch}
     out.update(doc_id=[], chunk=[])
     for row, text in enumerate(texts):

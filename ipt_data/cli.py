@@ -99,12 +99,17 @@ def _print_report(report: dict) -> None:
         ("rejected", rows.get("rejected", 0)),
         ("chunks", report.get("chunks", 0)),
         ("pairs", report.get("pairs", 0)),
+        ("pairs invalid (not parsed)", report.get("invalid_pairs", 0)),
+        ("pairs rendered verbatim", report.get("fallback_pairs", 0)),
         ("prompt tokens", report.get("prompt_tokens", 0)),
         ("completion tokens", report.get("completion_tokens", 0)),
     ]
     lines += [(f"shards {k}", v) for k, v in report.get("shards", {}).items()]
     lines += [(f"status {k}", v) for k, v in sorted(report.get("status", {}).items())]
     lines += [(f"output {k}", v) for k, v in sorted(report.get("output_rows", {}).items())]
+    lines += [(f"output raw: {k}", v) for k, v in report.get("raw_texts", {}).items()]
+    if "mix" in report:
+        lines += [(f"general : augmented ({report['mix']['by']})", f"{report['mix']['achieved']}")]
     lines += [(f"seconds {k}", round(v, 2)) for k, v in report.get("seconds", {}).items()]
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k:<{width}}  {v:>12,}" if isinstance(v, int) else f"{k:<{width}}  {v:>12}" for k, v in lines))
@@ -134,11 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 3
         _print_report(report)
+        if report.get("mix", {}).get("short"):
+            print(
+                f"ipt-data: warning: the general data ran short: general : augmented is {report['mix']['achieved']} "
+                f"by {report['mix']['by']}, {report['mix']['requested']} was asked for",
+                file=sys.stderr,
+            )
         if not sum(report.get("output_rows", {}).values()):
             rejected = report.get("rows", {}).get("rejected", 0)
             print(
-                f"ipt-data: the input had no usable rows ({rejected} rejected; reasons in rejects.jsonl next to the "
-                "output); an empty dataset was published",
+                f"ipt-data: the input had no usable rows ({rejected} rejected; reasons in "
+                f"{config.resolved_work_dir()}/rejects.jsonl); an empty dataset was published",
                 file=sys.stderr,
             )
         if args.examples:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ipt_data.errors import ConfigError, InputNotFoundError
 from ipt_data.options import OUTPUT, RUN, SHARDS, SynthesisOptions, check_choices, fingerprint, option, scoped
 
 SAMPLE_CORPUS = str(Path(__file__).parent / "assets" / "sample_corpus.jsonl")
+RECIPE_PATHS = ("dataset", "model", "tokenizer", "general")  # resolved against the recipe's folder
 
 
 @dataclass
@@ -30,6 +32,18 @@ class AugmentConfig(SynthesisOptions):
     output: str = option("./out", scope=RUN, help="local folder, fsspec URL (s3://...), or hf://datasets/<user>/<name>")
     dataset_config: str | None = option(None, scope=SHARDS, help="the input dataset's configuration (Hub datasets)")
     split: str = option("train", scope=SHARDS, help="the input split to read")
+    keep_columns: tuple[str, ...] = option(
+        (),
+        scope=SHARDS,
+        help="input columns carried to every published row (id,url,license,...): a list of the values of the "
+        "input rows the text came from, in the order of `source`",
+    )
+    text_files: str = option(
+        "document",
+        scope=SHARDS,
+        choices=("document", "line"),
+        help="how .txt/.md input files are read: one document per file, or one per line",
+    )
     streaming: bool = option(False, scope=RUN, help="read the input as a stream (same shards, constant memory)")
     limit: int | None = option(None, scope=SHARDS, help="only the first N input rows")
     fraction: float = option(
@@ -77,6 +91,12 @@ class AugmentConfig(SynthesisOptions):
     work_dir: str | None = option(
         None, scope=RUN, help="checkpoint folder (default: <output>.work); on Ray, on storage every node sees"
     )
+    publish_rejects: bool = option(
+        False,
+        scope=OUTPUT,
+        help="publish rejects.jsonl (each rejected row's reason and a 200-character preview) with the data; "
+        "it is always written to the work folder",
+    )
     publish_shard_rows: int = option(250_000, scope=OUTPUT, help="rows per published parquet file")
     overwrite: bool = option(False, scope=RUN, help="replace an output that holds data ipt_data did not write")
     private: bool = option(False, scope=RUN, help="create a private Hub dataset")
@@ -84,6 +104,10 @@ class AugmentConfig(SynthesisOptions):
     def __post_init__(self):
         super().__post_init__()
         self.general_columns = tuple(self.general_columns)
+        self.keep_columns = tuple(self.keep_columns)
+        clash = sorted(set(self.keep_columns) & {"text", "kind", "n_tokens", "source"})
+        if clash:
+            raise ConfigError(f"keep_columns cannot hold {clash}: published rows have such columns already")
         if len(self.general_columns) != 2:
             raise ConfigError(f"general_columns must name two columns, got {list(self.general_columns)}")
         if not 0 <= self.fraction <= 1:
@@ -107,6 +131,12 @@ class AugmentConfig(SynthesisOptions):
             except FileNotFoundError as exc:
                 raise InputNotFoundError(f"recipe {path} not found") from exc
             values = {k.replace("-", "_"): v for k, v in loaded.items()}
+            for key in RECIPE_PATHS:  # a recipe's relative paths are relative to the recipe file
+                value = values.get(key)
+                if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+                    candidate = Path(path).parent / value
+                    if candidate.exists():
+                        values[key] = str(candidate.resolve())
             unknown = sorted(set(values) - set(cls.names()))
             if unknown:
                 raise ConfigError(f"{path}: unknown options {unknown}; known: {cls.names()}")
@@ -119,6 +149,7 @@ class AugmentConfig(SynthesisOptions):
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["general_columns"] = list(self.general_columns)
+        d["keep_columns"] = list(self.keep_columns)
         return d
 
     def fingerprint(self) -> str:

@@ -6,9 +6,11 @@
   general : augmented, counted in tokens (default) or examples; a general example is its question
   and response joined by one space.
 
-Every output row has `text`, `kind` (`augmented`, `raw`, `general`) and `n_tokens` (tokens with
+Every output row has `text`, `kind` (`augmented`, `raw`, `general`), `n_tokens` (tokens with
 the given tokenizer, else whitespace-separated words; an `n_tokens` column already on the augmented
-or raw data is kept). Only rows of kind `augmented` count towards the ratio. A `Dataset` in gives a `Dataset` out, fully
+or raw data is kept) and `source` (the ids of the input rows it came from: the `source` column of the
+augmented or raw data when it has one, else `<kind>:<row>`; `general:<row>` for general rows). Only
+rows of kind `augmented` count towards the ratio. A `Dataset` in gives a `Dataset` out, fully
 shuffled with `seed`; an `IterableDataset` (streaming) gives an `IterableDataset`, with general
 examples drawn in as the augmented tokens accrue and a seeded buffer shuffle.
 """
@@ -19,11 +21,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, Features, IterableDataset, Value, concatenate_datasets
+from datasets import Dataset, Features, IterableDataset, List, Value, concatenate_datasets
 
 from ipt_data.hashing import unit_interval
 
-MIX_FEATURES = Features({"text": Value("string"), "kind": Value("string"), "n_tokens": Value("int64")})
+MIX_FEATURES = Features(
+    {"text": Value("string"), "kind": Value("string"), "n_tokens": Value("int64"), "source": List(Value("string"))}
+)
 GENERAL_COLUMNS = ("question", "response")
 
 
@@ -41,8 +45,8 @@ def general_text(question: str, response: str) -> str:
     return f"{question} {response}"
 
 
-def _normalizer(kind: str, count, text_column: str, general_columns: tuple[str, str]):
-    def normalize(batch: dict[str, list]) -> dict[str, list]:
+def _normalizer(kind: str, count, text_column: str, general_columns: tuple[str, str], keep: dict):
+    def normalize(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         if kind == "general":
             q, r = general_columns
             missing = [c for c in general_columns if c not in batch]
@@ -55,16 +59,24 @@ def _normalizer(kind: str, count, text_column: str, general_columns: tuple[str, 
             texts = [t if isinstance(t, str) else "" for t in batch[text_column]]
         kinds = batch["kind"] if kind == "augmented" and "kind" in batch else [kind] * len(texts)
         counted = batch["n_tokens"] if "n_tokens" in batch and kind != "general" else count(texts)
-        return {"text": texts, "kind": list(kinds), "n_tokens": list(counted)}
+        if kind == "general":
+            source = [[f"general:{i}"] for i in indices]
+        else:
+            source = batch.get("source") or [[f"{kind}:{i}"] for i in indices]
+        out = {"text": texts, "kind": list(kinds), "n_tokens": list(counted), "source": list(source)}
+        for column in keep:  # carried columns; general rows have none
+            out[column] = batch[column] if column in batch and kind != "general" else [[] for _ in texts]
+        return out
 
     return normalize
 
 
-def _prepare(ds, kind: str, count, text_column: str, general_columns: tuple[str, str]):
-    fn = _normalizer(kind, count, text_column, general_columns)
+def _prepare(ds, kind: str, count, text_column: str, general_columns: tuple[str, str], keep: dict):
+    fn = _normalizer(kind, count, text_column, general_columns, keep)
+    features = Features({**MIX_FEATURES, **keep})
     if ds.column_names is None:  # a stream whose schema is not known yet
-        return ds.map(fn, batched=True).select_columns(list(MIX_FEATURES))
-    return ds.map(fn, batched=True, remove_columns=ds.column_names, features=MIX_FEATURES)
+        return ds.map(fn, batched=True, with_indices=True).select_columns(list(features))
+    return ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names, features=features)
 
 
 def mix(
@@ -79,8 +91,10 @@ def mix(
     text_column: str = "text",
     general_columns: tuple[str, str] = GENERAL_COLUMNS,
     shuffle_buffer: int = 10_000,
+    keep_columns: tuple[str, ...] = (),
 ) -> Dataset | IterableDataset:
-    """Interleave augmented, raw and general data (see module doc)."""
+    """Interleave augmented, raw and general data (see module doc); `keep_columns` of the augmented (and raw)
+    data are carried along (general rows get empty lists)."""
     if by not in ("tokens", "examples"):
         raise ValueError(f"by must be 'tokens' or 'examples', got {by!r}")
     if general is not None and general_ratio is None:
@@ -89,15 +103,17 @@ def mix(
         raise ValueError(f"general_ratio must be >= 0, got {general_ratio}")
     count = token_counter(tokenizer)
     parts = {"augmented": augmented, "raw": raw, "general": general}
-    prepared = {k: _prepare(v, k, count, text_column, general_columns) for k, v in parts.items() if v is not None}
+    keep = {c: augmented.features[c] for c in keep_columns} if keep_columns else {}
+    prepared = {k: _prepare(v, k, count, text_column, general_columns, keep) for k, v in parts.items() if v is not None}
     if isinstance(augmented, IterableDataset):
-        return _mix_streaming(prepared, general_ratio, by, seed, shuffle_buffer)
+        return _mix_streaming(prepared, general_ratio, by, seed, shuffle_buffer, Features({**MIX_FEATURES, **keep}))
     aug = prepared["augmented"]
     out = [aug] + ([prepared["raw"]] if "raw" in prepared else [])
     if "general" in prepared and general_ratio:
         out.append(_take_general(prepared["general"], aug, general_ratio, by, seed))
     mixed = concatenate_datasets(out).shuffle(seed=seed).flatten_indices()
-    return mixed if len(mixed) else Dataset.from_dict({c: [] for c in MIX_FEATURES}, features=MIX_FEATURES)
+    features = Features({**MIX_FEATURES, **keep})
+    return mixed if len(mixed) else Dataset.from_dict({c: [] for c in features}, features=features)
 
 
 def _take_general(general: Dataset, aug: Dataset, ratio: float, by: str, seed: int) -> Dataset:
@@ -115,7 +131,7 @@ def _take_general(general: Dataset, aug: Dataset, ratio: float, by: str, seed: i
     return general.select(range(min(len(general), k + 1)))
 
 
-def _mix_streaming(prepared: dict, ratio: float | None, by: str, seed: int, buffer: int) -> IterableDataset:
+def _mix_streaming(prepared: dict, ratio: float | None, by: str, seed: int, buffer: int, features) -> IterableDataset:
     def rows() -> Iterator[dict]:
         general = (
             iter(prepared["general"].shuffle(seed=seed + 1, buffer_size=buffer)) if "general" in prepared else None
@@ -142,7 +158,7 @@ def _mix_streaming(prepared: dict, ratio: float | None, by: str, seed: int, buff
         if raw is not None:
             yield from raw
 
-    return IterableDataset.from_generator(rows, features=MIX_FEATURES).shuffle(seed=seed, buffer_size=buffer)
+    return IterableDataset.from_generator(rows, features=features).shuffle(seed=seed, buffer_size=buffer)
 
 
 def split_for_conversion(

@@ -22,7 +22,7 @@ SHARD_SCHEMA = pa.schema(
         ("n_pairs", pa.int32()),
         ("layout", pa.string()),
         ("inverted", pa.bool_()),
-        ("source", pa.list_(pa.string())),  # the `chain:shot` ids (or `row:0:0`) the text came from
+        ("source", pa.list_(pa.string())),  # the `doc_id:chunk` ids of the input rows the text came from
         ("fallback_pairs", pa.int32()),
         ("n_tokens", pa.int64()),  # tokens of the synthesizer's tokenizer
     ]
@@ -51,6 +51,17 @@ def synthesis_features(features=None):
         "chain_prefix": Value("string"),
     }
     return Features({**(features or {}), **ours})
+
+
+def row_keys(batch: dict[str, list], texts: list) -> list[str]:
+    """A readable id per row: `doc_id:chunk` after `chunk_batch` (the input row and the chunk of it), else a
+    hash of the text."""
+    from ipt_data.hashing import content_id
+
+    if "doc_id" in batch:
+        chunks = batch.get("chunk") or [0] * len(texts)
+        return [f"{d}:{c}" for d, c in zip(batch["doc_id"], chunks, strict=True)]
+    return [content_id(t) for t in texts]
 
 
 def text_problem(value: Any) -> str | None:

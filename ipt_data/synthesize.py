@@ -15,8 +15,8 @@ Output columns, besides the input's: `pairs`, `chain`, `shot`, `inherits`, `synt
 `prompt_tokens`, `completion_tokens`, `invalid_pairs` (pieces of the completion rejected by the
 parser), and for templify `continued` (the next row of the chain inherits from this one) and
 `chain_prefix` (on the last row of a run of inheriting rows: a JSON list of the earlier rows'
-`text` and `pairs`; else ""), so every pre-training text can be rendered from one row, whatever the batching, sharding
-or order of later stages.
+`text`, `pairs` and `key`, their `doc_id:chunk`; else ""), so every pre-training text can be rendered
+from one row, whatever the batching, sharding or order of later stages.
 """
 
 from __future__ import annotations
@@ -31,19 +31,10 @@ from ipt_data import wire
 from ipt_data.budget import PromptEncoder, get_encoder, prompt_budget
 from ipt_data.engines import Engine, generate_isolated, load_engine
 from ipt_data.errors import ConfigError
-from ipt_data.hashing import content_id
 from ipt_data.options import SynthesisOptions
-from ipt_data.schema import synthesis_features, text_problem
+from ipt_data.schema import row_keys, synthesis_features, text_problem
 
 log = logging.getLogger(__name__)
-
-
-def _row_keys(batch: dict[str, list], texts: list) -> list[str]:
-    """A readable id per row: `doc_id:chunk` after `chunk_batch`, else a hash of the text."""
-    if "doc_id" in batch:
-        chunks = batch.get("chunk") or [0] * len(texts)
-        return [f"{d}:{c}" for d, c in zip(batch["doc_id"], chunks, strict=True)]
-    return [content_id(t) for t in texts]
 
 
 __all__ = ["Synthesizer", "chain_groups", "synthesis_features", "synthesize_batch"]
@@ -83,7 +74,7 @@ class Synthesizer(SynthesisOptions):
         if self.text_column not in batch:
             raise KeyError(f"no text column {self.text_column!r}; the columns are {sorted(batch)}")
         texts = list(batch[self.text_column])
-        rows = _Rows(texts, _row_keys(batch, texts))
+        rows = _Rows(texts, row_keys(batch, texts))
         valid = [i for i in range(len(texts)) if rows.status[i] is None]
         if valid:
             encoder = get_encoder(self.tokenizer or self.model, self.trust_remote_code)
@@ -179,7 +170,8 @@ class _Rows:
         for i, members in run.items():
             if not continued[i]:
                 prefix[i] = json.dumps(
-                    [{"text": self.texts[m], "pairs": self.pairs[m]} for m in members], ensure_ascii=False
+                    [{"text": self.texts[m], "pairs": self.pairs[m], "key": self.keys[m]} for m in members],
+                    ensure_ascii=False,
                 )
         return {
             "pairs": self.pairs,

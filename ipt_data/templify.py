@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ipt_data.hashing import content_id
-from ipt_data.schema import TEMPLIFY_COLUMNS
+from ipt_data.schema import TEMPLIFY_COLUMNS, row_keys
 
 TEMPLATES = Path(__file__).parent / "templates" / "patterns.yaml"
 
@@ -294,9 +294,9 @@ def templify_batch(
 
     Needs `text_column` and `pairs`; uses `chain`, `shot`, `continued`, `chain_prefix` from
     `synthesize_batch` when present (a dataset of plain (text, pairs) rows works too). Output:
-    `text`, `kind` (augmented|raw), `n_pairs`, `layout`, `inverted`, `source` (the `chain:shot`
-    ids of the rows rendered), `fallback_pairs` (option/CoT pairs that did not parse and were
-    rendered free-form with their original wording).
+    `text`, `kind` (augmented|raw), `n_pairs`, `layout`, `inverted`, `source` (the `doc_id:chunk`
+    ids of the rows rendered, or `chain:shot` without `doc_id`), `fallback_pairs` (option/CoT pairs
+    that did not parse and were rendered free-form with their original wording).
     """
     for col in (text_column, "pairs"):
         if col not in batch:
@@ -308,6 +308,7 @@ def templify_batch(
     shots = batch.get("shot") or [0] * n
     continued = batch.get("continued") or [False] * n
     prefixes = batch.get("chain_prefix") or [""] * n
+    keys = row_keys(batch, texts) if "doc_id" in batch else None
     out: dict[str, list] = {c: [] for c in TEMPLIFY_COLUMNS}
     for i in range(n):
         text = texts[i]
@@ -317,7 +318,8 @@ def templify_batch(
         examples = [(e["text"], e["pairs"]) for e in earlier] + [(text, all_pairs[i] or [])]
         rng = random.Random(f"{seed}/{chains[i]}/{shots[i]}")
         row = render_chain(examples, rng, t)
-        row["source"] = [f"{chains[i]}:{shots[i] - k}" for k in range(len(examples) - 1, -1, -1)]
+        earlier_keys = [e.get("key") or f"{chains[i]}:{shots[i] - len(earlier) + k}" for k, e in enumerate(earlier)]
+        row["source"] = [*earlier_keys, keys[i] if keys else f"{chains[i]}:{shots[i]}"]
         for c in TEMPLIFY_COLUMNS:
             out[c].append(row[c])
     return out

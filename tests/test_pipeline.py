@@ -45,7 +45,7 @@ def test_cli_end_to_end_with_card_report_and_accounting(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "all input rows accounted for: True" in printed and "example 2" in printed
     data = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
-    assert set(data.column_names) == {"text", "kind", "n_tokens"} and len(data) > 0
+    assert set(data.column_names) == {"text", "kind", "n_tokens", "source"} and len(data) > 0
     assert set(data["kind"]) <= {"augmented", "raw"}
     report = json.loads((out / "run_report.json").read_text())
     rows = report["rows"]
@@ -73,8 +73,9 @@ def test_fraction_keeps_the_rest_raw_and_rejects_bad_rows(tmp_path):
     r = report["rows"]
     assert r["in"] == 33 and r["rejected"] == 3 and r["converted"] + r["raw"] == 30 and 3 <= r["converted"] <= 18
     assert report["output_rows"]["raw"] >= r["raw"]
-    rejects = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
+    rejects = (tmp_path / "out.work" / "rejects.jsonl").read_text().splitlines()  # published only if asked
     assert sorted(json.loads(x)["reason"] for x in rejects) == ["empty_text", "empty_text", "invalid_text: int"]
+    assert not (tmp_path / "out" / "rejects.jsonl").exists()
 
 
 def test_streaming_gives_the_same_output(tmp_path):
@@ -203,7 +204,9 @@ def test_inputs_folder_of_parquet_and_txt_and_missing_column(tmp_path, capsys):
     assert report["rows"]["in"] == 6
     txt = tmp_path / "c.txt"
     txt.write_text("\n".join(synthetic_texts(5)) + "\n")
-    assert augment(demo_config(tmp_path, "o2", dataset=str(txt)), progress=False)["rows"]["in"] == 5
+    assert augment(demo_config(tmp_path, "o2", dataset=str(txt)), progress=False)["rows"]["in"] == 1  # a document
+    lines = augment(demo_config(tmp_path, "o2b", dataset=str(txt), text_files="line"), progress=False)
+    assert lines["rows"]["in"] == 5
     rc = main(
         [
             "augment",

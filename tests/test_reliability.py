@@ -108,6 +108,7 @@ def test_bad_input_corpus_through_the_cli_loses_nothing(tmp_path):
         "64",
         "--shard-size",
         "7",
+        "--publish-rejects",
     )
     assert rc == 0
     report = json.loads((out / "run_report.json").read_text())

@@ -147,7 +147,7 @@ def test_preflight_failures_come_before_any_synthesis(tmp_path, calls, capsys):
     assert run(corpus, tmp_path / "out", "--seed", "7") == 0
 
 
-def test_empty_and_all_rejected_input_publish_the_rejects(tmp_path, calls, capsys):
+def test_empty_and_all_rejected_input_finish_with_an_empty_dataset(tmp_path, calls, capsys):
     for name, lines in (("empty", []), ("rejected", ["", "   ", None])):
         corpus = tmp_path / f"{name}.jsonl"
         corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
@@ -156,7 +156,8 @@ def test_empty_and_all_rejected_input_publish_the_rejects(tmp_path, calls, capsy
         assert "no usable rows" in capsys.readouterr().err
         tables = [pq.read_table(p) for p in (out / "data").glob("*.parquet")]  # datasets cannot read 0 rows
         assert len(tables) == 1 and tables[0].num_rows == 0 and "text" in tables[0].column_names
-        assert len((out / "rejects.jsonl").read_text().splitlines()) == len(lines)
+        assert len((tmp_path / f"out-{name}.work" / "rejects.jsonl").read_text().splitlines()) == len(lines)
+        assert not (out / "rejects.jsonl").exists()  # previews of rejected texts are published only if asked
 
 
 def openai_run(corpus: Path, out: Path, url: str) -> int:

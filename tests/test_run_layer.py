@@ -71,6 +71,7 @@ def test_no_secret_in_any_file_a_run_writes_or_in_what_it_prints(tmp_path, capsy
     out = tmp_path / "out"
     args = ["augment", "--dataset", SAMPLE_CORPUS, "--model", TINY_SYNTHESIZER, "--engine", "leaky"]
     args += ["--limit", "6", "--max-new-tokens", "40", "--output", str(out), "--no-progress", "--examples", "1"]
+    args += ["--publish-rejects"]
     assert main([*args, "--engine-options", json.dumps(leaky)]) == 0
     assert main([*args, "--engine-options", json.dumps({**leaky, "fail": True}), "--output", str(tmp_path / "b")]) == 2
     printed = capsys.readouterr()
@@ -150,6 +151,7 @@ def _other_value(f: dataclasses.Field, hint):
     special = {
         "engine_options": ({"batch_size": 64}, '{"batch_size": 64}'),
         "general_columns": (("instruction", "output"), "instruction,output"),
+        "keep_columns": (("id", "url"), "id,url"),
         "fraction": (0.5, "0.5"),
         "gpus_per_worker": (1.0, "1"),
         "temperature": (0.7, "0.7"),

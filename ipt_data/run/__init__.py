@@ -55,7 +55,7 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
         executor = executor or get_executor(config)
         with run_log(work.path, collect_secrets(config.to_dict())):
             log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
-            preflight(config, probe_engine=executor.in_process or config.engine == "openai")
+            preflight(config, source, probe_engine=executor.in_process or config.engine == "openai")
             return _run(config, source, work, encoder, progress, executor, started)
     finally:
         if bars_were_on:

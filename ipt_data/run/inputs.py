@@ -27,6 +27,8 @@ def ensure_model_available(model: str) -> None:
     """Fail fast, before any work, when the synthesizer cannot be loaded (offline, wrong name)."""
     if os.path.isdir(model):
         return
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a Hub id
+        raise ModelUnavailableError(f"the synthesizer folder {model!r} does not exist (--model)")
     from huggingface_hub import hf_hub_download
 
     try:
@@ -54,16 +56,31 @@ def open_input(config):
         streaming=config.streaming,
         trust_remote_code=config.trust_remote_code,
         bad_lines=config.bad_lines,
+        text_files=config.text_files,
     )
 
 
 def input_size(source, limit: int | None) -> int | None:
-    """Rows the run will read, when known without reading them."""
+    """Rows the run will read, when known cheaply: a Dataset's length, or the lines of local JSON Lines files."""
     from datasets import Dataset
 
-    if not isinstance(source, Dataset):
+    if isinstance(source, Dataset):
+        n = len(source)
+    elif isinstance(source, JsonlSource) and all(os.path.isfile(f) and not f.endswith(".gz") for f in source.files):
+        n = sum(_count_rows(f) for f in source.files)
+    else:
         return None
-    return len(source) if limit is None else min(limit, len(source))
+    return n if limit is None else min(limit, n)
+
+
+def _count_rows(path: str) -> int:
+    """Non-blank lines of a file, read in 4 MB blocks (a progress total, not a row count to rely on)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            count += block.count(b"\n") - block.count(b"\n\n") - block.count(b"\n\r\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def iter_shards(source, shard_size: int, limit: int | None) -> Iterator[tuple[int, int, Any]]:

@@ -14,8 +14,9 @@ from ipt_data.sources import as_dataset, load_source
 log = logging.getLogger(__name__)
 
 
-def preflight(config, *, probe_engine: bool) -> None:
+def preflight(config, source, *, probe_engine: bool) -> None:
     _output_apart_from_inputs(config)
+    _text_column_present(config, source)
     sink_for(config.output).check(config.overwrite, config.private)
     if config.general:
         check_general(config)
@@ -38,6 +39,27 @@ def _output_apart_from_inputs(config) -> None:
                 f"the output {config.output} contains {what} ({path}); publishing replaces the dataset files "
                 "there: choose an output folder of its own"
             )
+
+
+def _text_column_present(config, source) -> None:
+    """The input's first row has the text column (rows later without it are rejected, each with the reason)."""
+    from ipt_data.sources import REJECT_KEY
+
+    first = next((row for row in _rows(source) if REJECT_KEY not in row), None)
+    if first is not None and config.text_column not in first:
+        raise InputError(
+            f"the input has no column {config.text_column!r}; its columns are {sorted(first)} (set --text-column)"
+        )
+
+
+def _rows(source):
+    from itertools import islice
+
+    from datasets import Dataset
+
+    if isinstance(source, Dataset):
+        return (source[i] for i in range(min(len(source), 1)))
+    return islice(iter(source), 100)
 
 
 def check_general(config) -> None:

@@ -1,4 +1,5 @@
-"""One progress bar over input rows, with pairs and generated tokens/s."""
+"""One progress bar over input rows (total and ETA when the row count is known: datasets, local JSON Lines),
+updated per synthesized batch, with pairs and generated tokens/s (resumed shards count rows, not tokens)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ class Progress:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, unit="rows", desc="augment", disable=not enabled, dynamic_ncols=True)
-        self.pairs = self.tokens = 0
+        self.pairs = self.tokens = self.advanced = 0  # advanced: rows of the current shard already shown
         self.start = time.perf_counter()
 
     def update_synth(self, part: dict) -> None:
-        """Live counts from one synthesized batch."""
+        """Live counts from one synthesized batch; its documents advance the bar."""
         self._count(sum(len(p) for p in part["pairs"]), sum(part["completion_tokens"]))
+        docs = len(set(part.get("doc_id", []))) or len(part["pairs"])
+        self.advanced += docs
+        self.bar.update(docs)
 
     def add_shard(self, stats: dict, counted_live: bool) -> None:
-        """A finished shard: its rows, and its pairs and tokens unless they were counted live."""
+        """A finished shard: its rows (those not shown batch by batch), and its pairs and tokens unless they
+        were counted live."""
         if not counted_live:
             self._count(stats.get("pairs", 0), stats.get("completion_tokens", 0))
-        self.bar.update(stats["rows"]["in"])
+        self.bar.update(max(0, stats["rows"]["in"] - self.advanced))
+        self.advanced = 0
 
     def _count(self, pairs: int, tokens: int) -> None:
         self.pairs += pairs

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ipt_data.budget import get_encoder
 from ipt_data.chunk import chunk_batch
-from ipt_data.errors import EngineUnavailableError, InputError
+from ipt_data.errors import EngineUnavailableError
 from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.workdir import WorkDir
@@ -33,11 +33,6 @@ class ShardResult:
 
 def route(rows: dict[str, list], start: int, config) -> tuple[list[int], list[int], list[dict]]:
     """`(converted, raw, rejects)`: row positions by a seeded hash of the row index, and the rejected rows."""
-    columns = sorted(c for c in rows if c != REJECT_KEY)
-    if config.text_column not in rows and columns:
-        raise InputError(
-            f"no text column {config.text_column!r} in the input; its columns are {columns} (set --text-column)"
-        )
     n = len(next(iter(rows.values()))) if rows else 0
     texts = rows.get(config.text_column, [MISSING] * n)
     unreadable = rows.get(REJECT_KEY, [None] * n)
@@ -83,12 +78,16 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     out = templify_batch(synthesized, seed=config.seed) if synthesized else {c: [] for c in TEMPLIFY_COLUMNS}
     seconds["templify"] += time.perf_counter() - t
     for i in raw:
-        for col, value in raw_row(texts[i], f"{start + i}:0:0").items():
+        for col, value in raw_row(texts[i], f"{start + i}:0").items():
             out[col].append(value)
     t = time.perf_counter()
     out["n_tokens"] = encoder.count_texts(out["text"])
     seconds["count"] += time.perf_counter() - t
     table = pa.table({c: out[c] for c in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
+    for column in config.keep_columns:  # provenance: the chosen input columns of every source row, in order
+        values = rows.get(column, [None] * n)
+        kept = [[_value(values, int(key.split(":")[0]) - start) for key in keys] for keys in out["source"]]
+        table = table.append_column(column, pa.array(kept))
 
     status = Counter(s.split(":")[0] for s in synthesized.get("synth_status", []))
     docs_with_pairs = {d for d, p in zip(synthesized.get("doc_id", []), synthesized.get("pairs", []), strict=True) if p}
@@ -109,11 +108,19 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         "prompt_tokens": sum(synthesized.get("prompt_tokens", [])),
         "completion_tokens": sum(synthesized.get("completion_tokens", [])),
         "texts": dict(Counter(out["kind"])),
+        # why a published text is raw: its row was not selected for conversion (--fraction), or it got no
+        # pairs (the synthesizer wrote none that parse, or the engine failed on it)
+        "raw_texts": {"not_selected": len(raw), "no_pairs": sum(k == "raw" for k in out["kind"]) - len(raw)},
         "layouts": dict(Counter(lay for lay, k in zip(out["layout"], out["kind"], strict=True) if k == "augmented")),
         "seconds": dict(seconds),
     }
     first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
     return table, rejects, stats, first_error
+
+
+def _value(values: list, i: int):
+    value = values[i] if 0 <= i < len(values) else None
+    return None if value is MISSING else value
 
 
 def check_engine_errors(k: int, stats: dict, first_error: str | None, share: float) -> None:

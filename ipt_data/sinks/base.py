@@ -20,11 +20,12 @@ T = TypeVar("T")
 class Sink(Protocol):
     """Writes a dataset, its card and extra files to one kind of destination; returns where it went.
 
-    `check(overwrite, private)` runs before any synthesis: it raises if the destination cannot be written or holds a
-    dataset that is not ours and `overwrite` is off. `publish` is a transaction over the files we own (listed
-    in the destination's manifest): afterwards the destination holds exactly the new dataset, our stale
-    files are gone, and files we never wrote are untouched (with `overwrite`, a foreign dataset's own files,
-    `data/` and `README.md`, are replaced too).
+    `check(overwrite, private)` runs before any synthesis (and `publish()` runs it again before
+    `Sink.publish`): it raises if the destination cannot be written, or holds a dataset that is not ours
+    and `overwrite` is off. `publish` is a transaction over the files we own (listed in the destination's
+    manifest): afterwards the destination holds exactly the new dataset, our stale files are gone, and
+    files we never wrote are untouched (with `overwrite`, a foreign dataset's own files, `data/` and
+    `README.md`, are replaced too).
     """
 
     def check(self, overwrite: bool, private: bool = False) -> None: ...

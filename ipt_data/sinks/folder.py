@@ -57,7 +57,6 @@ class FolderSink:
 
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:
         fs, root = self.fs, self.root
-        self.check(overwrite)
         ours = self._ours()
         old = set(ours) if ours is not None else set(dataset_files(self._files()))  # a foreign set: overwrite
         n = n_shards(dataset, max_shard_rows)

@@ -89,7 +89,6 @@ class HubSink:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         api, repo_id = self.api, self.repo_id
-        self.check(overwrite, private)
         files_now = self._files()
         ours = self._ours(files_now)
         old = set(ours) if ours is not None else set(dataset_files(files_now))

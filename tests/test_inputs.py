@@ -1,0 +1,139 @@
+"""Inputs as users have them, through the CLI: split-aware folders, save_to_disk folders, .txt documents,
+BOMs, .ndjson, JSON Lines named .json, non-UTF-8 CSV, a text column renamed partway, recipe-relative paths."""
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from ipt_data.cli import main
+from ipt_data.config import AugmentConfig
+from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.sources import load_source
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(dataset, out, *extra) -> int:
+    args = ["augment", "--dataset", str(dataset), "--model", TINY_SYNTHESIZER, "--engine", "hf"]
+    return main([*args, "--max-new-tokens", "40", "--output", str(out), "--no-progress", *extra])
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((out / "run_report.json").read_text())
+
+
+def test_a_two_split_folder_reads_only_the_split_asked_for(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "data").mkdir(parents=True)
+    Dataset.from_dict({"text": synthetic_texts(5, seed=1)}).to_parquet(
+        str(folder / "data" / "train-00000-of-00001.parquet")
+    )
+    Dataset.from_dict({"text": synthetic_texts(3, seed=2)}).to_parquet(
+        str(folder / "data" / "test-00000-of-00001.parquet")
+    )
+    assert cli(folder, tmp_path / "train") == 0 and report_of(tmp_path / "train")["rows"]["in"] == 5
+    assert cli(folder, tmp_path / "test", "--split", "test") == 0 and report_of(tmp_path / "test")["rows"]["in"] == 3
+    assert cli(folder, tmp_path / "x", "--split", "validation") == 2
+
+
+def test_a_readme_configs_block_names_the_splits(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    (folder / "a" / "one.jsonl").write_text(json.dumps({"text": "Anna is a baker who lives in Oslo."}) + "\n")
+    (folder / "b" / "two.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic_texts(2)))
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: a/*.jsonl\n"
+        "  - split: eval\n    path: b/*.jsonl\n---\n# corpus\n"
+    )
+    assert sum(1 for _ in load_source(str(folder))) == 1
+    assert sum(1 for _ in load_source(str(folder), split="eval")) == 2
+
+
+def test_save_to_disk_folders_txt_documents_bom_and_ndjson(tmp_path):
+    saved = tmp_path / "saved"
+    Dataset.from_dict({"text": synthetic_texts(4)}).save_to_disk(str(saved))
+    assert len(load_source(str(saved))) == 4
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for k in range(3):
+        (pages / f"page{k}.txt").write_text(f"Title {k}\n\nFirst paragraph.\nSecond line.\n")
+    assert len(load_source(str(pages))) == 3  # one document per file, by default
+    assert len(load_source(str(pages), text_files="line")) == 3 * 4
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "first"}).encode() + b"\n")
+    assert list(load_source(str(bom))) == [{"text": "first"}]
+    nd = tmp_path / "rows.ndjson"
+    nd.write_text(json.dumps({"text": "a"}) + "\n" + json.dumps({"text": "b"}) + "\n")
+    assert [r["text"] for r in load_source(str(nd))] == ["a", "b"]
+
+
+def test_clear_errors_instead_of_tracebacks(tmp_path, capsys):
+    named_json = tmp_path / "lines.json"
+    named_json.write_text(json.dumps({"text": "fine"}) + "\n" + '{"text": "broken\n')
+    assert cli(named_json, tmp_path / "o1") == 2
+    assert "lines.json:2: corrupt JSON" in capsys.readouterr().err  # our line reader, with the line
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text\nCaf\xe9 cr\xe8me and a na\xefve r\xe9sum\xe9\n".encode("latin-1"))
+    assert cli(latin, tmp_path / "o2") == 2
+    err = capsys.readouterr().err
+    assert "latin.csv: not UTF-8 text" in err and err.count("\n") == 1
+    renamed = tmp_path / "renamed.jsonl"
+    rows = [{"text": t} for t in synthetic_texts(3)] + [{"body": t} for t in synthetic_texts(3, seed=5)]
+    renamed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for shard_size in ("2", "4"):  # wherever shards fall, the renamed rows are rejected with a reason
+        out = tmp_path / f"o-{shard_size}"
+        assert cli(renamed, out, "--shard-size", shard_size) == 0
+        assert report_of(out)["rejects"] == {"missing_text_column": 3}
+    assert cli(renamed, tmp_path / "o3", "--text-column", "content") == 2
+    err = capsys.readouterr().err
+    assert "no column 'content'" in err and "--text-column" in err
+
+
+def test_recipe_paths_are_relative_to_the_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anywhere but the repository
+    config = AugmentConfig.from_recipe(str(ROOT / "recipes" / "cpu-demo.yaml"))
+    assert Path(config.dataset).is_file() and Path(config.model).is_dir()
+    from ipt_data.errors import ModelUnavailableError
+    from ipt_data.run.inputs import ensure_model_available
+
+    with pytest.raises(ModelUnavailableError, match="does not exist"):  # not "not in the Hub cache"
+        ensure_model_available("./no/such/model")
+
+
+def test_a_published_row_is_traced_to_its_input_rows_and_keeps_chosen_columns(tmp_path):
+    texts = synthetic_texts(10, seed=3)
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"text": t, "id": f"doc-{k}", "url": f"https://example.org/{k}", "n": k} for k, t in enumerate(texts)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert cli(corpus, out, "--rounds", "2", "--fraction", "0.7", "--keep-columns", "id,url") == 0
+    from datasets import load_dataset
+
+    data = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert {"text", "kind", "n_tokens", "source", "id", "url"} <= set(data.column_names)
+    covered = set()
+    for row in data:
+        docs = [int(key.split(":")[0]) for key in row["source"]]  # doc_id:chunk of every input row used
+        assert row["id"] == [rows[d]["id"] for d in docs] and row["url"] == [rows[d]["url"] for d in docs]
+        for d in docs:
+            assert texts[d] in row["text"]  # the input row's text is in the published text
+        covered.update(docs)
+    assert covered == set(range(10))  # every input row is traced to some published row
+
+
+def test_the_achieved_mix_ratio_is_reported_and_a_shortfall_warned(tmp_path, capsys):
+    general = tmp_path / "general.jsonl"
+    general.write_text(json.dumps({"question": "What is 2 + 2?", "response": "4"}) + "\n")  # far too little
+    out = tmp_path / "out"
+    assert (
+        cli(ROOT / "ipt_data" / "assets" / "sample_corpus.jsonl", out, "--limit", "6", "--general", str(general)) == 0
+    )
+    printed = capsys.readouterr()
+    assert "the general data ran short" in printed.err and "general : augmented (tokens)" in printed.out
+    mix = report_of(out)["mix"]
+    assert mix["requested"] == 1.0 and 0 < mix["achieved"] < 0.2 and mix["short"]
+    assert f"{mix['achieved']} by tokens (asked for 1.0; the general data ran short)" in (out / "README.md").read_text()
+    assert "pairs invalid (not parsed)" in printed.out and "output raw: not_selected" in printed.out
