@@ -1,5 +1,3 @@
-import sys
+from ipt_data.cli import entry
 
-from ipt_data.cli import main
-
-sys.exit(main())
+entry()

@@ -117,6 +117,17 @@ def _print_report(report: dict) -> None:
     print(f"output: {report.get('output')}")
 
 
+def entry() -> None:
+    """The `ipt-data` program: `main`, with every traceback it may print scrubbed of secrets."""
+    import traceback
+
+    def scrubbed(kind, value, tb) -> None:
+        sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
+
+    sys.excepthook = scrubbed  # this process is the CLI's own: nothing else relies on the hook
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "augment":

@@ -45,7 +45,9 @@ class AugmentConfig(SynthesisOptions):
         help="how .txt/.md input files are read: one document per file, or one per line",
     )
     streaming: bool = option(False, scope=RUN, help="read the input as a stream (same shards, constant memory)")
-    limit: int | None = option(None, scope=SHARDS, help="only the first N input rows")
+    limit: int | None = option(
+        None, scope=RUN, help="only the first N input rows (the shards' input hashes cover which rows were read)"
+    )
     fraction: float = option(
         1.0, scope=SHARDS, help="share of rows converted; the rest is kept raw (0.2 from scratch, 1.0 domain-adaptive)"
     )

@@ -16,11 +16,15 @@ from typing import Any
 
 REDACTED = "<redacted>"
 _SECRET_WORDS = {"token", "key", "apikey", "secret", "password", "passwd", "authorization", "auth", "credential"}
-_PATTERNS = (  # credentials that announce themselves, whatever key or variable they came from
-    re.compile(r"(?i)\bbearer\s+[^\s\"',;]+"),
-    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in a URL
-    re.compile(r"\bhf_[A-Za-z0-9]{16,}"),
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
+_PATTERNS = (  # (pattern, replacement): credentials that announce themselves, whatever they came from
+    (re.compile(r"(?i)\bbearer\s+[^\s\"',;]+"), REDACTED),
+    (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), REDACTED),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED),
+    (re.compile(r"(://)[^/\s:@]+:[^/\s@]+@"), r"\1" + REDACTED + "@"),  # user:password@ in a URL
+    (  # a URL query value under a secret-named key: ?token=..., &X-Amz-Signature=..., &api_key=...
+        re.compile(r"(?i)([?&][^=&\s]*(?:token|key|secret|signature|password|credential)[^=&\s]*=)[^&\s\"']+"),
+        r"\1" + REDACTED,
+    ),
 )
 
 
@@ -56,8 +60,8 @@ def scrub(text: str, extra: tuple[str, ...] | list[str] = ()) -> str:
     every self-announcing credential replaced by `<redacted>`."""
     for value in sorted({*secret_values(), *extra}, key=len, reverse=True):
         text = text.replace(value, REDACTED)
-    for pattern in _PATTERNS:
-        text = pattern.sub(REDACTED, text)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
 
 

@@ -28,6 +28,8 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 
+KEPT_TYPE = pa.list_(pa.string())  # a `--keep-columns` column: one value per source row, as text
+
 
 def synthesis_features(features=None):
     """The `datasets.Features` of `synthesize_batch`'s output: `features` (the input's) plus ours.

@@ -107,9 +107,10 @@ def test_a_published_row_is_traced_to_its_input_rows_and_keeps_chosen_columns(tm
     texts = synthetic_texts(10, seed=3)
     corpus = tmp_path / "c.jsonl"
     rows = [{"text": t, "id": f"doc-{k}", "url": f"https://example.org/{k}", "n": k} for k, t in enumerate(texts)]
+    rows[4]["n"] = "four"  # mixed types in one kept column: kept as text
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert cli(corpus, out, "--rounds", "2", "--fraction", "0.7", "--keep-columns", "id,url") == 0
+    assert cli(corpus, out, "--rounds", "2", "--fraction", "0.7", "--keep-columns", "id,url,n") == 0
     from datasets import load_dataset
 
     data = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
@@ -118,6 +119,7 @@ def test_a_published_row_is_traced_to_its_input_rows_and_keeps_chosen_columns(tm
     for row in data:
         docs = [int(key.split(":")[0]) for key in row["source"]]  # doc_id:chunk of every input row used
         assert row["id"] == [rows[d]["id"] for d in docs] and row["url"] == [rows[d]["url"] for d in docs]
+        assert row["n"] == [str(rows[d]["n"]) if d != 4 else "four" for d in docs]
         for d in docs:
             assert texts[d] in row["text"]  # the input row's text is in the published text
         covered.update(docs)

@@ -18,7 +18,7 @@ def test_folder_publish_shards_card_and_read_back(tmp_path, corpus):
     out = tmp_path / "pub"
     publish(corpus, str(out), card="# card", fingerprint="fp1", max_shard_rows=20, extra_files={"x.json": "{}"})
     shards = sorted(p.name for p in (out / "data").iterdir())
-    assert shards == [f"train-{i:05d}-of-00003-fp1.parquet" for i in range(3)]
+    assert [name[: len("train-00000-of-00003")] for name in shards] == [f"train-{i:05d}-of-00003" for i in range(3)]
     assert (out / "README.md").read_text() == "# card" and (out / "x.json").exists()
     back = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert back["text"] == corpus["text"]
@@ -29,21 +29,26 @@ def test_interrupted_publish_resumes_and_a_republish_replaces_exactly_our_files(
     (out / "notes").mkdir(parents=True)
     (out / "notes" / "mine.txt").write_text("not a dataset file")  # files we never wrote are never touched
     publish(corpus, str(out), fingerprint="fp1", max_shard_rows=20)
-    kept = out / "data" / "train-00000-of-00003-fp1.parquet"
-    before = kept.stat().st_mtime_ns
-    (out / "data" / "train-00002-of-00003-fp1.parquet").unlink()  # as if the upload died before the last shard
+    first, _, last = sorted((out / "data").iterdir())
+    before = first.stat().st_mtime_ns
+    last.unlink()  # as if the upload died before the last shard
     publish(corpus, str(out), fingerprint="fp1", max_shard_rows=20)
-    assert (out / "data" / "train-00002-of-00003-fp1.parquet").exists()
-    assert kept.stat().st_mtime_ns == before  # finished shards are not written again
+    assert last.exists() and first.stat().st_mtime_ns == before  # finished shards are not written again
     publish(corpus.select(range(5)), str(out), card="# new", fingerprint="fp2")  # ours: no --overwrite needed
-    assert sorted(p.name for p in (out / "data").iterdir()) == ["train-00000-of-00001-fp2.parquet"]
+    (data,) = sorted(p.name for p in (out / "data").iterdir())
+    assert data.startswith("train-00000-of-00001-")
     assert len(load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")) == 5
     assert (out / "notes" / "mine.txt").read_text() == "not a dataset file"
     assert json.loads((out / ".ipt_publish.json").read_text())["files"] == [
         ".ipt_publish.json",
         "README.md",
-        "data/train-00000-of-00001-fp2.parquet",
+        f"data/{data}",
     ]
+    # the same fingerprint with other rows (say the work folder was deleted and an engine failed differently):
+    # the file names hold the bytes' hash, so nothing stale survives
+    publish(corpus.select(range(7)), str(out), fingerprint="fp2")
+    assert len(load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")) == 7
+    assert not (out / "README.md").exists()  # ours before, not written this time: removed
 
 
 def test_s3_publish_against_a_local_server(corpus):

@@ -228,13 +228,13 @@ def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):
     real = FOLDER_SINK.with_retries
     calls = {"n": 0}
 
-    def dies_on_the_third_write(fn, **kw):
+    def dies_on_the_fifth_write(fn, **kw):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 5:  # after the manifest claim (2 writes) and two data files
             raise KeyboardInterrupt("killed while publishing")
         return real(fn, **kw)
 
-    monkeypatch.setattr(FOLDER_SINK, "with_retries", dies_on_the_third_write)
+    monkeypatch.setattr(FOLDER_SINK, "with_retries", dies_on_the_fifth_write)
     with pytest.raises(KeyboardInterrupt):
         augment(config, progress=False)
     monkeypatch.setattr(FOLDER_SINK, "with_retries", real)

@@ -122,6 +122,10 @@ def test_overwrite_never_touches_files_we_did_not_write(tmp_path, calls):
     assert run(corpus, out, "--overwrite") == 0
     assert (out / "keep.txt").read_text() == "mine" and not (out / "data" / "theirs.parquet").exists()
     assert run(tmp_path / "corpus.jsonl", tmp_path) == 2  # an output that holds the input is refused
+    folder = tmp_path / "corpus-folder"
+    folder.mkdir()
+    write(folder / "a.jsonl", TEXTS[:4])
+    assert run(folder, folder / "ipt") == 2  # ... and one inside the input folder (a rerun would read it)
 
 
 def test_preflight_failures_come_before_any_synthesis(tmp_path, calls, capsys):

@@ -97,6 +97,9 @@ def test_redaction_at_any_depth():
     )
     assert scrub("token hf_abcdefghijklmnopqrstu and sk-abcdefghijklmnop1234") == f"token {REDACTED} and {REDACTED}"
     assert scrub("plain text", ["absent"]) == "plain text"
+    assert scrub("s3://b/x.jsonl?X-Amz-Signature=ab12&token=t0k&part=2") == (
+        f"s3://b/x.jsonl?X-Amz-Signature={REDACTED}&token={REDACTED}&part=2"
+    )
 
 
 def test_errors_have_one_root_and_the_matching_builtins():

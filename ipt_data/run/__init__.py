@@ -38,7 +38,7 @@ def open_run(config):
     """`(input, work folder, encoder)`, failing early on a missing model, input or tokenizer."""
     ensure_model_available(config.model)
     source = open_input(config)
-    work = WorkDir(config.resolved_work_dir(), config)
+    work = WorkDir.open(config.resolved_work_dir(), config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
     return source, work, encoder
 

@@ -7,10 +7,12 @@ import logging
 import time
 from typing import Any
 
+import pyarrow as pa
+
 from ipt_data.card import dataset_card
 from ipt_data.run.report import dumps, stable
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import SHARD_SCHEMA
+from ipt_data.schema import KEPT_TYPE, SHARD_SCHEMA
 from ipt_data.sources import as_dataset, load_source
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,13 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder):
     from ipt_data.mixing import mix
 
     files = work.shard_files(n_shards)
-    shards = datasets.Dataset.from_parquet(files) if files else datasets.Dataset(SHARD_SCHEMA.empty_table())
+    if files:
+        shards = datasets.Dataset.from_parquet(files)
+    else:  # no rows at all: an empty table with every column a shard would have
+        schema = SHARD_SCHEMA
+        for column in config.keep_columns:
+            schema = schema.append(pa.field(column, KEPT_TYPE))
+        shards = datasets.Dataset(schema.empty_table())
     general = None
     if config.general:
         general = as_dataset(

@@ -31,6 +31,8 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _output_apart_from_inputs(config) -> None:
+    """The output neither holds the input or the work folder nor lies inside the input folder (a rerun would
+    read its own output, or publishing would replace files of the input)."""
     if "://" in config.output:
         return
     for what, path in (("the input", config.dataset), ("the work folder", config.resolved_work_dir())):
@@ -39,6 +41,13 @@ def _output_apart_from_inputs(config) -> None:
                 f"the output {config.output} contains {what} ({path}); publishing replaces the dataset files "
                 "there: choose an output folder of its own"
             )
+    if os.path.isdir(config.dataset):
+        for what, path in (("output", config.output), ("work folder", config.resolved_work_dir())):
+            if _inside(path, config.dataset):
+                raise ConfigError(
+                    f"the {what} {path} lies inside the input folder {config.dataset}; the next run would read "
+                    "it as input: choose a folder outside the input"
+                )
 
 
 def _text_column_present(config, source) -> None:

@@ -1,6 +1,6 @@
 """The `ray` executor: a run's shards on a Ray cluster (`--executor ray`, or `augment_on_ray`).
 
-Each task's input rows are staged as a JSON Lines file in the work folder; Ray Data maps the shard list
+Each task's input rows are staged (pickled, exactly as read) in the work folder; Ray Data maps the shard list
 through a pool of actors, one engine per actor (one GPU per actor with `gpus_per_worker=1`), each calling the
 same `ShardWork` as a local run. Shards, and so chains, are the same as locally, so the output equals the
 local run's. An actor that dies is restarted and its shard retried. The work folder must be visible to every
@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ipt_data.errors import IptDataError, MissingExtraError
-from ipt_data.run.inputs import ShardTask, columns
+from ipt_data.run.inputs import ShardTask
 from ipt_data.run.shard import ShardResult, ShardWork
-from ipt_data.schema import MISSING
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,10 @@ class ShardActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: dict[str, list] = {"k": [], "result": []}
         for k, start, path, input_hash in zip(batch["k"], batch["start"], batch["path"], batch["hash"], strict=True):
-            with open(path, encoding="utf-8") as f:
-                rows = columns([json.loads(line) for line in f])
+            with open(path, "rb") as f:
+                rows = pickle.load(f)  # written by the driver of this run, in the run's own work folder
             result = self.work(ShardTask(int(k), int(start), rows, str(input_hash)))
+            Path(path).unlink(missing_ok=True)
             out["k"].append(int(k))
             out["result"].append(json.dumps([result.stats, result.failed]))
         return out
@@ -52,14 +53,12 @@ def _ours(exc: BaseException | None) -> IptDataError | None:
 
 
 def _stage(work_path: str, task: ShardTask) -> str:
-    """Write a task's input rows (any JSON value, as read) for the actors; atomic."""
-    path = Path(work_path) / "shards" / f"{task.k:05d}.input.jsonl"
-    n = len(next(iter(task.rows.values()))) if task.rows else 0
+    """Write a task's input rows for the actors, as they were read (pickled: dates, bytes and decimals stay
+    what they are); atomic. The actor removes the file once the shard is written."""
+    path = Path(work_path) / "shards" / f"{task.k:05d}.input.pkl"
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
-        for i in range(n):
-            row = {c: v[i] for c, v in task.rows.items() if v[i] is not MISSING}  # columns() restores MISSING
-            f.write(json.dumps(row, default=repr) + "\n")
+    with open(tmp, "wb") as f:
+        pickle.dump(task.rows, f, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(tmp, path)
     return str(path)
 

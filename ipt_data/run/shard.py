@@ -4,6 +4,7 @@ in this process or another: `work(task, rank)` -> `ShardResult`."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from ipt_data.errors import EngineUnavailableError
 from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, text_problem
+from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, text_problem
 from ipt_data.sources import REJECT_KEY
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import raw_row, templify_batch
@@ -87,7 +88,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     for column in config.keep_columns:  # provenance: the chosen input columns of every source row, in order
         values = rows.get(column, [None] * n)
         kept = [[_value(values, int(key.split(":")[0]) - start) for key in keys] for keys in out["source"]]
-        table = table.append_column(column, pa.array(kept))
+        table = table.append_column(column, pa.array(kept, type=KEPT_TYPE))
 
     status = Counter(s.split(":")[0] for s in synthesized.get("synth_status", []))
     docs_with_pairs = {d for d, p in zip(synthesized.get("doc_id", []), synthesized.get("pairs", []), strict=True) if p}
@@ -118,16 +119,20 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     return table, rejects, stats, first_error
 
 
-def _value(values: list, i: int):
+def _value(values: list, i: int) -> str | None:
+    """A kept input value as text (one type whatever the input holds: strings as they are, others as JSON)."""
     value = values[i] if 0 <= i < len(values) else None
-    return None if value is MISSING else value
+    if value is None or value is MISSING:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
 
 
 def check_engine_errors(k: int, stats: dict, first_error: str | None, share: float) -> None:
     """Stop the run, the shard not written, when the engine failed on more than `share` of its prompts (and
-    on more than 2): a dead or broken engine must not publish raw texts as if synthesized."""
+    on more than 2), or on every one of them: a dead or broken engine must not publish raw texts as if
+    synthesized."""
     errors, prompts = stats["status"].get("engine_error", 0), stats["chunks"]
-    if errors > max(2, share * prompts):
+    if errors > max(2, share * prompts) or (errors and errors == prompts):
         raise EngineUnavailableError(
             f"shard {k}: the engine failed on {errors} of {prompts} prompts (more than {share:.0%}; "
             f"--max-engine-errors sets it), e.g. {first_error}. Nothing was published and the shard is not "
@@ -155,6 +160,6 @@ class ShardWork:
         check_engine_errors(task.k, stats, first_error, config.max_engine_errors)
         failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
         t = time.perf_counter()
-        WorkDir(self.work_path, config).write(task.k, table, rejects, stats, task.input_hash, done=not failed)
+        WorkDir(self.work_path).write(task.k, table, rejects, stats, task.input_hash, done=not failed)
         stats["seconds"]["write"] = time.perf_counter() - t
         return ShardResult(task.k, stats, failed, live=self.on_batch is not None)

@@ -20,9 +20,20 @@ from ipt_data.redact import redact
 
 
 class WorkDir:
-    def __init__(self, path: str, config):
+    """A run's work folder. `WorkDir(path)` only reads and writes shards (what workers do); `WorkDir.open(path,
+    config)`, called once by the run, also checks or records the parameters in `run.json`."""
+
+    def __init__(self, path: str):
         self.path = Path(path)
         (self.path / "shards").mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def open(cls, path: str, config) -> WorkDir:
+        work = cls(path)
+        work._check_parameters(config)
+        return work
+
+    def _check_parameters(self, config) -> None:
         run = self.path / "run.json"
         fingerprint, values = config.fingerprint(), redact(config.shard_values())
         if run.exists() and self.has_shards():

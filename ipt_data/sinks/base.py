@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -43,16 +45,35 @@ class Sink(Protocol):
     ) -> str: ...
 
 
-def shard_name(fingerprint: str, i: int, n: int) -> str:
-    """A data file's name; it carries the data's fingerprint, so a new dataset never overwrites the files of
-    the one readers may be reading: new names are written first, old ones removed after. The suffix keeps
-    the `train-XXXXX-of-NNNNN` form from which `datasets` infers the split."""
-    return f"data/train-{i:05d}-of-{n:05d}-{fingerprint[:8]}.parquet"
+def shard_name(i: int, n: int, local_file: str) -> str:
+    """A data file's name; it carries a hash of the file's bytes, so a new dataset never overwrites the files
+    of the one readers may be reading (new names are written first, old ones removed after), and a file of
+    that name already there is the same data (an interrupted publish resumes without sending it again). The
+    suffix keeps the `train-XXXXX-of-NNNNN` form from which `datasets` infers the split."""
+    digest = hashlib.sha256()
+    with open(local_file, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return f"data/train-{i:05d}-of-{n:05d}-{digest.hexdigest()[:12]}.parquet"
+
+
+def write_shards(dataset, n: int, folder: str) -> list[tuple[str, str]]:
+    """`(name, local path)` of each of the `n` parquet files of `dataset`, written under `folder`."""
+    out = []
+    for i in range(n):
+        local = os.path.join(folder, f"{i}.parquet")
+        dataset.shard(n, i, contiguous=True).to_parquet(local)
+        out.append((shard_name(i, n, local), local))
+    return out
+
+
+OWN_FILES = ("README.md", "run_report.json", "rejects.jsonl")  # besides data/: names a publish writes
 
 
 def dataset_files(files) -> list[str]:
-    """The files that make up a dataset found at a destination (what `--overwrite` may replace)."""
-    return sorted(f for f in files if f.startswith("data/") or f == "README.md")
+    """The files that make up a dataset found at a destination (what `--overwrite` may replace): `data/`,
+    and the top-level files a publish of ours would write over."""
+    return sorted(f for f in files if f.startswith("data/") or f in OWN_FILES)
 
 
 def manifest(fingerprint: str, files: list[str]) -> str:
@@ -63,7 +84,7 @@ def foreign_refusal(where: str, files: list[str]) -> OutputExistsError:
     shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
     return OutputExistsError(
         f"{where} holds a dataset ipt_data did not publish ({shown}); pass --overwrite to replace its data/ "
-        "files and README.md (nothing else there is touched), or choose another output"
+        f"files and {', '.join(OWN_FILES)} (nothing else there is touched), or choose another output"
     )
 
 

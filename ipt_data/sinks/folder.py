@@ -1,6 +1,6 @@
 """The folder sink: a local folder or any fsspec URL (`./out`, `s3://bucket/prefix`, `gs://...`).
 
-Writes `data/train-XXXXX-of-NNNNN-<fingerprint>.parquet`, `README.md`, the extra files and the manifest
+Writes `data/train-XXXXX-of-NNNNN-<hash of the file>.parquet`, `README.md`, the extra files and the manifest
 (`.ipt_publish.json`: every file we wrote; written first with the files this publish may leave, then with
 exactly the new ones). New data files get new names and are written (each under a temporary name, then
 renamed) before the old ones are removed, so readers never see a mix once `publish` returns; an interrupted
@@ -20,9 +20,9 @@ from ipt_data.sinks.base import (
     foreign_refusal,
     manifest,
     n_shards,
-    shard_name,
     with_dataset_info,
     with_retries,
+    write_shards,
 )
 
 
@@ -55,38 +55,41 @@ class FolderSink:
         if not existed and self.fs.exists(self.root):  # leave no trace before there is anything to publish
             self.fs.rm(self.root, recursive=True)
 
+    def _write_text(self, name: str, text: str) -> None:
+        """A small file, atomically: a reader sees the old or the new one, never half of it."""
+        tmp = f"{self.root}/.ipt-tmp-{name.replace('/', '_')}"
+        with_retries(lambda: self.fs.pipe_file(tmp, text.encode()), what=name)
+        with_retries(lambda: self.fs.mv(tmp, f"{self.root}/{name}"), what=name)
+
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:
         fs, root = self.fs, self.root
         ours = self._ours()
         old = set(ours) if ours is not None else set(dataset_files(self._files()))  # a foreign set: overwrite
         n = n_shards(dataset, max_shard_rows)
-        names = [shard_name(fingerprint, i, n) for i in range(n)]
-        new = [*names, *extra_files, *(["README.md"] if card else []), MANIFEST]
-        fs.makedirs(f"{root}/data", exist_ok=True)
-        # first claim every file this publish may leave behind, so an interrupted publish resumes as ours
-        pending = manifest(fingerprint, sorted(old | set(new)))
-        with_retries(lambda: fs.pipe_file(f"{root}/{MANIFEST}", pending.encode()), what=MANIFEST)
-        size = 0
         with tempfile.TemporaryDirectory() as tmp:
-            for i, name in enumerate(names):
+            shards = write_shards(dataset, n, tmp)
+            names = [name for name, _ in shards]
+            new = [*names, *extra_files, *(["README.md"] if card else []), MANIFEST]
+            fs.makedirs(f"{root}/data", exist_ok=True)
+            # claim every file this publish may leave behind first, so an interrupted publish resumes as ours
+            self._write_text(MANIFEST, manifest(fingerprint, sorted(old | set(new))))
+            for i, (name, local) in enumerate(shards):
                 path = f"{root}/{name}"
-                if fs.exists(path):  # the same data, finished before an interruption
-                    size += fs.size(path)
+                if fs.exists(path):  # the same bytes (the name holds their hash): sent before an interruption
                     continue
-                local = os.path.join(tmp, f"{i}.parquet")
-                dataset.shard(n, i, contiguous=True).to_parquet(local)
-                size += os.path.getsize(local)
+                partial = f"{root}/.ipt-upload-{i}.partial"  # outside data/: never read as data
 
-                def put(local=local, path=path):
-                    fs.put_file(local, path + ".partial")
-                    fs.mv(path + ".partial", path)
+                def put(local=local, path=path, partial=partial):
+                    fs.put_file(local, partial)
+                    fs.mv(partial, path)
 
                 with_retries(put, what=f"writing {path}")
+            size = sum(os.path.getsize(local) for _, local in shards)
         files = {**extra_files, **({"README.md": with_dataset_info(card, dataset, size)} if card else {})}
         for name, text in files.items():
-            with_retries(lambda name=name, text=text: fs.pipe_file(f"{root}/{name}", text.encode()), what=name)
-        with_retries(lambda: fs.pipe_file(f"{root}/{MANIFEST}", manifest(fingerprint, new).encode()), what=MANIFEST)
-        for stale in sorted(old - set(new)):
+            self._write_text(name, text)
+        for stale in sorted(old - set(new)):  # while the manifest still claims them, so a retry finishes this
             if fs.exists(f"{root}/{stale}"):
-                fs.rm(f"{root}/{stale}")
+                with_retries(lambda stale=stale: fs.rm(f"{root}/{stale}"), what=f"removing {stale}")
+        self._write_text(MANIFEST, manifest(fingerprint, new))
         return self.destination

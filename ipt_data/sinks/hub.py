@@ -22,9 +22,9 @@ from ipt_data.sinks.base import (
     foreign_refusal,
     manifest,
     n_shards,
-    shard_name,
     with_dataset_info,
     with_retries,
+    write_shards,
 )
 
 KEEP = {".gitattributes"}  # files any new repo has
@@ -93,14 +93,11 @@ class HubSink:
         ours = self._ours(files_now)
         old = set(ours) if ours is not None else set(dataset_files(files_now))
         n = n_shards(dataset, max_shard_rows)
-        names = [shard_name(fingerprint, i, n) for i in range(n)]
         with tempfile.TemporaryDirectory() as tmp:
-            operations, size = [], 0
-            for i, name in enumerate(names):
-                local = os.path.join(tmp, f"{i}.parquet")
-                dataset.shard(n, i, contiguous=True).to_parquet(local)
-                size += os.path.getsize(local)
-                operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=local))
+            shards = write_shards(dataset, n, tmp)
+            names = [name for name, _ in shards]
+            size = sum(os.path.getsize(local) for _, local in shards)
+            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=local) for name, local in shards]
             files = {**extra_files, **({"README.md": with_dataset_info(card, dataset, size)} if card else {})}
             new = [*names, *files, MANIFEST]
             files[MANIFEST] = manifest(fingerprint, new)
