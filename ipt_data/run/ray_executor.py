@@ -119,23 +119,9 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def augment_on_ray(
-    config,
-    *,
-    address: str | None = None,
-    workers: int = 2,
-    gpus_per_worker: float = 0.0,
-    cpus_per_worker: float = 0.5,
-    ray_init: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """`augment(config)` with its shards on Ray; returns the run report."""
+def augment_on_ray(config, **options: Any) -> dict[str, Any]:
+    """`augment(config)` with its shards on Ray; `options` are `RayExecutor`'s (`address`, `workers`,
+    `gpus_per_worker`, `cpus_per_worker`, `ray_init`). Returns the run report."""
     from ipt_data.run import augment
 
-    executor = RayExecutor(
-        address=address,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker,
-        ray_init=ray_init,
-    )
-    return augment(config, progress=False, executor=executor)
+    return augment(config, progress=False, executor=RayExecutor(**options))
