@@ -55,19 +55,22 @@ def test_a_readme_configs_block_names_the_splits(tmp_path):
 def test_save_to_disk_folders_txt_documents_bom_and_ndjson(tmp_path):
     saved = tmp_path / "saved"
     Dataset.from_dict({"text": synthetic_texts(4)}).save_to_disk(str(saved))
-    assert len(load_source(str(saved))) == 4
     pages = tmp_path / "pages"
     pages.mkdir()
     for k in range(3):
         (pages / f"page{k}.txt").write_text(f"Title {k}\n\nFirst paragraph.\nSecond line.\n")
-    assert len(load_source(str(pages))) == 3  # one document per file, by default
-    assert len(load_source(str(pages), text_files="line")) == 3 * 4
     bom = tmp_path / "bom.jsonl"
-    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "first"}).encode() + b"\n")
-    assert list(load_source(str(bom))) == [{"text": "first"}]
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "Anna is a baker who lives in Oslo."}).encode() + b"\n")
     nd = tmp_path / "rows.ndjson"
-    nd.write_text(json.dumps({"text": "a"}) + "\n" + json.dumps({"text": "b"}) + "\n")
-    assert [r["text"] for r in load_source(str(nd))] == ["a", "b"]
+    nd.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic_texts(2, seed=9)))
+    # (input, flags, rows read, rows rejected): in line mode the blank lines are empty rows, rejected with a reason
+    cases = [(saved, (), 4, 0), (pages, (), 3, 0), (pages, ("--text-files", "line"), 12, 3), (bom, (), 1, 0)]
+    cases.append((nd, (), 2, 0))
+    for k, (dataset, extra, rows_in, rejected) in enumerate(cases):  # through the CLI, as a user types it
+        out = tmp_path / f"out{k}"
+        assert cli(dataset, out, *extra) == 0, dataset
+        report = report_of(out)
+        assert (report["rows"]["in"], report["rows"]["rejected"]) == (rows_in, rejected), (dataset, extra)
 
 
 def test_clear_errors_instead_of_tracebacks(tmp_path, capsys):
