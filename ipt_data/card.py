@@ -27,8 +27,8 @@ def reproduce_command(config: dict[str, Any]) -> str:
     for key, value in redact(config).items():
         if key in LOCAL_ONLY or value is None or value == {} or value is False:
             continue
-        if key in LOCAL_PATHS and isinstance(value, str) and os.path.isabs(value):
-            value = os.path.basename(value.rstrip("/"))  # a local copy: its name, not this machine's path
+        if key in LOCAL_PATHS:
+            value = _shown(value)
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
@@ -39,6 +39,13 @@ def reproduce_command(config: dict[str, Any]) -> str:
         else:
             parts += [flag, str(value)]
     return shlex.join(parts)
+
+
+def _shown(value: Any) -> Any:
+    """A local path as its last component (this machine's folders are not the reader's business)."""
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.basename(value.rstrip("/"))
+    return value
 
 
 def _mix_ratio(config: dict[str, Any], report: dict[str, Any]) -> str:
@@ -81,17 +88,24 @@ def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | 
         "Raw texts augmented with instruction-response pairs written by an instruction synthesizer and "
         "rendered into varied templates, mixed for pre-training as in *Instruction Pre-Training: Language "
         "Models are Supervised Multitask Learners* (Cheng et al., EMNLP 2024). Made with "
-        "ipt_data from `" + str(config.get("dataset")) + "`.",
+        "ipt_data from `" + str(_shown(config.get("dataset"))) + "`.",
         "",
         "Columns: `text` (one pre-training text), `kind` (`augmented`: text with its tasks; `raw`: text "
         "kept as is; `general`: a general instruction example, question and response joined by a space), "
-        "`n_tokens` (tokens with the synthesizer's tokenizer).",
+        "`n_tokens` (tokens with the synthesizer's tokenizer), `source` (the `doc_id:chunk` ids of the input rows "
+        "the text was made from)"
+        + (
+            f", and the input columns {', '.join(f'`{c}`' for c in config.get('keep_columns') or [])} "
+            "(one value per source row)."
+            if config.get("keep_columns")
+            else "."
+        ),
         "",
         "## Synthesis",
         "",
         _table(
             {
-                "synthesizer": f"`{config.get('model')}`",
+                "synthesizer": f"`{_shown(config.get('model'))}`",
                 "rounds (M-shot)": config.get("rounds"),
                 "max new tokens": config.get("max_new_tokens"),
                 "max model length": config.get("max_model_len"),
@@ -136,6 +150,8 @@ def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | 
         "```bash",
         reproduce_command(config),
         "```",
+        "",
+        "Local files and folders are named by their last component; use your own copy's path.",
         "",
         "## Citation",
         "",

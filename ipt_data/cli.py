@@ -107,7 +107,7 @@ def _print_report(report: dict) -> None:
     lines += [(f"shards {k}", v) for k, v in report.get("shards", {}).items()]
     lines += [(f"status {k}", v) for k, v in sorted(report.get("status", {}).items())]
     lines += [(f"output {k}", v) for k, v in sorted(report.get("output_rows", {}).items())]
-    lines += [(f"output raw: {k}", v) for k, v in report.get("raw_texts", {}).items()]
+    lines += [(f"output raw: {k}", v) for k, v in sorted(report.get("raw_texts", {}).items())]
     if "mix" in report:
         lines += [(f"general : augmented ({report['mix']['by']})", f"{report['mix']['achieved']}")]
     lines += [(f"seconds {k}", round(v, 2)) for k, v in report.get("seconds", {}).items()]

@@ -105,6 +105,8 @@ class AugmentConfig(SynthesisOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        if isinstance(self.dataset, str) and "://" not in self.dataset and os.path.exists(self.dataset):
+            self.dataset = os.path.realpath(self.dataset)  # one file, one fingerprint, however it is named
         self.general_columns = tuple(self.general_columns)
         self.keep_columns = tuple(self.keep_columns)
         clash = sorted(set(self.keep_columns) & {"text", "kind", "n_tokens", "source"})

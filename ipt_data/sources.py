@@ -122,7 +122,7 @@ class JsonlSource:
                         where = f"{path}:{number}"
                         if self.bad_lines == "error":
                             raise CorruptInputError(
-                                f"{where}: corrupt JSON, column {exc.colno}: {exc.msg}; "
+                                f"{where}: corrupt JSON at column {exc.colno} ({exc.msg.removesuffix(' at')}); "
                                 "fix the line, or pass --bad-lines skip to skip and count such lines"
                             ) from exc
                         yield {REJECT_KEY: f"corrupt_json: {where}: {exc.msg}"}
@@ -203,6 +203,10 @@ def load_source(
         if _is_jsonl(files):
             return JsonlSource(files, bad_lines, storage_options)
         extra = {"sample_by": "document" if text_files == "document" else "line"} if builder == "text" else {}
+        import datasets
+
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # our one-line error says it, not datasets' too
         try:
             return load_dataset(
                 builder, data_files=files, split="train", streaming=streaming, storage_options=storage_options, **extra
@@ -214,8 +218,12 @@ def load_source(
                     f"{path}: not UTF-8 text ({cause}); convert it first, e.g. iconv -f latin1 -t utf-8"
                 ) from exc
             raise InputError(f"{path}: cannot be read as {builder}: {type(cause).__name__}: {cause}") from exc
+        finally:
+            datasets.logging.set_verbosity(verbosity)
+    if path.startswith((".", "/", "~")) or path.endswith("/") or _builder(path):  # a local path, not a Hub id
+        raise InputNotFoundError(f"{path}: no such file or folder")
     kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     try:
         return load_dataset(path, config, split=split, streaming=streaming, **kwargs)
-    except FileNotFoundError as exc:  # datasets' DatasetNotFoundError, and missing files
-        raise InputNotFoundError(f"cannot open the dataset {path!r}: {exc}") from exc
+    except (FileNotFoundError, ConnectionError) as exc:  # not on the Hub, or the Hub unreachable (offline)
+        raise InputNotFoundError(f"cannot open the dataset {path!r}: {str(exc).splitlines()[0]}") from exc

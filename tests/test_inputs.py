@@ -95,6 +95,23 @@ def test_clear_errors_instead_of_tracebacks(tmp_path, capsys):
     assert "no column 'content'" in err and "--text-column" in err
 
 
+def test_typos_and_missing_files_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"text": "Anna is a baker who lives in Oslo."}) + "\n")
+    for dataset, extra, needle in (
+        ("nope.jsonl", (), "nope.jsonl: no such file or folder"),
+        ("sub/nope.jsonl", (), "no such file or folder"),
+        (str(corpus), ("--engine-options", '{"batch_sise": 8}'), "has no such option"),
+    ):
+        assert cli(dataset, tmp_path / "out", *extra) == 2, dataset
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert cli(str(corpus), tmp_path / "out") == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert str(tmp_path) not in card and str(ROOT) not in card  # no local paths in a published card
+
+
 def test_recipe_paths_are_relative_to_the_recipe(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anywhere but the repository
     config = AugmentConfig.from_recipe(str(ROOT / "recipes" / "cpu-demo.yaml"))

@@ -126,6 +126,8 @@ def test_overwrite_never_touches_files_we_did_not_write(tmp_path, calls):
     folder.mkdir()
     write(folder / "a.jsonl", TEXTS[:4])
     assert run(folder, folder / "ipt") == 2  # ... and one inside the input folder (a rerun would read it)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jsonl"]  # a refused run leaves nothing behind
+    assert run(folder, tmp_path / "apart") == 0
 
 
 def test_preflight_failures_come_before_any_synthesis(tmp_path, calls, capsys):

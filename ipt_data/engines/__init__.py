@@ -117,7 +117,12 @@ def load_engine(model: str, engine: str = "auto", rank: int | None = None, **opt
         raise ConfigError(f"unknown engine {engine!r}; choose one of {['auto', *available_engines()]}")
     key = (name, model, device, tuple(sorted((k, repr(v)) for k, v in options.items())))
     if key not in _CACHE:
-        _CACHE[key] = _BUILDERS[name](model, device, **options)
+        try:
+            _CACHE[key] = _BUILDERS[name](model, device, **options)
+        except TypeError as exc:
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise ConfigError(f"the {name!r} engine has no such option: {exc} (see the README's engine table)") from exc
     return _CACHE[key]
 
 

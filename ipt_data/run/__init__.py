@@ -24,7 +24,7 @@ from ipt_data.run.executors import Executor, get_executor, register_executor
 from ipt_data.run.finish import finish
 from ipt_data.run.inputs import ShardTask, ensure_model_available, input_size, iter_shards, open_input
 from ipt_data.run.logs import run_log
-from ipt_data.run.preflight import preflight
+from ipt_data.run.preflight import preflight, probe_engine
 from ipt_data.run.progress import Progress
 from ipt_data.run.report import dumps, merged
 from ipt_data.run.shard import ShardWork
@@ -35,11 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def open_run(config):
-    """`(input, work folder, encoder)`, failing early on a missing model, input or tokenizer."""
+    """`(input, work folder, encoder)`, failing early on a missing model, input or tokenizer, and on what the
+    pre-flight checks find (before the work folder exists, so a refused run leaves nothing behind)."""
     ensure_model_available(config.model)
     source = open_input(config)
-    work = WorkDir.open(config.resolved_work_dir(), config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+    preflight(config, source)
+    work = WorkDir.open(config.resolved_work_dir(), config)
     return source, work, encoder
 
 
@@ -55,8 +57,13 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
         executor = executor or get_executor(config)
         with run_log(work.path, collect_secrets(config.to_dict())):
             log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
-            preflight(config, source, probe_engine=executor.in_process or config.engine == "openai")
-            return _run(config, source, work, encoder, progress, executor, started)
+            try:
+                if executor.in_process or config.engine == "openai":
+                    probe_engine(config)
+                return _run(config, source, work, encoder, progress, executor, started)
+            except Exception as exc:
+                log.error("run stopped: %s: %s", type(exc).__name__, exc)  # in run.log too, scrubbed
+                raise
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()

@@ -14,15 +14,13 @@ from ipt_data.sources import as_dataset, load_source
 log = logging.getLogger(__name__)
 
 
-def preflight(config, source, *, probe_engine: bool) -> None:
+def preflight(config, source) -> None:
+    """Everything but the engine (see `probe_engine`), before the run writes anything."""
     _output_apart_from_inputs(config)
     _text_column_present(config, source)
     sink_for(config.output).check(config.overwrite, config.private)
     if config.general:
         check_general(config)
-    if probe_engine:
-        _probe(config)
-    log.info("pre-flight checks passed")
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -97,7 +95,7 @@ def check_general(config) -> None:
             raise InputError(f"the general data's {column!r} column holds {type(first[column]).__name__}, not text")
 
 
-def _probe(config) -> None:
+def probe_engine(config) -> None:
     """One tiny request to the engine this run will use (loading it, for local engines)."""
     from ipt_data.budget import get_encoder
     from ipt_data.synthesize import Synthesizer
@@ -107,8 +105,10 @@ def _probe(config) -> None:
     probe = getattr(engine, "probe", None)
     if probe is not None:
         probe()
+        log.info("the engine answered a one-token probe")
         return
     prompt = get_encoder(config.tokenizer or config.model, config.trust_remote_code).context_ids(["Ping."])[0]
     answer = engine.generate([prompt], max_new_tokens=1)[0]
     if answer.finish_reason == "error":
         raise EngineUnavailableError(f"the {config.engine} engine failed a one-token probe: {answer.error}")
+    log.info("the engine answered a one-token probe")

@@ -40,10 +40,11 @@ class WorkDir:
             old = json.loads(run.read_text())
             if old["fingerprint"] != fingerprint:
                 before = old.get("shard_config", {})
-                changed = sorted(k for k in {*before, *values} if before.get(k) != _jsonable(values.get(k)))
+                now = {k: _jsonable(values.get(k)) for k in {*before, *values}}
+                changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
                 raise WorkDirMismatchError(
                     f"{self.path} holds shards made with other parameters "
-                    f"(changed: {changed or 'the ipt_data version or its templates'}); "
+                    f"({'; '.join(changed) or 'the ipt_data version or its templates changed'}); "
                     "use another --work-dir, or delete that folder to start over"
                 )
         else:
