@@ -10,10 +10,11 @@ from typing import Any
 import pyarrow as pa
 
 from ipt_data.card import dataset_card
+from ipt_data.run.inputs import open_general
 from ipt_data.run.report import dumps, stable
 from ipt_data.run.workdir import WorkDir
 from ipt_data.schema import KEPT_TYPE, SHARD_SCHEMA
-from ipt_data.sources import as_dataset, load_source
+from ipt_data.sources import as_dataset
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,7 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder):
         for column in config.keep_columns:
             schema = schema.append(pa.field(column, KEPT_TYPE))
         shards = datasets.Dataset(schema.empty_table())
-    general = None
-    if config.general:
-        general = as_dataset(
-            load_source(
-                config.general,
-                config=config.general_config,
-                split=config.general_split,
-                trust_remote_code=config.trust_remote_code,
-                bad_lines=config.bad_lines,
-            )
-        )
+    general = as_dataset(open_general(config)) if config.general else None
     corpus = mix(
         shards,
         general=general,

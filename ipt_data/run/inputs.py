@@ -10,7 +10,7 @@ from typing import Any
 
 from ipt_data.errors import ModelUnavailableError
 from ipt_data.schema import MISSING
-from ipt_data.sources import JsonlSource, load_source
+from ipt_data.sources import REJECT_KEY, JsonlSource, load_source
 
 
 @dataclass
@@ -58,6 +58,25 @@ def open_input(config):
         bad_lines=config.bad_lines,
         text_files=config.text_files,
     )
+
+
+def open_general(config):
+    """The general instruction data, as the config names it (read lazily where the reader allows)."""
+    return load_source(
+        config.general,
+        config=config.general_config,
+        split=config.general_split,
+        trust_remote_code=config.trust_remote_code,
+        bad_lines=config.bad_lines,
+    )
+
+
+def first_row(source) -> dict | None:
+    """The first readable row of an input, without reading the rest of it (None when there is none)."""
+    from datasets import Dataset
+
+    rows = (source[i] for i in range(min(len(source), 1))) if isinstance(source, Dataset) else iter(source)
+    return next((row for row in itertools.islice(rows, 100) if REJECT_KEY not in row), None)
 
 
 def input_size(source, limit: int | None) -> int | None:

@@ -8,8 +8,8 @@ import logging
 import os
 
 from ipt_data.errors import ConfigError, EngineUnavailableError, InputError
+from ipt_data.run.inputs import first_row, open_general
 from ipt_data.sinks import sink_for
-from ipt_data.sources import as_dataset, load_source
 
 log = logging.getLogger(__name__)
 
@@ -50,38 +50,19 @@ def _output_apart_from_inputs(config) -> None:
 
 def _text_column_present(config, source) -> None:
     """The input's first row has the text column (rows later without it are rejected, each with the reason)."""
-    from ipt_data.sources import REJECT_KEY
-
-    first = next((row for row in _rows(source) if REJECT_KEY not in row), None)
+    first = first_row(source)
     if first is not None and config.text_column not in first:
         raise InputError(
             f"the input has no column {config.text_column!r}; its columns are {sorted(first)} (set --text-column)"
         )
 
 
-def _rows(source):
-    from itertools import islice
-
-    from datasets import Dataset
-
-    if isinstance(source, Dataset):
-        return (source[i] for i in range(min(len(source), 1)))
-    return islice(iter(source), 100)
-
-
 def check_general(config) -> None:
     """The general data opens, has both `general_columns`, and they hold text."""
     try:
-        source = load_source(
-            config.general,
-            config=config.general_config,
-            split=config.general_split,
-            trust_remote_code=config.trust_remote_code,
-            bad_lines=config.bad_lines,
-        )
+        first = first_row(open_general(config))
     except (OSError, ValueError) as exc:
         raise InputError(f"the general data {config.general!r} cannot be opened: {exc}") from exc
-    first = next(iter(as_dataset(source)), None)
     if first is None:
         raise InputError(f"the general data {config.general!r} is empty")
     missing = [c for c in config.general_columns if c not in first]
