@@ -130,14 +130,12 @@ class PromptEncoder:
         """Token counts. A text over `WINDOW` characters is counted in windows cut before a space (the
         space's own token then counted as the tokenizer would mid-text), so a 50 MB text costs the memory
         of a 200,000-character one."""
-        long = {i for i, t in enumerate(texts) if len(t) > WINDOW}
-        counts = [len(ids) for ids in self.encode_texts([t for i, t in enumerate(texts) if i not in long])]
-        counts.reverse()
-        return [self._count_long(t) if i in long else counts.pop() for i, t in enumerate(texts)]
+        short = iter(len(ids) for ids in self.encode_texts([t for t in texts if len(t) <= WINDOW]))
+        return [self._count_long(t) if len(t) > WINDOW else next(short) for t in texts]
 
     def _count_long(self, text: str) -> int:
         pieces = cut_before_spaces(text, WINDOW)
-        prepends = len(self.encode_texts(["x"])[0]) != len(self.encode_texts([" x"])[0])  # "▁" added to every part
+        prepends = self.count_texts(["x"]) != self.count_texts([" x"])  # the normalizer adds "▁" to every part
         body = [p[1:] if prepends and k and p.startswith(" ") else p for k, p in enumerate(pieces)]
         return sum(len(self.encode_texts([p])[0]) for p in body)
 
