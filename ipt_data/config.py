@@ -158,11 +158,11 @@ class AugmentConfig(SynthesisOptions):
 
     def fingerprint(self) -> str:
         """What the shards depend on: SHARDS-scoped options, the package version, the template data."""
-        return fingerprint(self, SHARDS, extra=_code_versions())
+        return fingerprint(self, SHARDS, extra=code_versions())
 
     def output_fingerprint(self) -> str:
         """What the published data depends on: the shards' fingerprint plus the OUTPUT-scoped options."""
-        return fingerprint(self, SHARDS, OUTPUT, extra=_code_versions())
+        return fingerprint(self, SHARDS, OUTPUT, extra=code_versions())
 
     def shard_values(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in sorted(scoped(self, SHARDS))}
@@ -176,7 +176,8 @@ class AugmentConfig(SynthesisOptions):
         return str(Path("ipt-work") / f"{name}-{hashlib.sha256(self.output.encode()).hexdigest()[:8]}")
 
 
-def _code_versions() -> dict[str, str]:
+def code_versions() -> dict[str, str]:
+    """The code the shards are made with: the package version and a hash of the template data."""
     from ipt_data import __version__
     from ipt_data.templify import TEMPLATES
 

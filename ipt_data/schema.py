@@ -14,7 +14,7 @@ import pyarrow as pa
 
 MISSING = type("Missing", (), {"__repr__": lambda self: "<missing>"})()  # a column a row lacks
 
-TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "source", "fallback_pairs")
+TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "tasks", "source", "fallback_pairs")
 SHARD_SCHEMA = pa.schema(
     [
         ("text", pa.string()),
@@ -22,6 +22,7 @@ SHARD_SCHEMA = pa.schema(
         ("n_pairs", pa.int32()),
         ("layout", pa.string()),
         ("inverted", pa.bool_()),
+        ("tasks", pa.list_(pa.string())),  # the task each pair was rendered as (`task_rates` in the templates)
         ("source", pa.list_(pa.string())),  # the `doc_id:chunk` ids of the input rows the text came from
         ("fallback_pairs", pa.int32()),
         ("n_tokens", pa.int64()),  # tokens of the synthesizer's tokenizer

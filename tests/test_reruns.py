@@ -153,6 +153,23 @@ def test_preflight_failures_come_before_any_synthesis(tmp_path, calls, capsys):
     assert run(corpus, tmp_path / "out", "--seed", "7") == 0
 
 
+def test_shards_made_with_other_parameters_or_templates_are_refused_with_the_reason(
+    tmp_path, calls, capsys, monkeypatch
+):
+    import ipt_data.templify
+
+    corpus = write(tmp_path / "corpus.jsonl", TEXTS[:4])
+    assert run(corpus, tmp_path / "out") == 0
+    assert run(corpus, tmp_path / "out", "--seed", "7") == 2
+    assert "seed: 0 -> 7" in capsys.readouterr().err
+    edited = tmp_path / "patterns.yaml"
+    edited.write_text(ipt_data.templify.TEMPLATES.read_text() + "\n# an edit\n")
+    monkeypatch.setattr(ipt_data.templify, "TEMPLATES", edited)
+    prompts = calls["prompts"]
+    assert run(corpus, tmp_path / "out") == 2
+    assert "templates: " in capsys.readouterr().err and calls["prompts"] == prompts  # refused before any synthesis
+
+
 def test_empty_and_all_rejected_input_finish_with_an_empty_dataset(tmp_path, calls, capsys):
     for name, lines in (("empty", []), ("rejected", ["", "   ", None])):
         corpus = tmp_path / f"{name}.jsonl"

@@ -10,17 +10,11 @@ from hypothesis import strategies as st
 
 from ipt_data import templify_batch
 from ipt_data.fixtures import synthetic_example
-from ipt_data.templify import (
-    FEW_PAIR_LAYOUTS,
-    LAYOUT_WEIGHTS,
-    _Style,
-    fill,
-    load_templates,
-    parse_pair,
-    render_chain,
-)
+from ipt_data.pair_parse import Unanswerable, parse_pair
+from ipt_data.render import FEW_PAIR_LAYOUTS, LAYOUT_WEIGHTS, ChainStyle, fill
+from ipt_data.templify import load_templates, render_chain
 
-UNANSWERABLE = frozenset({"none of the above", "unanswerable"})
+UNANSWERABLE = Unanswerable(["none of the above", "unanswerable"])
 
 
 def chain_rows(n_chains, rounds, seed=0):
@@ -50,11 +44,16 @@ def batch_of(rows):
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-def parts_of(pair):
+def parts_of(pair, task):
+    """The parts of `pair` that its rendering as `task` must show: everything but the answer of a question
+    generation task and the options of an open multiple-choice task."""
     parsed, fell_back = parse_pair(pair, UNANSWERABLE)
-    if fell_back or parsed.kind == "free_form":
-        return [pair["instruction"], pair["response"]]
-    return [parsed.question, parsed.answer, *parsed.options, *([parsed.rationale] if parsed.rationale else [])]
+    if fell_back:
+        return [pair["instruction"].strip(), pair["response"].strip()]
+    if task == "free_form_question":
+        return [parsed.question]
+    options = [] if task == "multiple_choice_open" else list(parsed.options)
+    return [parsed.question, parsed.answer, *options, *([parsed.rationale] if parsed.rationale else [])]
 
 
 def test_every_text_and_pair_part_appears_and_one_text_per_chain():
@@ -65,10 +64,11 @@ def test_every_text_and_pair_part_appears_and_one_text_per_chain():
         members = rows[3 * k : 3 * k + 3]
         assert out["source"][k] == [f"c{k}:0", f"c{k}:1", f"c{k}:2"]
         assert out["n_pairs"][k] == sum(len(m["pairs"]) for m in members)
+        tasks = iter(out["tasks"][k])
         for m in members:
             assert m["text"] in text
             for pair in m["pairs"]:
-                for part in parts_of(pair):
+                for part in parts_of(pair, next(tasks)):
                     assert part in text, (part, text)
 
 
@@ -110,10 +110,11 @@ def test_unmatched_options_and_malformed_cot_fall_back_and_are_counted():
         assert p["instruction"] in out["text"] and p["response"] in out["text"]
 
 
-def plain_mc_style(seed: int, labels: dict) -> _Style:
+def plain_mc_style(seed: int, labels: dict) -> ChainStyle:
     """A chain style with a bare multiple-choice pattern, one item per line, and the answer = the item's ref."""
-    style = _Style(load_templates(), random.Random(seed), 1)
-    style.family["multiple_choice"] = {"q": "{question}\n{options}", "a": "{choice}"}
+    style = ChainStyle(load_templates(), random.Random(seed), 1)
+    style.tasks_of["multiple_choice"] = {"multiple_choice": 100}
+    style.pattern["multiple_choice"] = {"q": "{question}\n{options}", "a": "{choice}"}
     style.labels, style.option_delim, style.choice_form = labels, "\n", "{ref}"
     return style
 
@@ -124,7 +125,7 @@ def test_answers_are_remapped_to_the_shuffled_item_names():
     orders = set()
     for s in range(200):
         style = plain_mc_style(s, {"names": "upper", "item": "{label}. {option}", "ref": "{label}"})
-        q, a = style.body(parsed)
+        _, q, a = style.body(parsed)
         items = dict(line.split(". ", 1) for line in q.split("\n")[1:])
         assert items[a] == "green" and sorted(items.values()) == ["blue", "green", "red", "white"]
         orders.add(tuple(items.values()))
@@ -137,7 +138,7 @@ def test_unanswerable_maps_to_a_none_of_the_above_item():
     nones = {s.lower() for s in load_templates()["none_of_the_above"]}
     for s in range(50):
         style = plain_mc_style(s, {"names": "digits", "item": "({label}) {option}", "ref": "({label})"})
-        q, a = style.body(parsed)
+        _, q, a = style.body(parsed)
         items = dict(line.split(" ", 1) for line in q.split("\n")[1:])
         assert items[a].lower() in nones and a == "(3)"  # the none option comes last
 
@@ -148,7 +149,8 @@ def test_option_order_differs_between_questions_of_one_text():
         for k in range(8)
     ]
     text = render_chain([("T.", pairs)], random.Random(5))["text"]
-    positions = {tuple(sorted("abcde", key=lambda x, k=k: text.index(f"{x}{k}"))) for k in range(8)}
+    listed = [k for k in range(8) if f"a{k}" in text]  # half are asked without their options
+    positions = {tuple(sorted("abcde", key=lambda x, k=k: text.index(f"{x}{k}"))) for k in listed}
     assert len(positions) > 1
 
 
@@ -221,7 +223,9 @@ def test_markup_and_braces_render_literally():
     ]
     for s in range(30):
         out = render_chain([(nasty, pairs)], random.Random(s))
-        assert out["text"].count(nasty) >= 3 and "{a}" in out["text"] and "{{b}}" in out["text"]
+        shown = 2 if out["tasks"][0] == "free_form_question" else 3  # the text, the question, the answer
+        assert out["text"].count(nasty) >= shown and "{a}" in out["text"]
+        assert "{{b}}" in out["text"] or out["tasks"][1] == "multiple_choice_open"
     assert fill("{x} and {y}", x="{y}", y="Y") == "{y} and Y"
 
 
@@ -243,4 +247,5 @@ def test_any_unicode_renders_and_contains_its_input(text, qa, seed):
         return
     pairs = [{"instruction": q, "response": a} for q, a in qa]
     out = templify_batch({"text": [text], "pairs": [pairs]}, seed=seed)
-    assert len(out["text"]) == 1 and text in out["text"][0]
+    # a raw text comes out as it is; around tasks, its surrounding whitespace is trimmed
+    assert len(out["text"]) == 1 and (text if not pairs else text.strip()) in out["text"][0]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ipt_data.config import code_versions
 from ipt_data.errors import WorkDirMismatchError
 from ipt_data.redact import redact
 
@@ -35,20 +36,19 @@ class WorkDir:
 
     def _check_parameters(self, config) -> None:
         run = self.path / "run.json"
-        fingerprint, values = config.fingerprint(), redact(config.shard_values())
+        fingerprint, values, code = config.fingerprint(), redact(config.shard_values()), code_versions()
         if run.exists() and self.has_shards():
             old = json.loads(run.read_text())
             if old["fingerprint"] != fingerprint:
-                before = old.get("shard_config", {})
-                now = {k: _jsonable(values.get(k)) for k in {*before, *values}}
-                changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
+                changed = _changes(old.get("shard_config", {}), values) + _changes(old.get("code", {}), code)
                 raise WorkDirMismatchError(
                     f"{self.path} holds shards made with other parameters "
                     f"({'; '.join(changed) or 'the ipt_data version or its templates changed'}); "
                     "use another --work-dir, or delete that folder to start over"
                 )
         else:
-            _atomic_write(run, json.dumps({"fingerprint": fingerprint, "shard_config": values}, indent=1, default=str))
+            record = {"fingerprint": fingerprint, "shard_config": values, "code": code}
+            _atomic_write(run, json.dumps(record, indent=1, default=str))
 
     def shard(self, k: int, suffix: str) -> Path:
         return self.path / "shards" / f"{k:05d}{suffix}"
@@ -104,6 +104,12 @@ def rows_hash(rows: dict[str, list]) -> str:
 def shard_tables(path: str) -> list[Path]:
     """The shard files of a work folder, in order (for reading a finished run's texts)."""
     return sorted((Path(path) / "shards").glob("*.parquet"))
+
+
+def _changes(before: dict, now: dict) -> list[str]:
+    """`name: old -> new` for every value that differs (`templates` is the hash of the template data)."""
+    now = {k: _jsonable(now.get(k)) for k in {*before, *now}}
+    return [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in sorted(now) if before.get(k) != now[k]]
 
 
 def _jsonable(value):

@@ -1,0 +1,89 @@
+"""What one synthesized pair is: its family (SPEC 2), its parts, and whether its answer means "none of them".
+
+`parse_pair` splits a pair written in the synthesizer's conventions into a `ParsedPair`: free-form,
+multiple choice (`\\nOptions:\\n- a\\n- b`), chain of thought (`\\nLet's think step by step.` and
+`\\nTherefore, the answer is X`), or both. An option answer that matches no option is "none of the
+options" when `Unanswerable` recognises its wording (regular expressions in the template data), else
+the pair falls back to `verbatim`: rendered with its original wording, and counted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+COT_TRIGGER = "\nLet's think step by step."
+COT_ANSWER = "\nTherefore, the answer is "
+OPTIONS_MARK = "\nOptions:\n- "
+OPTION_SEP = "\n- "
+
+_QUOTES = "\"'`“”‘’«»()[]"
+_FINAL_PUNCTUATION = ".!?;:,…。"
+
+
+@dataclass(frozen=True)
+class ParsedPair:
+    kind: str  # free_form, multiple_choice, chain_of_thought, multiple_choice_cot; verbatim (a fallback)
+    question: str  # the stem: without options or CoT trigger
+    answer: str  # free-form answer, or the CoT final answer
+    options: tuple[str, ...] = ()
+    correct: int = -1  # index into options; len(options) means "none of the above"
+    rationale: str = ""
+
+
+def normalize_answer(s: str) -> str:
+    """Lower-cased, surrounding whitespace, quotes and final punctuation removed, inner whitespace collapsed,
+    typographic apostrophes made plain: the form option answers are compared in."""
+    s = s.replace("’", "'").replace("‘", "'").lower()
+    previous = None
+    while previous != s:
+        previous = s
+        s = s.strip().strip(_QUOTES).rstrip(_FINAL_PUNCTUATION)
+    return " ".join(s.split())
+
+
+class Unanswerable:
+    """Recognises answers that mean "none of the options" / "cannot be answered": each pattern is a regular
+    expression matched in full against `normalize_answer(answer)`."""
+
+    def __init__(self, patterns: list[str]):
+        self.patterns = tuple(patterns)
+        self._regex = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+    def __call__(self, answer: str) -> bool:
+        return bool(self._regex and self._regex.fullmatch(normalize_answer(answer)))
+
+
+def parse_pair(pair: dict, unanswerable: Unanswerable) -> tuple[ParsedPair, bool]:
+    """`(parsed, fell_back)`: a pair's family and parts. A malformed CoT or an option answer
+    that matches no option (and is not recognised as "none of them") falls back to a `verbatim` pair:
+    the original texts, unpatterned."""
+    question, answer = pair["instruction"].strip(), pair["response"].strip()
+    free = ParsedPair("verbatim", question, answer)
+    stem, rationale, cot = question, "", False
+    if question.endswith(COT_TRIGGER):
+        if COT_ANSWER not in answer:
+            return free, True
+        stem = question[: -len(COT_TRIGGER)]
+        rationale, answer = answer.rsplit(COT_ANSWER, 1)
+        rationale, answer = rationale.strip(), answer.strip()
+        if rationale.endswith("."):
+            rationale = rationale[:-1]
+        if not rationale or not answer:
+            return free, True
+        cot = True
+    if OPTIONS_MARK not in stem:
+        return ParsedPair("chain_of_thought" if cot else "free_form", stem, answer, rationale=rationale), False
+    stem, listed = stem.split(OPTIONS_MARK, 1)
+    options = tuple(o.strip() for o in listed.split(OPTION_SEP) if o.strip())
+    matches = [i for i, o in enumerate(options) if normalize_answer(o) == normalize_answer(answer)]
+    if len(options) < 2 or len(matches) > 1 or not stem.strip():
+        return free, True
+    if matches:
+        correct = matches[0]
+    elif unanswerable(answer):
+        correct = len(options)
+    else:
+        return free, True
+    kind = "multiple_choice_cot" if cot else "multiple_choice"
+    return ParsedPair(kind, stem.strip(), answer, options, correct, rationale), False
