@@ -132,7 +132,8 @@ def test_bad_input_corpus_through_the_cli_loses_nothing(tmp_path):
         assert text in everything, name
     assert everything.count(GOOD["duplicate"]) >= 2  # both copies of the duplicated row are kept
     chunks = chunk_batch({"text": [BIG]}, tokenizer=TINY_SYNTHESIZER, max_model_len=2048, max_new_tokens=64)["text"]
-    assert len(chunks) > 100 and all(c in everything for c in chunks)  # the 2 MB line, whole
+    # the 2 MB line, whole (a text rendered with tasks loses only its surrounding whitespace)
+    assert len(chunks) > 100 and all(c.strip() in everything for c in chunks)
 
 
 class FaultyEngine:

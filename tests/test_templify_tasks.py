@@ -1,6 +1,7 @@
 """Templify's breadth of tasks (inverse, question generation, open multiple choice, answer first), the
 recognised "none of them" wordings, and the glitches no rendering may have (issue 14)."""
 
+import itertools
 import json
 import random
 import re
@@ -242,7 +243,7 @@ def test_no_glitches_in_10000_rendered_chains():
                 assert found <= sum(len(glitch.findall(x)) for x in inputs), (name, text)
             assert text == text.strip(), text
             found = [m for m in instructions.finditer(text)]
-            for a, b in zip(found, found[1:], strict=True):
+            for a, b in itertools.pairwise(found):
                 assert text[a.end() : b.start()].strip(), ("stacked instructions", a.group(), b.group(), text)
             options = {o for p in pairs for o in re.findall(r"\n- ([^\n]+)", p["instruction"])}
             style = ChainStyle(T, random.Random(f"{seed}/{batch['chain'][i]}/{batch['shot'][i]}"), 1)
