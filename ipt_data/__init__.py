@@ -1,17 +1,19 @@
 """ipt_data: turn a raw text corpus into an Instruction Pre-Training corpus.
 
 Stages are plain `Dataset.map(batched=True)` functions: `chunk_batch`, `synthesize_batch`
-(or a configured `Synthesizer`), `templify_batch`; then `mix` builds the corpus. The wire-format
+(or a configured `Synthesizer`), `templify_batch` (drop synthesized rows before it with
+`filter_synthesized`, or `relink` after your own filter); then `mix` builds the corpus. The wire-format
 helpers `build_prompt` / `parse_pairs` are the synthesizer's markup; `augment(AugmentConfig(...))` runs
 the whole job and `publish` writes a corpus to a folder, an fsspec URL or the Hub.
 """
 
 import logging
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from ipt_data import fixtures  # noqa: E402
 from ipt_data.budget import PromptEncoder, prompt_budget  # noqa: E402
+from ipt_data.chains import filter_synthesized, relink  # noqa: E402
 from ipt_data.chunk import chunk_batch  # noqa: E402
 from ipt_data.config import AugmentConfig  # noqa: E402
 from ipt_data.errors import IptDataError  # noqa: E402
@@ -35,10 +37,12 @@ __all__ = [
     "augment",
     "build_prompt",
     "chunk_batch",
+    "filter_synthesized",
     "fixtures",
     "mix",
     "parse_pairs",
     "prompt_budget",
+    "relink",
     "publish",
     "render_pairs",
     "split_for_conversion",

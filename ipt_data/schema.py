@@ -22,7 +22,7 @@ SHARD_SCHEMA = pa.schema(
         ("n_pairs", pa.int32()),
         ("layout", pa.string()),
         ("inverted", pa.bool_()),
-        ("tasks", pa.list_(pa.string())),  # the task each pair was rendered as (`task_rates` in the templates)
+        ("tasks", pa.string()),  # the task each pair was rendered as, comma-separated (`task_rates` in the templates)
         ("source", pa.list_(pa.string())),  # the `doc_id:chunk` ids of the input rows the text came from
         ("fallback_pairs", pa.int32()),
         ("n_tokens", pa.int64()),  # tokens of the synthesizer's tokenizer

@@ -63,7 +63,7 @@ def render_chain(
         "n_pairs": n_pairs,
         "layout": style.layout if n_pairs else "raw",
         "inverted": bool(n_pairs) and style.inverted,
-        "tasks": tasks,
+        "tasks": ",".join(tasks),
         "fallback_pairs": fallbacks,
     }
 
@@ -76,7 +76,7 @@ def raw_row(text: str, source: str) -> dict[str, Any]:
         "n_pairs": 0,
         "layout": "raw",
         "inverted": False,
-        "tasks": [],
+        "tasks": "",
         "source": [source],
         "fallback_pairs": 0,
     }
@@ -95,7 +95,7 @@ def templify_batch(
     `synthesize_batch` when present (a dataset of plain (text, pairs) rows works too). Output:
     `text`, `kind` (augmented|raw), `n_pairs`, `layout`, `inverted`, `source` (the `doc_id:chunk`
     ids of the rows rendered, or `chain:shot` without `doc_id`), `tasks` (the task each pair was rendered
-    as, in order: `free_form`, `free_form_inverse`, `multiple_choice_open`, ... see `task_rates` in the
+    as, comma-separated, in order: `free_form`, `free_form_inverse`, `multiple_choice_open`, ... see `task_rates` in the
     template data; `verbatim` for a fallback), `fallback_pairs` (option/CoT pairs that did not parse and
     were rendered with their original wording).
     """

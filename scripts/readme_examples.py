@@ -25,9 +25,13 @@ def main() -> None:
         row = next(
             r
             for r in pt
-            if r["layout"] == layout and not r["inverted"] and r["n_pairs"] >= 3 and not r["fallback_pairs"]
+            if r["layout"] == layout
+            and not r["inverted"]
+            and r["n_pairs"] >= 3
+            and not r["fallback_pairs"]
+            and len(set(r["tasks"].split(","))) >= 3  # show a few kinds of task
         )
-        print(f"#### {layout}\n\n```text\n{row['text']}\n```\n")
+        print(f"#### {layout} ({row['tasks'].replace(',', ', ')})\n\n```text\n{row['text']}\n```\n")
 
 
 if __name__ == "__main__":

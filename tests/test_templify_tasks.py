@@ -135,7 +135,7 @@ def test_rates_of_tasks_layouts_and_inversion_over_3000_chains():
     out = templify_batch(varied_chains(3000, 2), seed=0)
     assert len(out["text"]) == 3000
     by_family: dict[str, Counter] = {}
-    for tasks in out["tasks"]:
+    for tasks in (t.split(",") for t in out["tasks"]):
         for task in tasks:
             by_family.setdefault(family_of(task), Counter())[task] += 1
     for family, rates in T["task_rates"].items():
@@ -161,7 +161,7 @@ def test_open_multiple_choice_rate_among_pairs_with_a_listed_answer():
     for c in range(3000):
         text, pairs = synthetic_example(rng)
         out = templify_batch({"text": [text], "pairs": [pairs], "chain": [f"c{c}"]}, seed=0)
-        tasks.update(t for t in out["tasks"][0] if t.startswith("multiple_choice") and "cot" not in t)
+        tasks.update(t for t in out["tasks"][0].split(",") if t.startswith("multiple_choice") and "cot" not in t)
     share = 100 * tasks["multiple_choice_open"] / sum(tasks.values())
     assert abs(share - T["task_rates"]["multiple_choice"]["multiple_choice_open"]) < 3, share
 

@@ -24,7 +24,10 @@ def merged(stats_by_shard: dict[int, dict]) -> dict[str, Any]:
     for k in sorted(stats_by_shard):
         merge(report, stats_by_shard[k])
     rows = report.get("rows", {})
-    report["accounted"] = rows.get("in", 0) == rows.get("converted", 0) + rows.get("raw", 0) + rows.get("rejected", 0)
+    report["accounted"] = (
+        rows.get("in", 0) == rows.get("converted", 0) + rows.get("raw", 0) + rows.get("rejected", 0)
+        and report.get("unrendered_chunks", 0) == 0
+    )
     return report
 
 

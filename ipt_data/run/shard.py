@@ -18,7 +18,7 @@ from ipt_data.errors import EngineUnavailableError
 from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, text_problem
+from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, row_keys, text_problem
 from ipt_data.sources import REJECT_KEY
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import raw_row, templify_batch
@@ -106,6 +106,9 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         "pairs": sum(len(p) for p in synthesized.get("pairs", [])),
         "invalid_pairs": sum(synthesized.get("invalid_pairs", [])),
         "fallback_pairs": sum(out["fallback_pairs"]),
+        "tasks": dict(Counter(task for tasks in out["tasks"] if tasks for task in tasks.split(","))),
+        # chunks rendered into no text (never expected: the chains of a shard are whole); counted, not hidden
+        "unrendered_chunks": _unrendered(synthesized, out),
         "prompt_tokens": sum(synthesized.get("prompt_tokens", [])),
         "completion_tokens": sum(synthesized.get("completion_tokens", [])),
         "texts": dict(Counter(out["kind"])),
@@ -117,6 +120,13 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     }
     first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
     return table, rejects, stats, first_error
+
+
+def _unrendered(synthesized: dict[str, list], out: dict[str, list]) -> int:
+    if not synthesized:
+        return 0
+    rendered = {key for keys in out["source"] for key in keys}
+    return sum(key not in rendered for key in row_keys(synthesized, synthesized["text"]))
 
 
 def _value(values: list, i: int) -> str | None:

@@ -1,0 +1,112 @@
+"""Filtering synthesized rows without losing any: `relink` and `filter_synthesized`.
+
+`templify_batch` renders a chain of inheriting rows from its LAST row, which carries the earlier rows in
+`chain_prefix`; the earlier rows (`continued`) emit nothing. Dropping rows between `synthesize_batch`
+and `templify_batch` (`filter`, `select`, dedup) therefore needs the chains re-linked, or a dropped last
+row silently takes its chain with it, and a dropped middle row still appears through its successor's
+prefix. `relink(ds)` fixes the chains of what is left:
+
+- a last row that was kept renders only the kept rows of its prefix;
+- the kept rows of a chain whose last row was dropped get a new last row (the latest of them, which now
+  carries the others), so every kept row with text is rendered exactly once.
+
+`filter_synthesized(ds, function, ...)` is `ds.filter(function, ...)` followed by `relink`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from datasets import Dataset
+
+from ipt_data.schema import row_keys
+
+log = logging.getLogger(__name__)
+CHAIN_COLUMNS = ("chain", "shot", "continued", "chain_prefix")
+
+
+def relink(ds: Dataset, text_column: str = "text", batch_size: int = 1000) -> Dataset:
+    """`ds` (rows of `synthesize_batch`, some of them dropped) with `continued` / `chain_prefix` fixed so that
+    `templify_batch` renders every row exactly once (see the module doc). Rows stay where they are."""
+    if not isinstance(ds, Dataset):
+        raise TypeError("relink needs a map-style Dataset: a chain's rows may be anywhere in it")
+    if any(c not in ds.column_names for c in CHAIN_COLUMNS):
+        return ds  # not chained (plain (text, pairs) rows): nothing to re-link
+    key_columns = [c for c in (text_column, "doc_id", "chunk") if c in ds.column_names]
+    keys: list[str] = []
+    ends: dict[int, list[dict]] = {}  # a kept last row -> its prefix
+    continued: list[int] = []
+    chain_of: dict[int, tuple[str, int]] = {}
+    view = ds.select_columns([*key_columns, *CHAIN_COLUMNS])
+    for start in range(0, len(ds), batch_size):
+        batch = view[start : start + batch_size]
+        keys += row_keys(batch, batch[text_column])
+        for j, (is_continued, prefix) in enumerate(zip(batch["continued"], batch["chain_prefix"], strict=True)):
+            i = start + j
+            if is_continued:
+                continued.append(i)
+                chain_of[i] = (batch["chain"][j], batch["shot"][j])
+            elif prefix:
+                ends[i] = json.loads(prefix)
+    kept = set(keys)
+    updates: dict[int, tuple[bool, str]] = {}
+    covered: set[str] = set()
+    for i, prefix in ends.items():
+        left = [e for e in prefix if e.get("key") in kept]
+        covered.update(e["key"] for e in left)
+        if len(left) != len(prefix):
+            updates[i] = (False, json.dumps(left, ensure_ascii=False) if left else "")
+    orphans = [i for i in continued if keys[i] not in covered]
+    runs = _runs(orphans, chain_of)
+    if orphans:
+        content = ds.select(orphans).select_columns([text_column, "pairs"])
+        row = {i: content[k] for k, i in enumerate(orphans)}
+        for run in runs:
+            earlier = [{"text": row[i][text_column], "pairs": row[i]["pairs"], "key": keys[i]} for i in run[:-1]]
+            updates[run[-1]] = (False, json.dumps(earlier, ensure_ascii=False) if earlier else "")
+    if updates:
+        log.info(
+            "relink: %d chains lost rows from their prefix, %d rows lost their last row and were re-chained",
+            len(updates) - len(runs),
+            len(orphans),
+        )
+    if not updates:
+        return ds
+    return ds.map(_apply, fn_kwargs={"updates": updates}, with_indices=True, batched=True, features=ds.features)
+
+
+def filter_synthesized(
+    ds: Dataset, function: Any = None, *, text_column: str = "text", **filter_kwargs: Any
+) -> Dataset:
+    """`ds.filter(function, **filter_kwargs)` on `synthesize_batch`'s rows, then `relink`: the safe way to drop
+    synthesized rows before `templify_batch`."""
+    return relink(ds.filter(function, **filter_kwargs), text_column=text_column)
+
+
+def _runs(orphans: list[int], chain_of: dict[int, tuple[str, int]]) -> list[list[int]]:
+    """Orphaned rows grouped into runs: same chain, consecutive shots, in shot order."""
+    by_chain: dict[str, list[int]] = defaultdict(list)
+    for i in orphans:
+        by_chain[chain_of[i][0]].append(i)
+    runs = []
+    for rows in by_chain.values():
+        rows.sort(key=lambda i: chain_of[i][1])
+        run = [rows[0]]
+        for i in rows[1:]:
+            if chain_of[i][1] == chain_of[run[-1]][1] + 1:
+                run.append(i)
+            else:
+                runs.append(run)
+                run = [i]
+        runs.append(run)
+    return runs
+
+
+def _apply(batch: dict[str, list], indices: list[int], updates: dict[int, tuple[bool, str]]) -> dict[str, list]:
+    for j, i in enumerate(indices):
+        if i in updates:
+            batch["continued"][j], batch["chain_prefix"][j] = updates[i]
+    return batch

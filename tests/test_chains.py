@@ -1,0 +1,82 @@
+"""Dropping synthesized rows before templify loses nothing once the chains are re-linked (issue 14)."""
+
+import random
+import re
+from collections import Counter
+
+import pytest
+from datasets import Dataset
+
+from ipt_data import Synthesizer, templify_batch
+from ipt_data.chains import filter_synthesized, relink
+from ipt_data.engines import Completion
+
+
+class Echo:
+    """A fake engine: text k gets one pair, except every 7th text, which gets none (a chain break)."""
+
+    name = "echo"
+    max_model_len = 100_000
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def generate(self, prompts, **kwargs):
+        out = []
+        for p in prompts:
+            k = int(re.findall(r"<CON> text (\d+)", self.encoder.decode(p))[-1])
+            body = "" if k % 7 == 6 else f"<QUE> What is {k}? <ANS> It is {k}. </END>"
+            out.append(Completion(body, "stop", len(p), 5))
+        return out
+
+
+@pytest.fixture()
+def synthesized(encoder):
+    n = 60
+    batch = {"text": [f"text {k} is here." for k in range(n)], "doc_id": list(range(n)), "chunk": [0] * n}
+    out = Synthesizer(model="unused", tokenizer=encoder, rounds=4, engine=Echo(encoder))(batch)
+    return Dataset.from_dict(out)
+
+
+def rendered_keys(ds, batch_size=None):
+    if batch_size is None:
+        out = templify_batch(ds[:], seed=0)
+    else:
+        out = ds.map(templify_batch, batched=True, batch_size=batch_size, remove_columns=ds.column_names)[:]
+    return Counter(k for keys in out["source"] for k in keys), out
+
+
+def test_a_dropped_last_row_takes_its_chain_unless_relinked(synthesized):
+    ends = [
+        i
+        for i, (c, p) in enumerate(zip(synthesized["continued"], synthesized["chain_prefix"], strict=True))
+        if not c and p
+    ]
+    end = max(ends, key=lambda i: synthesized[i]["chain_prefix"].count('"key"'))
+    dropped = f"{end}:0"
+    kept = synthesized.filter(lambda r: r["doc_id"] != end)
+    naive, _ = rendered_keys(kept)
+    lost = [k for k in (f"{d}:0" for d in kept["doc_id"]) if k not in naive]
+    assert len(lost) >= 3  # the issue: the earlier rows of that chain vanish without a count
+    fixed, out = rendered_keys(filter_synthesized(synthesized, lambda r: r["doc_id"] != end))
+    assert set(fixed) == {f"{d}:0" for d in kept["doc_id"]} and set(fixed.values()) == {1} and dropped not in fixed
+    assert sum(out["n_pairs"]) == sum(len(p) for p in kept["pairs"])
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_any_filter_renders_every_kept_row_once_and_no_dropped_row(synthesized, seed):
+    rng = random.Random(seed)
+    keep = {d for d in synthesized["doc_id"] if rng.random() < 0.7}
+    ds = filter_synthesized(synthesized, lambda r: r["doc_id"] in keep)
+    for batch_size in (None, 7):
+        counts, out = rendered_keys(ds, batch_size)
+        assert set(counts) == {f"{d}:0" for d in keep} and set(counts.values()) <= {1}
+        everything = "\n".join(out["text"])
+        for d in synthesized["doc_id"]:
+            assert (f"text {d} is here." in everything) == (d in keep), d
+
+
+def test_relink_changes_nothing_when_nothing_was_dropped(synthesized):
+    assert relink(synthesized) is synthesized
+    plain = Dataset.from_dict({"text": ["a", "b"], "pairs": [[], []]})
+    assert relink(plain) is plain
