@@ -20,7 +20,7 @@ from ipt_data.errors import IptDataError  # noqa: E402
 from ipt_data.mixing import mix, split_for_conversion  # noqa: E402
 from ipt_data.options import SynthesisOptions  # noqa: E402
 from ipt_data.run import augment  # noqa: E402
-from ipt_data.schema import synthesis_features  # noqa: E402
+from ipt_data.schema import synthesis_features, templify_features  # noqa: E402
 from ipt_data.sinks import publish  # noqa: E402
 from ipt_data.synthesize import Synthesizer, synthesize_batch  # noqa: E402
 from ipt_data.templify import templify_batch  # noqa: E402
@@ -49,4 +49,5 @@ __all__ = [
     "synthesis_features",
     "synthesize_batch",
     "templify_batch",
+    "templify_features",
 ]

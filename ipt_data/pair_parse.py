@@ -54,6 +54,13 @@ class Unanswerable:
         return bool(self._regex and self._regex.fullmatch(normalize_answer(answer)))
 
 
+def answer_in_text(answer: str, text: str) -> bool:
+    """Whether `answer` (without its surrounding quotes and final punctuation) is found word for word in
+    `text`, ignoring case: an extractive answer."""
+    core = answer.strip().strip(_QUOTES).rstrip(_FINAL_PUNCTUATION).strip()
+    return bool(core) and core.lower() in text.lower()
+
+
 def parse_pair(pair: dict, unanswerable: Unanswerable) -> tuple[ParsedPair, bool]:
     """`(parsed, fell_back)`: a pair's family and parts. A malformed CoT or an option answer
     that matches no option (and is not recognised as "none of them") falls back to a `verbatim` pair:

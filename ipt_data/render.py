@@ -21,19 +21,22 @@ FAMILIES = ("free_form", "multiple_choice", "chain_of_thought", "multiple_choice
 VALUES = ("question", "answer", "final", "rationale", "cot_trigger", "conclusion", "options_intro", "options", "choice")
 
 SENTENCE_END = (".", "?", "!", "…")
-_PLACEHOLDER = re.compile(r"\{(\w+)\}([.?!]?)")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}([.?!]?)(?=( [a-z]|[,;:)])?)")
 _ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii"]
 
 
 def fill(template: str, **values: str) -> str:
     """Fill `{name}` placeholders in one pass: values are inserted literally, never re-read. A `.`, `?` or
-    `!` right after a placeholder is left out when the value already ends a sentence (no `..`, no `?.`)."""
+    `!` right after a placeholder is left out when the value already ends a sentence (no `..`, no `?.`), and
+    a value's final `.` is left out where the sentence goes on after it ("the answer Korea and ...")."""
 
     def one(m: re.Match) -> str:
-        name, mark = m.group(1), m.group(2)
+        name, mark, goes_on = m.group(1), m.group(2), m.group(3)
         if name not in values:
             return m.group(0)
         value = values[name]
+        if goes_on and not mark and value.endswith(".") and not value.endswith(".."):
+            return value[:-1]
         return value if mark and value.endswith(SENTENCE_END) else value + mark
 
     return _PLACEHOLDER.sub(one, template)
@@ -75,11 +78,17 @@ class ChainStyle:
         needed = self.joiner.count("\n") + 1 if self.qa_prefix[0] else max(2, self.joiner.count("\n") + 1)
         if self.pair_sep.count("\n") < needed:
             self.pair_sep = "\n" * needed
+        if not self.example_sep.strip() and self.example_sep.count("\n") <= self.pair_sep.count("\n"):
+            # a new passage must stand apart more than a new pair: use a visible separator
+            self.example_sep = rng.choice([s for s in t["example_separators"] if s.strip()])
         self.tasks_of = {f: t["task_rates"][f] for f in FAMILIES}
         self.pattern = {task: pick(t[task]) for f in FAMILIES for task in self.tasks_of[f]}
         self.cot_trigger, self.conclusion = pick(t["cot_triggers"]), pick(t["conclusions"])
         self.options_intro, self.labels = pick(t["options_intros"]), pick(t["option_labels"])
         self.option_delim, self.choice_form = pick(t["option_delimiters"]), pick(t["choice_forms"])
+        if self.labels["names"] == "none" and "\n" not in self.option_delim:  # bullets only as a column
+            self.labels = {"names": "none", "item": "{option}", "ref": ""}
+            self.option_delim = ", " if self.option_delim == " " else self.option_delim
         self.speakers, self.speaker_fmt = pick(t["speakers"]), pick(t["speaker_formats"])
         self.dialog_opener, self.next_turn = pick(t["dialog_openers"]), pick(t["next_turn_prompts"])
         self.numbered, self.numbered_headers = pick(t["numbered_styles"]), pick(t["numbered_headers"])
@@ -117,8 +126,10 @@ class ChainStyle:
             if p.correct >= len(p.options) and "{options}" not in str(self.pattern[task]):
                 task = p.kind  # "none of them" is only an answer beside the options
             values.update(self._options(p))
-        pattern = self.pattern[task]
-        return task, fill(pattern["q"], **values), fill(pattern["a"], **values)
+        q, a = self.pattern[task]["q"], self.pattern[task]["a"]
+        if "\n" in self.option_delim:  # a list of one option per line starts on its own line
+            q, a = q.replace(" {options}", "\n{options}"), a.replace(" {options}", "\n{options}")
+        return task, fill(q, **values), fill(a, **values)
 
     def _options(self, p: ParsedPair) -> dict[str, str]:
         """The listed options (shuffled; an added "none of them" item stays last), the correct one's text as
@@ -145,7 +156,9 @@ class ChainStyle:
         return order
 
     def qa(self, q: str, a: str) -> str:
-        joiner = "\n" if self.joiner == " " and "\n" in q else self.joiner  # never an answer on an option's line
+        # on one line only with an answer label, after a question that ends a sentence; never after an option
+        one_line = "\n" not in q and q.endswith((*SENTENCE_END, ":")) and bool(self.qa_prefix[1].strip())
+        joiner = "\n" if self.joiner == " " and not one_line else self.joiner
         return f"{self.qa_prefix[0]}{q}{joiner}{self.qa_prefix[1]}{a}"
 
     def turn(self, speaker: str, text: str) -> str:

@@ -14,7 +14,11 @@ import pyarrow as pa
 
 MISSING = type("Missing", (), {"__repr__": lambda self: "<missing>"})()  # a column a row lacks
 
-TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "tasks", "source", "fallback_pairs")
+TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "pairs", "source", "fallback_pairs")
+# a rendered pair: the synthesizer's pair, the task it was rendered as, whether its answer is in its text
+RENDERED_PAIR = pa.struct(
+    [("instruction", pa.string()), ("response", pa.string()), ("task", pa.string()), ("copied", pa.bool_())]
+)
 SHARD_SCHEMA = pa.schema(
     [
         ("text", pa.string()),
@@ -22,7 +26,7 @@ SHARD_SCHEMA = pa.schema(
         ("n_pairs", pa.int32()),
         ("layout", pa.string()),
         ("inverted", pa.bool_()),
-        ("tasks", pa.string()),  # the task each pair was rendered as, comma-separated (`task_rates` in the templates)
+        ("pairs", pa.list_(RENDERED_PAIR)),  # the pairs rendered, each with its task (`task_rates` in the templates)
         ("source", pa.list_(pa.string())),  # the `doc_id:chunk` ids of the input rows the text came from
         ("fallback_pairs", pa.int32()),
         ("n_tokens", pa.int64()),  # tokens of the synthesizer's tokenizer
@@ -54,6 +58,14 @@ def synthesis_features(features=None):
         "chain_prefix": Value("string"),
     }
     return Features({**(features or {}), **ours})
+
+
+def templify_features():
+    """The `datasets.Features` of `templify_batch`'s output: pass it to `Dataset.map(..., features=...)`, or a
+    first written batch of rows without pairs fixes `pairs` as a null type."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(pa.schema([f for f in SHARD_SCHEMA if f.name in TEMPLIFY_COLUMNS]))
 
 
 def row_keys(batch: dict[str, list], texts: list) -> list[str]:

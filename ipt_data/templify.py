@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ipt_data.hashing import content_id
-from ipt_data.pair_parse import Unanswerable, parse_pair
+from ipt_data.pair_parse import Unanswerable, answer_in_text, parse_pair
 from ipt_data.render import ChainStyle
 from ipt_data.schema import TEMPLIFY_COLUMNS, row_keys
 
@@ -51,10 +51,14 @@ def render_chain(
         parsed.append([p for p, _ in rows])
     counts = [len(p) for p in parsed if p]
     style = ChainStyle(t, rng, min(counts) if counts else 0)
-    rendered, tasks = [], []
-    for (text, _), ps in zip(examples, parsed, strict=True):
+    rendered, pairs_out = [], []
+    for (text, pairs), ps in zip(examples, parsed, strict=True):
         bodies = [style.body(p) for p in ps]
-        tasks += [task for task, _, _ in bodies]
+        for pair, p, (task, _, _) in zip(pairs, ps, bodies, strict=True):
+            copied = answer_in_text(p.answer, text)
+            pairs_out.append(
+                {"instruction": pair["instruction"], "response": pair["response"], "task": task, "copied": copied}
+            )
         rendered.append(style.example(text, [(q, a) for _, q, a in bodies]))
     n_pairs = sum(counts)
     return {
@@ -63,7 +67,7 @@ def render_chain(
         "n_pairs": n_pairs,
         "layout": style.layout if n_pairs else "raw",
         "inverted": bool(n_pairs) and style.inverted,
-        "tasks": ",".join(tasks),
+        "pairs": pairs_out,
         "fallback_pairs": fallbacks,
     }
 
@@ -76,7 +80,7 @@ def raw_row(text: str, source: str) -> dict[str, Any]:
         "n_pairs": 0,
         "layout": "raw",
         "inverted": False,
-        "tasks": "",
+        "pairs": [],
         "source": [source],
         "fallback_pairs": 0,
     }
@@ -94,10 +98,12 @@ def templify_batch(
     Needs `text_column` and `pairs`; uses `chain`, `shot`, `continued`, `chain_prefix` from
     `synthesize_batch` when present (a dataset of plain (text, pairs) rows works too). Output:
     `text`, `kind` (augmented|raw), `n_pairs`, `layout`, `inverted`, `source` (the `doc_id:chunk`
-    ids of the rows rendered, or `chain:shot` without `doc_id`), `tasks` (the task each pair was rendered
-    as, comma-separated, in order: `free_form`, `free_form_inverse`, `multiple_choice_open`, ... see `task_rates` in the
-    template data; `verbatim` for a fallback), `fallback_pairs` (option/CoT pairs that did not parse and
-    were rendered with their original wording).
+    ids of the rows rendered, or `chain:shot` without `doc_id`), `pairs` (the pairs rendered, in order, each
+    with `instruction`, `response`, `task`: what it was rendered as, `free_form`, `free_form_inverse`,
+    `multiple_choice_open`, ... see `task_rates` in the template data, `verbatim` for a fallback; and
+    `copied`: its answer is found word for word in its text), `fallback_pairs` (option/CoT pairs that did
+    not parse and were rendered with their original wording). Pass `features=templify_features()` to
+    `Dataset.map`, or a first batch of rows without pairs fixes `pairs` as a null type.
     """
     for col in (text_column, "pairs"):
         if col not in batch:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from ipt_data import synthesis_features, synthesize_batch, templify_batch
+from ipt_data import synthesis_features, synthesize_batch, templify_batch, templify_features
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 
@@ -20,7 +20,13 @@ def main() -> None:
         features=synthesis_features(ds.features),
         fn_kwargs={"model": TINY_SYNTHESIZER, "rounds": 1, "max_new_tokens": 200},
     )
-    pt = ds.map(templify_batch, batched=True, remove_columns=ds.column_names, fn_kwargs={"seed": 0})
+    pt = ds.map(
+        templify_batch,
+        batched=True,
+        remove_columns=ds.column_names,
+        features=templify_features(),
+        fn_kwargs={"seed": 0},
+    )
     for layout in ("classic", "dialog", "numbered"):
         row = next(
             r
@@ -29,9 +35,10 @@ def main() -> None:
             and not r["inverted"]
             and r["n_pairs"] >= 3
             and not r["fallback_pairs"]
-            and len(set(r["tasks"].split(","))) >= 3  # show a few kinds of task
+            and len({p["task"] for p in r["pairs"]}) >= 3  # show a few kinds of task
         )
-        print(f"#### {layout} ({row['tasks'].replace(',', ', ')})\n\n```text\n{row['text']}\n```\n")
+        tasks = ", ".join(p["task"] for p in row["pairs"])
+        print(f"#### {layout} ({tasks})\n\n```text\n{row['text']}\n```\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from datasets import Dataset
 from ipt_data import Synthesizer, templify_batch
 from ipt_data.chains import filter_synthesized, relink
 from ipt_data.engines import Completion
+from ipt_data.schema import templify_features
 
 
 class Echo:
@@ -42,7 +43,10 @@ def rendered_keys(ds, batch_size=None):
     if batch_size is None:
         out = templify_batch(ds[:], seed=0)
     else:
-        out = ds.map(templify_batch, batched=True, batch_size=batch_size, remove_columns=ds.column_names)[:]
+        features = templify_features()
+        out = ds.map(
+            templify_batch, batched=True, batch_size=batch_size, remove_columns=ds.column_names, features=features
+        )[:]
     return Counter(k for keys in out["source"] for k in keys), out
 
 

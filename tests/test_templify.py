@@ -64,7 +64,7 @@ def test_every_text_and_pair_part_appears_and_one_text_per_chain():
         members = rows[3 * k : 3 * k + 3]
         assert out["source"][k] == [f"c{k}:0", f"c{k}:1", f"c{k}:2"]
         assert out["n_pairs"][k] == sum(len(m["pairs"]) for m in members)
-        tasks = iter(out["tasks"][k].split(","))
+        tasks = iter(p["task"] for p in out["pairs"][k])
         for m in members:
             assert m["text"] in text
             for pair in m["pairs"]:
@@ -223,9 +223,9 @@ def test_markup_and_braces_render_literally():
     ]
     for s in range(30):
         out = render_chain([(nasty, pairs)], random.Random(s))
-        shown = 2 if out["tasks"].split(",")[0] == "free_form_question" else 3  # the text, the question, the answer
+        shown = 2 if out["pairs"][0]["task"] == "free_form_question" else 3  # the text, the question, the answer
         assert out["text"].count(nasty) >= shown and "{a}" in out["text"]
-        assert "{{b}}" in out["text"] or out["tasks"].split(",")[1] == "multiple_choice_open"
+        assert "{{b}}" in out["text"] or out["pairs"][1]["task"] == "multiple_choice_open"
     assert fill("{x} and {y}", x="{y}", y="Y") == "{y} and Y"
 
 

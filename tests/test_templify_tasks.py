@@ -135,7 +135,7 @@ def test_rates_of_tasks_layouts_and_inversion_over_3000_chains():
     out = templify_batch(varied_chains(3000, 2), seed=0)
     assert len(out["text"]) == 3000
     by_family: dict[str, Counter] = {}
-    for tasks in (t.split(",") for t in out["tasks"]):
+    for tasks in ([p["task"] for p in pairs] for pairs in out["pairs"]):
         for task in tasks:
             by_family.setdefault(family_of(task), Counter())[task] += 1
     for family, rates in T["task_rates"].items():
@@ -161,7 +161,9 @@ def test_open_multiple_choice_rate_among_pairs_with_a_listed_answer():
     for c in range(3000):
         text, pairs = synthetic_example(rng)
         out = templify_batch({"text": [text], "pairs": [pairs], "chain": [f"c{c}"]}, seed=0)
-        tasks.update(t for t in out["tasks"][0].split(",") if t.startswith("multiple_choice") and "cot" not in t)
+        tasks.update(
+            p["task"] for p in out["pairs"][0] if p["task"].startswith("multiple_choice") and "cot" not in p["task"]
+        )
     share = 100 * tasks["multiple_choice_open"] / sum(tasks.values())
     assert abs(share - T["task_rates"]["multiple_choice"]["multiple_choice_open"]) < 3, share
 
@@ -213,6 +215,9 @@ GLITCHES = {
         r"\{{(?:{}|text|label|option|ref|item|n|body|speaker|turn|answerer)\}}".format("|".join(VALUES))
     ),
     "option word on a bare option": re.compile(r"\bOption (?:yes|no|Mars|Venus|Jupiter)\b"),
+    # a period, then a lower-case word (item labels such as "b. yellow" or "ii. grey" aside)
+    "a sentence cut by a period": re.compile(r"\b(?!(?:ii|iii|iv|vi|vii|viii|ix|xi|xii)\.)[a-z]{2,}\. [a-z]"),
+    "first option on the line of its lead-in": re.compile(r": [-*+] "),
 }
 
 
@@ -261,3 +266,6 @@ def test_pairs_stand_apart_from_each_other_more_than_an_answer_from_its_question
         joiner = style.qa("Q\nx", "A").split("Q\nx")[1].split(style.qa_prefix[1] or "A")[0]
         assert style.pair_sep.count("\n") > max(style.joiner.count("\n"), 0 if style.qa_prefix[0] else 1)
         assert "\n" in joiner  # a multi-line question (options) never has its answer on its last line
+        assert "\n" in style.qa("Where does Tara live", "In Perth.")  # nor a question that does not end a sentence
+        if not style.example_sep.strip():  # a new passage stands apart more than a new pair
+            assert style.example_sep.count("\n") > style.pair_sep.count("\n")

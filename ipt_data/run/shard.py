@@ -106,7 +106,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         "pairs": sum(len(p) for p in synthesized.get("pairs", [])),
         "invalid_pairs": sum(synthesized.get("invalid_pairs", [])),
         "fallback_pairs": sum(out["fallback_pairs"]),
-        "tasks": dict(Counter(task for tasks in out["tasks"] if tasks for task in tasks.split(","))),
+        "tasks": dict(Counter(pair["task"] for pairs in out["pairs"] for pair in pairs)),
         # chunks rendered into no text (never expected: the chains of a shard are whole); counted, not hidden
         "unrendered_chunks": _unrendered(synthesized, out),
         "prompt_tokens": sum(synthesized.get("prompt_tokens", [])),
