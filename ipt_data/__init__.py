@@ -4,7 +4,7 @@ Stages are plain `Dataset.map(batched=True)` functions: `chunk_batch`, `synthesi
 (or a configured `Synthesizer`), `templify_batch` (drop synthesized rows before it with
 `filter_synthesized`, or `relink` after your own filter); then `mix` builds the corpus. The wire-format
 helpers `build_prompt` / `parse_pairs` are the synthesizer's markup; `augment(AugmentConfig(...))` runs
-the whole job and `publish` writes a corpus to a folder, an fsspec URL or the Hub.
+the whole job and `publish` writes a corpus to a folder, an fsspec URL or the Hub; `stats` describes a published corpus.
 """
 
 import logging
@@ -16,6 +16,7 @@ from ipt_data.budget import PromptEncoder, prompt_budget  # noqa: E402
 from ipt_data.chains import filter_synthesized, relink  # noqa: E402
 from ipt_data.chunk import chunk_batch  # noqa: E402
 from ipt_data.config import AugmentConfig  # noqa: E402
+from ipt_data.corpus_stats import stats  # noqa: E402
 from ipt_data.errors import IptDataError  # noqa: E402
 from ipt_data.mixing import mix, split_for_conversion  # noqa: E402
 from ipt_data.options import SynthesisOptions  # noqa: E402
@@ -46,6 +47,7 @@ __all__ = [
     "publish",
     "render_pairs",
     "split_for_conversion",
+    "stats",
     "synthesis_features",
     "synthesize_batch",
     "templify_batch",

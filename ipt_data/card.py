@@ -63,13 +63,27 @@ def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | None = None) -> str:
-    """Markdown with a YAML header that lets `load_dataset(repo)` find the parquet shards."""
+def _percent(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def dataset_card(
+    config: dict[str, Any],
+    report: dict[str, Any],
+    example: str | None,
+    stats: dict[str, Any],
+    figures: list | tuple = (),
+) -> str:
+    """Markdown with a YAML header that lets `load_dataset(repo)` find the parquet shards. Every number shown
+    comes from `stats` (`ipt_data.stats` of the published corpus, with the run's synthesis numbers);
+    `figures` (`ipt_data.plots`) are shown from `images/` with a one-line reading each."""
     config, report = redact(config), redact(report)
-    rows = report.get("rows", {})
-    layouts = report.get("layouts", {})
+    synthesis = stats.get("synthesis", {})
+    rows = synthesis.get("rows", {})
+    layouts = stats.get("layouts", {})
     total_layouts = sum(layouts.values()) or 1
-    layout_share = {k: f"{100 * v / total_layouts:.1f}%" for k, v in sorted(layouts.items())}
+    layout_share = {k.replace("_", " "): f"{100 * v / total_layouts:.1f}%" for k, v in layouts.items()}
+    diversity, duplicates = stats.get("diversity", {}), stats.get("duplicates", {})
     parts = [
         "---",
         "configs:",
@@ -93,7 +107,9 @@ def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | 
         "Columns: `text` (one pre-training text), `kind` (`augmented`: text with its tasks; `raw`: text "
         "kept as is; `general`: a general instruction example, question and response joined by a space), "
         "`n_tokens` (tokens with the synthesizer's tokenizer), `source` (the `doc_id:chunk` ids of the input rows "
-        "the text was made from)"
+        "the text was made from), `n_pairs`, `layout` and `inverted` (how an augmented text was rendered), "
+        "`pairs` (its pairs: `instruction`, `response`, the `task` it was rendered as, and `copied`: the answer "
+        "is found word for word in the text)"
         + (
             f", and the input columns {', '.join(f'`{c}`' for c in config.get('keep_columns') or [])} "
             "(one value per source row)."
@@ -121,20 +137,36 @@ def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | 
         "## Counts",
         "",
         _table(
-            {f"output rows: {k}": v for k, v in sorted(report.get("output_rows", {}).items())}
-            | {f"output tokens: {k}": v for k, v in sorted(report.get("output_tokens", {}).items())}
+            {f"output rows: {k}": v for k, v in stats.get("rows", {}).items()}
+            | {f"output tokens: {k}": v for k, v in stats.get("tokens", {}).items()}
             | {
                 "input rows": rows.get("in", 0),
                 "rows converted": rows.get("converted", 0),
                 "rows kept raw": rows.get("raw", 0),
                 "rows rejected": rows.get("rejected", 0),
-                "chunks synthesized": report.get("chunks", 0),
-                "pairs": report.get("pairs", 0),
-                "prompt tokens": report.get("prompt_tokens", 0),
-                "completion tokens": report.get("completion_tokens", 0),
+                "chunks synthesized": synthesis.get("chunks", 0),
+                "pairs": stats.get("pairs", 0),
+                "prompt tokens": synthesis.get("prompt_tokens", 0),
+                "completion tokens": synthesis.get("completion_tokens", 0),
             }
-            | {f"status: {k}": v for k, v in sorted(report.get("status", {}).items())},
+            | {f"status: {k}": v for k, v in synthesis.get("status", {}).items()}
+            | {f"rejected: {k}": v for k, v in synthesis.get("rejects", {}).items()},
             ("what", "count"),
+        ),
+        "",
+        "## Quality",
+        "",
+        _table(
+            {
+                "pairs per augmented text (mean)": stats.get("mean_pairs_per_text", 0.0),
+                "distinct questions": _percent(diversity.get("distinct_question_share", 0.0)),
+                "answers copied word for word from the text": _percent(diversity.get("copied_answer_share", 0.0)),
+                "pairs malformed (dropped)": _percent(synthesis.get("invalid_pair_rate", 0.0)),
+                "pairs rendered verbatim (fallback)": _percent(synthesis.get("fallback_pair_rate", 0.0)),
+                "texts occurring more than once": duplicates.get("texts", {}).get("repeated", 0),
+                "pairs occurring more than once": duplicates.get("pairs", {}).get("repeated", 0),
+            },
+            ("what", "value"),
         ),
         "",
         "## Template layouts",
@@ -142,6 +174,10 @@ def dataset_card(config: dict[str, Any], report: dict[str, Any], example: str | 
         _table(layout_share, ("layout", "share of augmented texts")),
         "",
     ]
+    if figures:
+        parts += ["## Statistics", ""]
+        for f in figures:
+            parts += [f"### {f.title}", "", f"![{f.title}](images/{f.name})", "", f.reading, ""]
     if example:
         parts += ["## Example", "", "```text", example, "```", ""]
     parts += [

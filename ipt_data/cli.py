@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--no-progress", action="store_true", help="no progress bar")
     aug.add_argument("--examples", type=int, default=0, help="print this many augmented texts at the end")
     _add_config_options(aug)
+    st = sub.add_parser(
+        "stats", help="statistics (and plots) of a published corpus: a folder, an fsspec URL or hf://datasets/..."
+    )
+    st.add_argument("path", help="where the corpus was published (holds data/*.parquet)")
+    st.add_argument("--plots", metavar="DIR", help="also write the figures into DIR as PNG files")
+    st.add_argument("--json", action="store_true", help="print every number as JSON instead of the summary table")
+    st.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -128,8 +135,30 @@ def entry() -> None:
     sys.exit(main())
 
 
+def _stats(args) -> int:
+    from pathlib import Path
+
+    from ipt_data.corpus_stats import stats, summary
+    from ipt_data.plots import figures
+
+    try:
+        numbers = stats(args.path, progress=not args.no_progress)
+    except IptDataError as exc:
+        print(f"ipt-data: error: {scrub(str(exc), [])}", file=sys.stderr)
+        return 2
+    print(json.dumps(numbers, indent=1, sort_keys=True) if args.json else summary(numbers))
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        for f in figures(numbers):
+            (Path(args.plots) / f.name).write_bytes(f.png)
+            print(f"{Path(args.plots) / f.name}: {f.reading}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "stats":
+        return _stats(args)
     if args.command == "augment":
         from ipt_data.run import augment
 

@@ -9,7 +9,9 @@
 Every output row has `text`, `kind` (`augmented`, `raw`, `general`), `n_tokens` (tokens with
 the given tokenizer, else whitespace-separated words; an `n_tokens` column already on the augmented
 or raw data is kept) and `source` (the ids of the input rows it came from: the `source` column of the
-augmented or raw data when it has one, else `<kind>:<row>`; `general:<row>` for general rows). Only
+augmented or raw data when it has one, else `<kind>:<row>`; `general:<row>` for general rows), and how
+it was rendered (`n_pairs`, `layout`, `inverted`, `pairs` as `templify_batch` wrote them; no pairs and
+its kind as its layout for other rows). Only
 rows of kind `augmented` count towards the ratio. A `Dataset` in gives a `Dataset` out, fully
 shuffled with `seed`; an `IterableDataset` (streaming) gives an `IterableDataset`, with general
 examples drawn in as the augmented tokens accrue and a seeded buffer shuffle.
@@ -24,9 +26,19 @@ import numpy as np
 from datasets import Dataset, Features, IterableDataset, List, Value, concatenate_datasets
 
 from ipt_data.hashing import unit_interval
+from ipt_data.schema import templify_features
 
 MIX_FEATURES = Features(
-    {"text": Value("string"), "kind": Value("string"), "n_tokens": Value("int64"), "source": List(Value("string"))}
+    {
+        "text": Value("string"),
+        "kind": Value("string"),
+        "n_tokens": Value("int64"),
+        "source": List(Value("string")),
+        "n_pairs": Value("int32"),
+        "layout": Value("string"),
+        "inverted": Value("bool"),
+        "pairs": templify_features()["pairs"],
+    }
 )
 GENERAL_COLUMNS = ("question", "response")
 
@@ -64,11 +76,27 @@ def _normalizer(kind: str, count, text_column: str, general_columns: tuple[str, 
         else:
             source = batch.get("source") or [[f"{kind}:{i}"] for i in indices]
         out = {"text": texts, "kind": list(kinds), "n_tokens": list(counted), "source": list(source)}
+        out.update(_rendering(batch, kind, list(kinds)))
         for column in keep:  # carried columns; general rows have none
             out[column] = batch[column] if column in batch and kind != "general" else [[] for _ in texts]
         return out
 
     return normalize
+
+
+def _rendering(batch: dict[str, list], kind: str, kinds: list[str]) -> dict[str, list]:
+    """How each text was rendered, as templify wrote it; for rows without that (raw or general data, or
+    augmented data from elsewhere): no pairs, its kind as its layout."""
+    n = len(kinds)
+    general = kind == "general"
+    pairs = batch["pairs"] if "pairs" in batch and not general else [[] for _ in range(n)]
+    pairs = [p if p and isinstance(p[0], dict) and "task" in p[0] else [] for p in pairs]  # rendered pairs only
+    return {
+        "n_pairs": batch["n_pairs"] if "n_pairs" in batch and not general else [len(p) for p in pairs],
+        "layout": batch["layout"] if "layout" in batch and not general else kinds,
+        "inverted": batch["inverted"] if "inverted" in batch and not general else [False] * n,
+        "pairs": pairs,
+    }
 
 
 def _prepare(ds, kind: str, count, text_column: str, general_columns: tuple[str, str], keep: dict):

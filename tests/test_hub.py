@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from hub_server import LocalHub
+from test_stats import check_card
 
 from ipt_data.config import SAMPLE_CORPUS
 from ipt_data.fixtures import TINY_SYNTHESIZER
@@ -110,6 +111,8 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
         print(run.stdout, run.stderr)  # the logs, checked for the token below
         back = load_dataset("tester/demo", split="train")
         print("ROWS", len(back), sorted(set(back["kind"])))
+        import ipt_data
+        print("STATS", json.dumps(ipt_data.stats("hf://datasets/tester/demo", progress=False)))
     """,
     )
     assert "ROWS" in out and "augmented" in out and "all input rows accounted for: True" in out
@@ -121,6 +124,11 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
     assert "Instruction Pre-Training" in card and "ipt-data augment" in card and TOKEN not in card
     report = json.loads(repo.files["run_report.json"])
     assert report["rows"]["in"] == 8 and report["accounted"]
+    # the statistics and figures came in the same commit as the data, and read back from the Hub the same
+    numbers = json.loads(out.split("STATS ", 1)[1].splitlines()[0])
+    assert numbers == json.loads(repo.files["stats.json"]) and numbers["rows"] == report["output_rows"]
+    check_card(card, {name: data for name, data in repo.files.items() if name.startswith("images/")})
+    assert repo.commits == 1  # data, card, report, stats and images: one commit
 
 
 def test_a_foreign_hub_dataset_is_refused_and_overwrite_keeps_unrelated_files(hub, tmp_path):

@@ -46,7 +46,7 @@ def test_general_ratio_in_tokens_within_two_percent(model_path, ratio):
     assert abs(ratio_of(out) / ratio - 1) < 0.02
     count = token_counter(model_path)
     assert out["n_tokens"] == count(out["text"])  # real token counts of the synthesizer's tokenizer
-    assert set(out.column_names) == {"text", "kind", "n_tokens", "source"}
+    assert set(out.column_names) == {"text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs"}
 
 
 def test_general_examples_are_question_space_response_and_shuffled(model_path):

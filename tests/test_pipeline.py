@@ -45,7 +45,10 @@ def test_cli_end_to_end_with_card_report_and_accounting(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "all input rows accounted for: True" in printed and "example 2" in printed
     data = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
-    assert set(data.column_names) == {"text", "kind", "n_tokens", "source"} and len(data) > 0
+    assert (
+        set(data.column_names) == {"text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs"}
+        and len(data) > 0
+    )
     assert set(data["kind"]) <= {"augmented", "raw"}
     report = json.loads((out / "run_report.json").read_text())
     rows = report["rows"]

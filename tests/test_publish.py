@@ -98,13 +98,9 @@ def test_card_and_destinations():
         "general": None,
         "overwrite": True,
     }
-    report = {
-        "rows": {"in": 10},
-        "layouts": {"classic": 8, "dialog": 2},
-        "status": {"ok": 9, "no_pairs": 1},
-        "output_rows": {"augmented": 2, "raw": 8},
-    }
-    card = dataset_card(config, report, example="EXAMPLE TEXT")
+    report = {"rows": {"in": 10}, "status": {"ok": 9, "no_pairs": 1}}
+    stats = {"rows": {"augmented": 2, "raw": 8}, "layouts": {"classic": 8, "dialog": 2}, "synthesis": report}
+    card = dataset_card(config, report, "EXAMPLE TEXT", stats)
     assert "hf_SECRET" not in card and "EXAMPLE TEXT" in card and "80.0%" in card and "2406.14491" in card
     # secrets and what is about the machine that ran it (--overwrite, --work-dir) are left out
     assert reproduce_command(config) == "ipt-data augment --dataset me/raw --model m --rounds 2 --seed 0 --fraction 0.2"

@@ -1,5 +1,6 @@
-"""The end of a run, whatever executor ran its shards: mix the shards (with general data), write the card
-and the report, publish."""
+"""The end of a run, whatever executor ran its shards: mix the shards (with general data), compute the
+corpus's statistics and figures, write the card and the report, publish (data, card, report, `stats.json`
+and `images/` in one transaction)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from ipt_data.card import dataset_card
+from ipt_data.corpus_stats import COLUMNS, CorpusStats
+from ipt_data.plots import figures
 from ipt_data.run.inputs import open_general
 from ipt_data.run.report import dumps, stable
 from ipt_data.run.workdir import WorkDir
@@ -47,6 +50,14 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder):
     return corpus, shards
 
 
+def corpus_stats(corpus, report: dict) -> dict[str, Any]:
+    """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers."""
+    acc = CorpusStats()
+    for batch in corpus.select_columns(list(COLUMNS)).iter(10_000):
+        acc.add(batch)
+    return acc.result(report)
+
+
 def achieved_mix(config, report: dict) -> dict[str, Any]:
     """The general : augmented ratio asked for and the one reached (general data can run short)."""
     counts = report["output_tokens"] if config.mix_by == "tokens" else report["output_rows"]
@@ -71,25 +82,27 @@ def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder
     t = time.perf_counter()
     corpus, shards = mix_shards(config, work, n_shards, encoder)
     report["seconds"]["mix"] = time.perf_counter() - t
-    if len(corpus):
-        by_kind = corpus.data.table.group_by("kind").aggregate([("kind", "count"), ("n_tokens", "sum")]).to_pylist()
-    else:
-        by_kind = []
-    by_kind.sort(key=lambda r: r["kind"])  # corpus is flattened: its table holds exactly its rows
-    report["output_rows"] = {r["kind"]: r["kind_count"] for r in by_kind}
-    report["output_tokens"] = {r["kind"]: r["n_tokens_sum"] for r in by_kind}
+    t = time.perf_counter()
+    numbers = corpus_stats(corpus, stable(report))
+    report["output_rows"], report["output_tokens"] = numbers["rows"], numbers["tokens"]
     if config.general:
         report["mix"] = achieved_mix(config, report)
     report["fingerprint"] = config.fingerprint()
     example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
+    images = figures(numbers)
+    report["seconds"]["stats"] = time.perf_counter() - t
 
     t = time.perf_counter()
     rejects = work.rejects(n_shards)
     (work.path / "rejects.jsonl").write_text(rejects)
-    extra_files = {"run_report.json": dumps(stable(report))}
+    extra_files: dict[str, str | bytes] = {
+        "run_report.json": dumps(stable(report)),
+        "stats.json": dumps(numbers),
+        **{f"images/{f.name}": f.png for f in images},
+    }
     if config.publish_rejects:
         extra_files["rejects.jsonl"] = rejects
-    card = dataset_card(config.to_dict(), report, example)
+    card = dataset_card(config.to_dict(), report, example, numbers, images)
     report["output"] = publish(
         corpus,
         config.output,

@@ -62,10 +62,10 @@ def publish(
     token: str | None = None,
     hub: bool = False,
     max_shard_rows: int = 250_000,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> str:
-    """Write `dataset` (+ `card` as README.md, + `extra_files` name -> text) to `destination`; returns it."""
+    """Write `dataset` (+ `card` as README.md, + `extra_files` name -> text or bytes) to `destination`; returns it."""
     sink = sink_for(destination, hub=hub, token=token, storage_options=storage_options)
     with_retries(lambda: sink.check(overwrite, private), what=f"checking {destination}")
     return sink.publish(

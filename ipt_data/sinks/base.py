@@ -37,7 +37,7 @@ class Sink(Protocol):
         dataset,
         *,
         card: str | None,
-        extra_files: dict[str, str],
+        extra_files: dict[str, str | bytes],
         fingerprint: str,
         overwrite: bool,
         private: bool,
@@ -67,13 +67,18 @@ def write_shards(dataset, n: int, folder: str) -> list[tuple[str, str]]:
     return out
 
 
-OWN_FILES = ("README.md", "run_report.json", "rejects.jsonl")  # besides data/: names a publish writes
+OWN_FILES = ("README.md", "run_report.json", "rejects.jsonl", "stats.json")  # besides data/ and images/
+OWN_FOLDERS = ("data/", "images/")
 
 
 def dataset_files(files) -> list[str]:
     """The files that make up a dataset found at a destination (what `--overwrite` may replace): `data/`,
-    and the top-level files a publish of ours would write over."""
-    return sorted(f for f in files if f.startswith("data/") or f in OWN_FILES)
+    `images/`, and the top-level files a publish of ours would write over."""
+    return sorted(f for f in files if f.startswith(OWN_FOLDERS) or f in OWN_FILES)
+
+
+def as_bytes(content: str | bytes) -> bytes:
+    return content.encode() if isinstance(content, str) else content
 
 
 def manifest(fingerprint: str, files: list[str]) -> str:
@@ -84,7 +89,7 @@ def foreign_refusal(where: str, files: list[str]) -> OutputExistsError:
     shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
     return OutputExistsError(
         f"{where} holds a dataset ipt_data did not publish ({shown}); pass --overwrite to replace its data/ "
-        f"files and {', '.join(OWN_FILES)} (nothing else there is touched), or choose another output"
+        f"and images/ files and {', '.join(OWN_FILES)} (nothing else there is touched), or choose another output"
     )
 
 

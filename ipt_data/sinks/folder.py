@@ -16,6 +16,7 @@ from typing import Any
 
 from ipt_data.sinks.base import (
     MANIFEST,
+    as_bytes,
     dataset_files,
     foreign_refusal,
     manifest,
@@ -55,10 +56,12 @@ class FolderSink:
         if not existed and self.fs.exists(self.root):  # leave no trace before there is anything to publish
             self.fs.rm(self.root, recursive=True)
 
-    def _write_text(self, name: str, text: str) -> None:
+    def _write_text(self, name: str, text: str | bytes) -> None:
         """A small file, atomically: a reader sees the old or the new one, never half of it."""
         tmp = f"{self.root}/.ipt-tmp-{name.replace('/', '_')}"
-        with_retries(lambda: self.fs.pipe_file(tmp, text.encode()), what=name)
+        if "/" in name:
+            self.fs.makedirs(f"{self.root}/{name.rsplit('/', 1)[0]}", exist_ok=True)
+        with_retries(lambda: self.fs.pipe_file(tmp, as_bytes(text)), what=name)
         with_retries(lambda: self.fs.mv(tmp, f"{self.root}/{name}"), what=name)
 
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:

@@ -18,6 +18,7 @@ import tempfile
 from ipt_data.errors import ConfigError, OutputUnwritableError
 from ipt_data.sinks.base import (
     MANIFEST,
+    as_bytes,
     dataset_files,
     foreign_refusal,
     manifest,
@@ -101,7 +102,7 @@ class HubSink:
             files = {**extra_files, **({"README.md": with_dataset_info(card, dataset, size)} if card else {})}
             new = [*names, *files, MANIFEST]
             files[MANIFEST] = manifest(fingerprint, new)
-            operations += [CommitOperationAdd(path_in_repo=k, path_or_fileobj=v.encode()) for k, v in files.items()]
+            operations += [CommitOperationAdd(path_in_repo=k, path_or_fileobj=as_bytes(v)) for k, v in files.items()]
             stale = sorted((old & files_now) - set(new))
             operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
             with_retries(

@@ -1,0 +1,314 @@
+"""What an augmented corpus holds: one streaming pass over its rows, in constant memory (`stats`).
+
+Computed from the columns `mix` publishes (`text`, `kind`, `n_tokens`, `source`, `n_pairs`, `layout`,
+`inverted`, `pairs` with each pair's `task` and `copied`), plus the run report when there is one
+(synthesis statuses, invalid pairs, rejects by reason):
+
+- rows and tokens by kind, and the length distribution in tokens of each kind;
+- pairs per augmented text, pairs by task and task family, layouts and inversion, shots per chain;
+- synthesis: statuses, the invalid-pair rate (of what the synthesizer wrote), the fallback rate (pairs
+  rendered verbatim), rejects by reason;
+- diversity: the share of distinct questions, the 20 most common question openings (first three words)
+  and the share of answers copied word for word from the text;
+- duplicates: texts and pairs that occur more than once.
+
+Exact at any size: distinct and repeated items are counted from 64-bit hashes spilled to 256 partition
+files in a temporary folder (memory: one buffer and one partition at a time); question openings are counted
+exactly up to `MAX_OPENINGS` distinct ones, then the rarest are pruned (the result says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+LENGTH_BINS = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # tokens; a bin is [edge, next edge)
+TOP_OPENINGS = 20
+MAX_OPENINGS = 200_000
+COLUMNS = ("text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs")
+_WORD = re.compile(r"[\w'’-]+")
+
+
+def bin_label(k: int) -> str:
+    lo = LENGTH_BINS[k]
+    return f"{lo}-{LENGTH_BINS[k + 1] - 1}" if k + 1 < len(LENGTH_BINS) else f"{lo}+"
+
+
+def opening(question: str) -> str:
+    """A question's first three words, lower-cased."""
+    return " ".join(_WORD.findall(question.lower())[:3])
+
+
+def _hash64(item: str) -> int:
+    return int.from_bytes(hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class DistinctCounter:
+    """How many items, how many distinct, how many distinct ones occur more than once: exact, in bounded memory
+    (hashes are buffered, then spilled to partition files by their top byte)."""
+
+    def __init__(self, folder: str, name: str, buffer: int = 1 << 16):
+        self.folder, self.name, self.limit = folder, name, buffer
+        self.buffer: list[int] = []
+        self.total = 0
+
+    def add(self, items: Iterable[str]) -> None:
+        for item in items:
+            self.buffer.append(_hash64(item))
+        if len(self.buffer) >= self.limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        if not self.buffer:
+            return
+        hashes = np.asarray(self.buffer, dtype=np.uint64)
+        self.total += len(hashes)
+        self.buffer = []
+        parts = (hashes >> np.uint64(56)).astype(np.uint8)
+        order = np.argsort(parts, kind="stable")
+        hashes, parts = hashes[order], parts[order]
+        bounds = np.searchsorted(parts, np.arange(257))
+        for p in np.nonzero(np.diff(bounds))[0]:
+            with open(os.path.join(self.folder, f"{self.name}-{p:03d}.bin"), "ab") as f:
+                f.write(hashes[bounds[p] : bounds[p + 1]].tobytes())
+
+    def result(self) -> dict[str, int]:
+        self._spill()
+        distinct = repeated = 0
+        for p in range(256):
+            path = os.path.join(self.folder, f"{self.name}-{p:03d}.bin")
+            if os.path.exists(path):
+                _, counts = np.unique(np.fromfile(path, dtype=np.uint64), return_counts=True)
+                distinct += len(counts)
+                repeated += int(np.count_nonzero(counts > 1))
+        return {"total": self.total, "distinct": distinct, "repeated": repeated, "extra_copies": self.total - distinct}
+
+
+class CorpusStats:
+    """The statistics of a corpus, fed batch by batch (`add`) and read with `result`."""
+
+    def __init__(self, family_of: dict[str, str] | None = None):
+        self.family_of = family_of if family_of is not None else task_families()
+        self._tmp = tempfile.TemporaryDirectory(prefix="ipt-stats-")
+        self.rows: Counter = Counter()
+        self.tokens: Counter = Counter()
+        self.lengths: dict[str, np.ndarray] = {}
+        self.extremes: dict[str, list[int]] = {}
+        self.pairs_per_text: Counter = Counter()
+        self.shots: Counter = Counter()
+        self.layouts: Counter = Counter()
+        self.inverted = 0
+        self.tasks: Counter = Counter()
+        self.copied = 0
+        self.openings: Counter = Counter()
+        self.openings_exact = True
+        self.questions = DistinctCounter(self._tmp.name, "questions")
+        self.texts = DistinctCounter(self._tmp.name, "texts")
+        self.pairs = DistinctCounter(self._tmp.name, "pairs")
+
+    def add(self, batch: dict[str, list]) -> None:
+        kinds, n_tokens = batch["kind"], batch["n_tokens"]
+        self.rows.update(kinds)
+        for kind in set(kinds):
+            lengths = np.asarray([t for k, t in zip(kinds, n_tokens, strict=True) if k == kind], dtype=np.int64)
+            self.tokens[kind] += int(lengths.sum())
+            bins = np.searchsorted(LENGTH_BINS, lengths, side="right") - 1
+            self.lengths[kind] = self.lengths.get(kind, np.zeros(len(LENGTH_BINS), np.int64)) + np.bincount(
+                bins, minlength=len(LENGTH_BINS)
+            )
+            low, high = self.extremes.get(kind, [int(lengths.min()), int(lengths.max())])
+            self.extremes[kind] = [min(low, int(lengths.min())), max(high, int(lengths.max()))]
+        self.texts.add(batch["text"])
+        names = ("n_pairs", "source", "layout", "inverted", "pairs")
+        columns = zip(kinds, *(batch[c] for c in names), strict=True)
+        for kind, n_pairs, source, layout, inverted, pairs in columns:
+            if kind != "augmented":
+                continue
+            self.pairs_per_text[n_pairs] += 1
+            self.shots[len(source)] += 1
+            self.layouts[layout] += 1
+            self.inverted += bool(inverted)
+            for pair in pairs:
+                self.tasks[pair["task"]] += 1
+                self.copied += bool(pair["copied"])
+                self.openings[opening(pair["instruction"])] += 1
+            self.questions.add(" ".join(p["instruction"].lower().split()) for p in pairs)
+            self.pairs.add(f"{p['instruction']}\x00{p['response']}" for p in pairs)
+        if len(self.openings) > MAX_OPENINGS:
+            self.openings = Counter(dict(self.openings.most_common(MAX_OPENINGS // 2)))
+            self.openings_exact = False
+
+    def result(self, report: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The statistics as a dict of plain numbers (JSON-ready)."""
+        n_pairs = sum(self.tasks.values())
+        augmented = self.rows.get("augmented", 0)
+        families: Counter = Counter()
+        for task, n in self.tasks.items():
+            families[self.family_of.get(task, task)] += n
+        questions = self.questions.result()
+        out = {
+            "rows": dict(sorted(self.rows.items())),
+            "tokens": dict(sorted(self.tokens.items())),
+            "length_tokens": {
+                kind: {
+                    "min": self.extremes[kind][0],
+                    "max": self.extremes[kind][1],
+                    "mean": round(self.tokens[kind] / self.rows[kind], 2),
+                    "bins": {bin_label(k): int(n) for k, n in enumerate(self.lengths[kind])},
+                }
+                for kind in sorted(self.lengths)
+            },
+            "pairs": n_pairs,
+            "pairs_per_text": {str(k): n for k, n in sorted(self.pairs_per_text.items())},
+            "mean_pairs_per_text": round(n_pairs / augmented, 3) if augmented else 0.0,
+            "tasks": dict(sorted(self.tasks.items())),
+            "task_families": dict(sorted(families.items())),
+            "layouts": dict(sorted(self.layouts.items())),
+            "inverted": self.inverted,
+            "shots_per_chain": {str(k): n for k, n in sorted(self.shots.items())},
+            "diversity": {
+                "questions": questions["total"],
+                "distinct_questions": questions["distinct"],
+                "distinct_question_share": _share(questions["distinct"], questions["total"]),
+                "top_openings": [
+                    [text, n, _share(n, n_pairs)]
+                    for text, n in sorted(self.openings.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_OPENINGS]
+                ],
+                "openings_exact": self.openings_exact,
+                "copied_answer_share": _share(self.copied, n_pairs),
+            },
+            "duplicates": {"texts": self.texts.result(), "pairs": self.pairs.result()},
+            "synthesis": _synthesis(report, self.tasks.get("verbatim", 0), n_pairs),
+        }
+        self._tmp.cleanup()
+        return out
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def _synthesis(report: dict[str, Any] | None, fallback: int, rendered: int) -> dict[str, Any]:
+    """What the run report says about synthesis (absent when there is no report), and the fallback rate."""
+    out: dict[str, Any] = {"fallback_pairs": fallback, "fallback_pair_rate": _share(fallback, rendered)}
+    if report:
+        written = report.get("pairs", 0) + report.get("invalid_pairs", 0)
+        out |= {
+            "status": dict(sorted(report.get("status", {}).items())),
+            "invalid_pairs": report.get("invalid_pairs", 0),
+            "invalid_pair_rate": _share(report.get("invalid_pairs", 0), written),
+            "rejects": dict(sorted(report.get("rejects", {}).items())),
+            "rows": report.get("rows", {}),
+            "chunks": report.get("chunks", 0),
+            "pairs": report.get("pairs", 0),
+            "prompt_tokens": report.get("prompt_tokens", 0),
+            "completion_tokens": report.get("completion_tokens", 0),
+        }
+    return out
+
+
+def task_families() -> dict[str, str]:
+    """task -> family, from the template data's `task_rates`; a fallback pair is its own family."""
+    from ipt_data.templify import load_templates
+
+    families = {task: family for family, tasks in load_templates()["task_rates"].items() for task in tasks}
+    return families | {"verbatim": "verbatim"}
+
+
+# --- reading a corpus ---------------------------------------------------------------------------------------
+
+
+def iter_batches(source: Any, batch_size: int = 10_000) -> tuple[Iterator[dict[str, list]], int | None, dict | None]:
+    """`(batches, number of rows or None, run report or None)` of a Dataset, an IterableDataset, or a published
+    corpus: a folder, an fsspec URL or `hf://datasets/<repo>` holding `data/*.parquet` (and `run_report.json`)."""
+    if not isinstance(source, str):
+        if hasattr(source, "iter") and hasattr(source, "__len__"):
+            return source.select_columns(list(COLUMNS)).iter(batch_size), len(source), None
+        return _rows_to_batches(iter(source), batch_size), None, None
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(source)
+    root = root.rstrip("/")
+    files = sorted(fs.glob(f"{root}/data/*.parquet")) or ([root] if root.endswith(".parquet") else [])
+    if not files:
+        from ipt_data.errors import InputNotFoundError
+
+        raise InputNotFoundError(f"{source}: no data/*.parquet files (is it a corpus ipt_data published?)")
+    report = json.loads(fs.cat_file(f"{root}/run_report.json")) if fs.exists(f"{root}/run_report.json") else None
+    total = 0
+    for path in files:
+        with fs.open(path, "rb") as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+
+    def batches() -> Iterator[dict[str, list]]:
+        for path in files:
+            with fs.open(path, "rb") as f:
+                for record_batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(COLUMNS)):
+                    yield record_batch.to_pydict()
+
+    return batches(), total, report
+
+
+def _rows_to_batches(rows: Iterator[dict], batch_size: int) -> Iterator[dict[str, list]]:
+    batch: dict[str, list] = {c: [] for c in COLUMNS}
+    for row in rows:
+        for c in COLUMNS:
+            batch[c].append(row[c])
+        if len(batch["text"]) == batch_size:
+            yield batch
+            batch = {c: [] for c in COLUMNS}
+    if batch["text"]:
+        yield batch
+
+
+def summary(s: dict[str, Any]) -> str:
+    """The statistics as a plain-text table (what `ipt-data stats` prints)."""
+    d, synthesis = s["diversity"], s["synthesis"]
+    lines: list[tuple[str, Any]] = [(f"rows {k}", n) for k, n in s["rows"].items()]
+    lines += [(f"tokens {k}", n) for k, n in s["tokens"].items()]
+    lines += [(f"mean length {k} (tokens)", f"{v['mean']:,.1f}") for k, v in s["length_tokens"].items()]
+    lines += [("pairs", s["pairs"]), ("pairs per augmented text (mean)", f"{s['mean_pairs_per_text']:.2f}")]
+    lines += [(f"pairs {k}", f"{100 * n / (s['pairs'] or 1):.1f}%") for k, n in s["task_families"].items()]
+    lines += [(f"layout {k}", n) for k, n in s["layouts"].items()] + [("inverted", s["inverted"])]
+    lines += [(f"texts of {k} shots", n) for k, n in s["shots_per_chain"].items()]
+    lines += [(f"status {k}", n) for k, n in synthesis.get("status", {}).items()]
+    lines += [(f"rejected {k}", n) for k, n in synthesis.get("rejects", {}).items()]
+    if "invalid_pair_rate" in synthesis:
+        lines.append(("pairs malformed (dropped)", f"{100 * synthesis['invalid_pair_rate']:.1f}%"))
+    lines += [
+        ("pairs rendered verbatim", f"{100 * synthesis['fallback_pair_rate']:.1f}%"),
+        ("distinct questions", f"{100 * d['distinct_question_share']:.1f}%"),
+        ("answers copied from the text", f"{100 * d['copied_answer_share']:.1f}%"),
+        ("texts occurring more than once", s["duplicates"]["texts"]["repeated"]),
+        ("pairs occurring more than once", s["duplicates"]["pairs"]["repeated"]),
+    ]
+    lines += [(f'opening "{text}"', f"{100 * share:.1f}%") for text, _, share in d["top_openings"]]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v:>12,}" if isinstance(v, int) else f"{k:<{width}}  {v:>12}" for k, v in lines)
+
+
+def stats(source: Any, *, report: dict | None = None, progress: bool = True, batch_size: int = 10_000) -> dict:
+    """The statistics of a corpus (see the module doc): `source` is a published folder, an fsspec URL,
+    `hf://datasets/<repo>`, or a `Dataset` / `IterableDataset` with `mix`'s columns. `report`: the run report
+    (read from `run_report.json` next to the data when `source` is a path)."""
+    from tqdm.auto import tqdm
+
+    batches, total, found = iter_batches(source, batch_size)
+    acc = CorpusStats()
+    with tqdm(total=total, unit="rows", desc="stats", disable=not progress) as bar:
+        for batch in batches:
+            acc.add(batch)
+            bar.update(len(batch["text"]))
+    return acc.result(report if report is not None else found)

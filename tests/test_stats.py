@@ -1,0 +1,214 @@
+"""Corpus statistics and figures (issue 15): every number equals a brute-force recount, on the demo's output and
+on a 100,000-row synthetic corpus; figures are valid, non-blank PNGs; the card shows them and reads as Markdown."""
+
+import io
+import json
+import random
+import re
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from datasets import Dataset
+from markdown_it import MarkdownIt
+from test_templify_tasks import varied_chains
+
+import ipt_data.corpus_stats as stats_module
+from ipt_data import mix, stats, templify_batch, templify_features
+from ipt_data.cli import main
+from ipt_data.config import SAMPLE_CORPUS
+from ipt_data.corpus_stats import LENGTH_BINS, bin_label, opening, task_families
+from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.plots import figures
+
+
+def recount(rows: list[dict], report: dict | None = None) -> dict:
+    """The statistics, counted the obvious way over every row held in memory."""
+    family = task_families()
+    out: dict = {"rows": Counter(), "tokens": Counter(), "length_tokens": {}}
+    by_kind: dict[str, list[int]] = {}
+    for r in rows:
+        out["rows"][r["kind"]] += 1
+        out["tokens"][r["kind"]] += r["n_tokens"]
+        by_kind.setdefault(r["kind"], []).append(r["n_tokens"])
+    for kind, lengths in sorted(by_kind.items()):
+        bins = Counter(max(k for k, edge in enumerate(LENGTH_BINS) if n >= edge) for n in lengths)
+        out["length_tokens"][kind] = {
+            "min": min(lengths),
+            "max": max(lengths),
+            "mean": round(sum(lengths) / len(lengths), 2),
+            "bins": {bin_label(k): bins.get(k, 0) for k in range(len(LENGTH_BINS))},
+        }
+    aug = [r for r in rows if r["kind"] == "augmented"]
+    pairs = [p for r in aug for p in r["pairs"]]
+    questions = [" ".join(p["instruction"].lower().split()) for p in pairs]
+    openings = Counter(opening(p["instruction"]) for p in pairs)
+    texts, pair_keys = Counter(r["text"] for r in rows), Counter((p["instruction"], p["response"]) for p in pairs)
+    return {
+        "rows": dict(sorted(out["rows"].items())),
+        "tokens": dict(sorted(out["tokens"].items())),
+        "length_tokens": out["length_tokens"],
+        "pairs": len(pairs),
+        "pairs_per_text": {str(k): n for k, n in sorted(Counter(r["n_pairs"] for r in aug).items())},
+        "mean_pairs_per_text": round(len(pairs) / len(aug), 3) if aug else 0.0,
+        "tasks": dict(sorted(Counter(p["task"] for p in pairs).items())),
+        "task_families": dict(sorted(Counter(family[p["task"]] for p in pairs).items())),
+        "layouts": dict(sorted(Counter(r["layout"] for r in aug).items())),
+        "inverted": sum(r["inverted"] for r in aug),
+        "shots_per_chain": {str(k): n for k, n in sorted(Counter(len(r["source"]) for r in aug).items())},
+        "diversity": {
+            "questions": len(questions),
+            "distinct_questions": len(set(questions)),
+            "distinct_question_share": round(len(set(questions)) / len(questions), 4) if questions else 0.0,
+            "top_openings": [
+                [o, n, round(n / len(pairs), 4)]
+                for o, n in sorted(openings.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+            ],
+            "openings_exact": True,
+            "copied_answer_share": round(sum(p["copied"] for p in pairs) / len(pairs), 4) if pairs else 0.0,
+        },
+        "duplicates": {
+            name: {
+                "total": sum(c.values()),
+                "distinct": len(c),
+                "repeated": sum(n > 1 for n in c.values()),
+                "extra_copies": sum(c.values()) - len(c),
+            }
+            for name, c in (("texts", texts), ("pairs", pair_keys))
+        },
+    }
+
+
+def check_against_recount(got: dict, rows: list[dict]) -> None:
+    expected = recount(rows)
+    for key, value in expected.items():
+        assert got[key] == value, key
+    verbatim = sum(p["task"] == "verbatim" for r in rows for p in r["pairs"])
+    assert got["synthesis"]["fallback_pairs"] == verbatim
+
+
+def corpus_rows(n_chains: int, seed: int = 0) -> Dataset:
+    """A corpus as `mix` publishes it: rendered chains of varied pairs, raw texts, and some exact duplicates."""
+    augmented = Dataset.from_dict(
+        templify_batch(varied_chains(n_chains, 2, seed), seed=seed), features=templify_features()
+    )
+    rng = random.Random(seed)
+    raw = [f"raw text {rng.randrange(n_chains // 2)} " + "word " * rng.randrange(300) for _ in range(n_chains // 2)]
+    return mix(augmented, raw=Dataset.from_dict({"text": raw}), seed=seed)
+
+
+def test_demo_output_numbers_equal_a_recount(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["augment", "--recipe", "recipes/cpu-demo.yaml", "--model", TINY_SYNTHESIZER, "--dataset", SAMPLE_CORPUS]
+    assert main([*args, "--output", str(out), "--no-progress", "--fraction", "0.5"]) == 0
+    capsys.readouterr()
+    rows = pq.read_table(next((out / "data").glob("*.parquet"))).to_pylist()
+    report = json.loads((out / "run_report.json").read_text())
+    got = stats(str(out), progress=False)
+    check_against_recount(got, rows)
+    assert got["synthesis"]["status"] == report["status"] and got["synthesis"]["rejects"] == report["rejects"]
+    assert got == json.loads((out / "stats.json").read_text())  # what the run published is what `stats` reads back
+    assert report["output_rows"] == got["rows"] and report["output_tokens"] == got["tokens"]
+    assert {"augmented", "raw"} <= set(got["rows"])
+
+    # the CLI: a summary table, the same numbers as JSON, and the figures
+    assert main(["stats", str(out), "--no-progress", "--json", "--plots", str(tmp_path / "plots")]) == 0
+    assert json.loads(capsys.readouterr().out) == got
+    assert main(["stats", str(out), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert f"rows augmented {got['rows']['augmented']:>12,}".replace(" ", "") in table.replace(" ", "")
+    assert "distinct questions" in table and 'opening "' in table
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in (out / "images").iterdir())
+
+    # the card shows every published image, each a real picture, and reads as Markdown
+    card = (out / "README.md").read_text()
+    check_card(card, {f"images/{p.name}": p.read_bytes() for p in (out / "images").iterdir()})
+
+
+def check_card(card: str, images: dict[str, bytes]) -> None:
+    shown = re.findall(r"!\[[^\]]+\]\((images/[^)]+\.png)\)", card)
+    assert shown and sorted(shown) == sorted(images)
+    for name, png in images.items():
+        check_png(png, name)
+    body = card.split("---\n", 2)[2]  # the YAML header is the Hub's, not Markdown
+    html = MarkdownIt("commonmark").enable("table").render(body)
+    assert html.count("<img ") == len(shown) and all(f'src="{name}"' in html for name in shown)
+    assert html.count("<table>") >= 4 and "|---|" not in html and "![" not in html
+    assert re.search(r"<h2>Statistics</h2>", html)
+
+
+def check_png(png: bytes, name: str = "") -> None:
+    from matplotlib.image import imread
+
+    assert png.startswith(b"\x89PNG\r\n\x1a\n"), name
+    pixels = imread(io.BytesIO(png))
+    assert pixels.shape[:2] == (400, 800), name
+    ink = np.mean(np.any(pixels[..., :3] < 0.9, axis=-1))  # share of pixels that are not (nearly) white
+    assert 0.02 < ink < 0.9, (name, ink)  # drawn on, and not one solid block
+
+
+def test_100000_rows_equal_a_recount_read_from_several_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats_module.DistinctCounter.__init__, "__defaults__", (1 << 14,))  # spill often
+    corpus = corpus_rows(70_000)  # 70,000 augmented + 35,000 raw rows
+    assert len(corpus) >= 100_000
+    (tmp_path / "data").mkdir()
+    table = corpus.data.table
+    for i, start in enumerate(range(0, len(corpus), 30_000)):
+        pq.write_table(table.slice(start, 30_000), tmp_path / "data" / f"train-{i:05d}.parquet")
+    rows = corpus.to_list()
+    got = stats(str(tmp_path), progress=False)
+    check_against_recount(got, rows)
+    assert got["duplicates"]["texts"]["repeated"] > 0 and got["duplicates"]["pairs"]["repeated"] > 0
+    assert "status" not in got["synthesis"]  # no run report there: no synthesis numbers made up
+    assert stats(corpus.to_iterable_dataset(), progress=False) == got  # a stream gives the same numbers
+    for f in figures(got):
+        check_png(f.png, f.name)
+
+
+def test_openings_beyond_the_cap_are_pruned_and_say_so(monkeypatch):
+    monkeypatch.setattr(stats_module, "MAX_OPENINGS", 50)
+    pairs = [
+        [{"instruction": f"q{i} w{i} x{i}?", "response": "a", "task": "free_form", "copied": False}] for i in range(200)
+    ]
+    pairs[0] = [{"instruction": "what is it?", "response": "a", "task": "free_form", "copied": True}] * 30
+    n = len(pairs)
+    batch = {
+        "text": [f"t{i}" for i in range(n)],
+        "kind": ["augmented"] * n,
+        "n_tokens": [5] * n,
+        "source": [["s"]] * n,
+        "n_pairs": [len(p) for p in pairs],
+        "layout": ["classic"] * n,
+        "inverted": [False] * n,
+        "pairs": pairs,
+    }
+    acc = stats_module.CorpusStats()
+    acc.add(batch)
+    got = acc.result()
+    assert not got["diversity"]["openings_exact"] and got["diversity"]["top_openings"][0][:2] == ["what is it", 30]
+
+
+def test_a_folder_without_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["stats", str(tmp_path), "--no-progress"]) == 2
+    assert "no data/*.parquet" in capsys.readouterr().err
+
+
+def test_an_empty_corpus_has_stats_and_no_figures():
+    empty = mix(Dataset.from_dict({"text": [], "kind": []}, features=None))
+    got = stats(empty, progress=False)
+    assert got["rows"] == {} and got["pairs"] == 0 and figures(got) == []
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_distinct_counter(tmp_path, n):
+    counter = stats_module.DistinctCounter(str(tmp_path), "x", buffer=2)
+    items = ["a", "b", "a", "c", "c", "c"][: n * 2]
+    counter.add(items)
+    c = Counter(items)
+    assert counter.result() == {
+        "total": len(items),
+        "distinct": len(c),
+        "repeated": sum(v > 1 for v in c.values()),
+        "extra_copies": len(items) - len(c),
+    }
