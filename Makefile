@@ -71,9 +71,12 @@ bench: install install-vllm
 stats: install
 	$(BIN)/ipt-data stats $(OUTPUT) --plots $(OUTPUT)-plots $(ARGS)
 
-# Retrain the tiny synthesizer fixture committed in ipt_data/assets/ (about 6 minutes on a 2-core CPU).
+# Retrain the tiny synthesizer fixture committed in ipt_data/assets/ with our own training command (CPU, minutes).
 fixture: install
-	$(BIN)/python scripts/build_tiny_synthesizer.py
+	rm -rf .fixture && HF_HUB_OFFLINE=1 $(BIN)/python -m ipt_data.fixture_build base .fixture/base
+	$(BIN)/python -m ipt_data.fixture_build data .fixture/train.jsonl --n 20000
+	HF_HUB_OFFLINE=1 $(BIN)/ipt-data train-synthesizer --recipe recipes/train-fixture-cpu.yaml \
+		--base .fixture/base --data .fixture/train.jsonl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -56,10 +56,10 @@ def _help(f: dataclasses.Field) -> str:
     return f.metadata["help"].replace("%", "%%") + shown
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per `AugmentConfig` option, typed, with its help, default and choices from its declaration."""
-    hints = typing.get_type_hints(AugmentConfig)
-    for f in dataclasses.fields(AugmentConfig):
+def _add_config_options(parser: argparse.ArgumentParser, cls=AugmentConfig) -> None:
+    """One flag per option of `cls`, typed, with its help, default and choices from its declaration."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = _kind(hints[f.name])
         if kind is bool:
@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--no-progress", action="store_true", help="no progress bar")
     aug.add_argument("--examples", type=int, default=0, help="print this many augmented texts at the end")
     _add_config_options(aug)
+    from ipt_data.train.config import TrainConfig
+
+    tr = sub.add_parser(
+        "train-synthesizer",
+        help="tune a causal LM into an instruction synthesizer (resumable; evaluates on held-out texts)",
+    )
+    tr.add_argument("--recipe", help="YAML recipe (recipes/train-*.yaml); options given here override it")
+    _add_config_options(tr, TrainConfig)
     st = sub.add_parser(
         "stats", help="statistics (and plots) of a published corpus: a folder, an fsspec URL or hf://datasets/..."
     )
@@ -155,10 +163,29 @@ def _stats(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import logging
+
+    from ipt_data.train import train_synthesizer
+    from ipt_data.train.config import TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides = {name: getattr(args, name) for name in TrainConfig.names()}
+    try:
+        report = train_synthesizer(TrainConfig.from_recipe(args.recipe, **overrides))
+    except IptDataError as exc:
+        print(f"ipt-data: error: {scrub(str(exc), collect_secrets(overrides))}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: report[k] for k in ("output", "examples", "rejects", "evaluation")}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stats":
         return _stats(args)
+    if args.command == "train-synthesizer":
+        return _train(args)
     if args.command == "augment":
         from ipt_data.run import augment
 

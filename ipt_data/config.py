@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ipt_data.errors import ConfigError, InputNotFoundError
-from ipt_data.options import OUTPUT, RUN, SHARDS, SynthesisOptions, check_choices, fingerprint, option, scoped
+from ipt_data.errors import ConfigError
+from ipt_data.options import OUTPUT, RUN, SHARDS, Recipe, SynthesisOptions, check_choices, fingerprint, option, scoped
 
 SAMPLE_CORPUS = str(Path(__file__).parent / "assets" / "sample_corpus.jsonl")
 RECIPE_PATHS = ("dataset", "model", "tokenizer", "general")  # resolved against the recipe's folder
+MIX_COLUMNS = ("text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs")  # published rows
 
 
 @dataclass
-class AugmentConfig(SynthesisOptions):
+class AugmentConfig(SynthesisOptions, Recipe):
+    recipe_paths = RECIPE_PATHS
     dataset: str = option(
         SAMPLE_CORPUS, scope=SHARDS, help="Hub dataset name, local file or folder (jsonl/json/parquet/txt/csv), or URL"
     )
@@ -109,7 +109,7 @@ class AugmentConfig(SynthesisOptions):
             self.dataset = os.path.realpath(self.dataset)  # one file, one fingerprint, however it is named
         self.general_columns = tuple(self.general_columns)
         self.keep_columns = tuple(self.keep_columns)
-        clash = sorted(set(self.keep_columns) & {"text", "kind", "n_tokens", "source"})
+        clash = sorted(set(self.keep_columns) & set(MIX_COLUMNS))
         if clash:
             raise ConfigError(f"keep_columns cannot hold {clash}: published rows have such columns already")
         if len(self.general_columns) != 2:
@@ -119,36 +119,6 @@ class AugmentConfig(SynthesisOptions):
         if min(self.shard_size, self.batch_size, self.gpus) < 1:
             raise ConfigError("shard_size, batch_size and gpus must be >= 1")
         check_choices(self)
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_recipe(cls, path: str | None = None, **overrides: Any) -> AugmentConfig:
-        """A recipe file's values (keys may use - or _), then `overrides` that are not None."""
-        values: dict[str, Any] = {}
-        if path:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    loaded = yaml.safe_load(f) or {}
-            except FileNotFoundError as exc:
-                raise InputNotFoundError(f"recipe {path} not found") from exc
-            values = {k.replace("-", "_"): v for k, v in loaded.items()}
-            for key in RECIPE_PATHS:  # a recipe's relative paths are relative to the recipe file
-                value = values.get(key)
-                if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-                    candidate = Path(path).parent / value
-                    if candidate.exists():
-                        values[key] = str(candidate.resolve())
-            unknown = sorted(set(values) - set(cls.names()))
-            if unknown:
-                raise ConfigError(f"{path}: unknown options {unknown}; known: {cls.names()}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

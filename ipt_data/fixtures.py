@@ -1,9 +1,11 @@
-"""The tiny synthesizer fixture: where it lives and the synthetic world it was trained on.
+"""The tiny synthesizer fixture: where it lives, the synthetic world it is trained on, and how it is built.
 
-`scripts/build_tiny_synthesizer.py` trains a 2.1M-parameter (4.3 MB) Mistral-architecture model, with
-Mistral-7B-v0.1's real tokenizer, on examples from
-`synthetic_example`, written in the real synthesizer's wire format. Tests, the offline demo and
-the benchmarks use it in place of the 7B `instruction-pretrain/instruction-synthesizer`.
+`make fixture` builds it with the package's own training command: `python -m ipt_data.fixture_build base DIR`
+writes an untrained 2.1M-parameter Mistral-architecture model (2 layers, hidden 64, tied embeddings) with
+Mistral-7B-v0.1's real tokenizer, `python -m ipt_data.fixture_build data FILE` writes `synthetic_example`s as
+training data, and `ipt-data train-synthesizer --recipe recipes/train-fixture-cpu.yaml` tunes it (CPU,
+minutes). Tests, the offline demo and the benchmarks use it in place of the 7B
+`instruction-pretrain/instruction-synthesizer`.
 """
 
 from __future__ import annotations

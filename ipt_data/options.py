@@ -17,10 +17,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ipt_data.errors import ConfigError
+import yaml
+
+from ipt_data.errors import ConfigError, InputNotFoundError
 from ipt_data.fixtures import REAL_SYNTHESIZER
 
 SHARDS, OUTPUT, RUN = "shards", "output", "run"
@@ -64,6 +68,43 @@ def fingerprint(obj, *scopes: str, extra: dict[str, Any] | None = None) -> str:
     values = {name: getattr(obj, name) for name in scoped(obj, *scopes)}
     values.update(extra or {}, fingerprint_version=FINGERPRINT_VERSION)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Recipe:
+    """Options loadable from a YAML recipe (`from_recipe`), for a dataclass of `option` fields; the fields named
+    in `recipe_paths` are paths, resolved against the recipe's folder when they are relative."""
+
+    recipe_paths: tuple[str, ...] = ()
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_recipe(cls, path: str | None = None, **overrides: Any):
+        """A recipe file's values (keys may use - or _), then `overrides` that are not None."""
+        values: dict[str, Any] = {}
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    loaded = yaml.safe_load(f) or {}
+            except FileNotFoundError as exc:
+                raise InputNotFoundError(f"recipe {path} not found") from exc
+            values = {k.replace("-", "_"): v for k, v in loaded.items()}
+            for key in cls.recipe_paths:  # a recipe's relative paths are relative to the recipe file
+                value = values.get(key)
+                if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+                    candidate = Path(path).parent / value
+                    if candidate.exists():
+                        values[key] = str(candidate.resolve())
+            unknown = sorted(set(values) - set(cls.names()))
+            if unknown:
+                raise ConfigError(f"{path}: unknown options {unknown}; known: {cls.names()}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 @dataclass

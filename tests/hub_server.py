@@ -92,7 +92,7 @@ def _handler(state: HubState):
 
         def do_GET(self):
             url = urlparse(self.path)
-            path, query = unquote(url.path), parse_qs(url.query)
+            path, query = _as_dataset_path(unquote(url.path)), parse_qs(url.query)
             if path == "/api/whoami-v2":
                 return self._json(
                     200, {"type": "user", "name": "tester", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
@@ -185,7 +185,7 @@ def _handler(state: HubState):
 
         def do_POST(self):
             url = urlparse(self.path)
-            path = unquote(url.path)
+            path = _as_dataset_path(unquote(url.path))
             body = self._body()
             state.authorizations.add(self.headers.get("Authorization", ""))
             if self.headers.get("Authorization", "") in state.read_only:
@@ -195,8 +195,8 @@ def _handler(state: HubState):
             if path == "/api/repos/create":
                 req = json.loads(body)
                 repo_id = f"{req.get('organization') or 'tester'}/{req['name']}"
-                if req.get("type") not in (None, "dataset"):
-                    return self._json(400, {"error": "this server holds dataset repos only"})
+                if req.get("type") not in (None, "dataset", "model"):
+                    return self._json(400, {"error": "this server holds dataset and model repos only"})
                 with state.lock:
                     if repo_id in state.repos:
                         return self._json(
@@ -308,6 +308,18 @@ def _handler(state: HubState):
             )
 
     return Handler
+
+
+def _as_dataset_path(path: str) -> str:
+    """Model repos are served like dataset repos (one namespace: tests name them apart): `/api/models/...`,
+    `/<repo>.git/info/lfs/...` and `/<repo>/resolve/...` are routed to the dataset routes."""
+    if path.startswith("/api/models/"):
+        return "/api/datasets/" + path[len("/api/models/") :]
+    if not path.startswith(("/api/", "/datasets/", "/lfs-upload/")) and re.fullmatch(
+        r"/[^/]+/[^/]+(\.git/info/lfs/objects/batch|/resolve/.+)", path
+    ):
+        return "/datasets" + path
+    return path
 
 
 class LocalHub:

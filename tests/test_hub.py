@@ -183,3 +183,26 @@ def test_a_token_that_may_not_write_fails_the_preflight_in_seconds(hub, tmp_path
     assert "RC 2" in out and "the Hub refused (403)" in out and "hf_read_only" not in out
     assert int(out.split("SECONDS ")[1].split()[0]) < 60
     assert not list((tmp_path / "work" / "shards").glob("*.parquet"))  # no synthesis happened
+
+
+def test_train_synthesizer_pushes_the_model_folder_to_the_hub(hub, tmp_path):
+    run_child(
+        hub,
+        tmp_path,
+        f"""
+        import os, sys
+        sys.path.insert(0, "tests")
+        from ipt_data.cli import main
+        from ipt_data.fixture_build import write_tiny_base, write_training_data
+        from test_train import QUICK
+        os.chdir({str(tmp_path)!r})
+        write_tiny_base("base")
+        write_training_data("train.jsonl", 200)
+        args = ["train-synthesizer", "--base", "base", "--data", "train.jsonl", "--output", "hf://tester/synth"]
+        assert main([*args, *QUICK, "--max-steps", "4", "--eval-texts", "2"]) == 0
+        """,
+    )
+    repo = hub.state.repos["tester/synth"]
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "train_report.json"} <= set(repo.files)
+    assert not [f for f in repo.files if f.startswith("checkpoints/")] and repo.commits == 1
+    assert TOKEN not in repo.files["README.md"].decode()
