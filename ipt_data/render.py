@@ -21,7 +21,9 @@ FAMILIES = ("free_form", "multiple_choice", "chain_of_thought", "multiple_choice
 VALUES = ("question", "answer", "final", "rationale", "cot_trigger", "conclusion", "options_intro", "options", "choice")
 
 SENTENCE_END = (".", "?", "!", "…")
-_PLACEHOLDER = re.compile(r"\{(\w+)\}([.?!]?)(?=( [a-z]|[,;:)])?)")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}([.?!]?)")
+_QUOTES = "\"'”’"
+_ANSWER_LABEL = re.compile(r"(?:Answer|My answer|Response|Reply|Output): ")
 _ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii"]
 
 
@@ -31,10 +33,13 @@ def fill(template: str, **values: str) -> str:
     a value's final `.` is left out where the sentence goes on after it ("the answer Korea and ...")."""
 
     def one(m: re.Match) -> str:
-        name, mark, goes_on = m.group(1), m.group(2), m.group(3)
+        name, mark = m.group(1), m.group(2)
         if name not in values:
             return m.group(0)
         value = values[name]
+        rest = m.string[m.end() :]
+        after = rest[1:] if rest[:1] in _QUOTES else rest  # past a closing quote
+        goes_on = re.match(r" [a-z]|[,;:)]", after) or (after is not rest and after[:1] in ".?!")
         if goes_on and not mark and value.endswith(".") and not value.endswith(".."):
             return value[:-1]
         return value if mark and value.endswith(SENTENCE_END) else value + mark
@@ -44,6 +49,12 @@ def fill(template: str, **values: str) -> str:
 
 def join(parts: list[str], sep: str) -> str:
     return sep.join(p for p in parts if p)
+
+
+def _unlabelled(answer: str) -> str:
+    """An answer body without an answer label of its own ("Answer: X" -> "X") where the layout labels it."""
+    m = _ANSWER_LABEL.match(answer)
+    return answer[m.end() :] if m else answer
 
 
 def _ends_with_instruction(intro: str) -> bool:
@@ -159,6 +170,8 @@ class ChainStyle:
         # on one line only with an answer label, after a question that ends a sentence; never after an option
         one_line = "\n" not in q and q.endswith((*SENTENCE_END, ":")) and bool(self.qa_prefix[1].strip())
         joiner = "\n" if self.joiner == " " and not one_line else self.joiner
+        if self.qa_prefix[1].strip():  # "Key: Answer: B": one label is enough
+            a = _unlabelled(a)
         return f"{self.qa_prefix[0]}{q}{joiner}{self.qa_prefix[1]}{a}"
 
     def turn(self, speaker: str, text: str) -> str:
@@ -168,6 +181,8 @@ class ChainStyle:
         """The tasks about one text, in this chain's layout."""
         asker, answerer = self.speakers
         lead = (lambda s: "") if self.introduced else (lambda s: s)
+        if self.layout in ("dialog", "numbered", "next_turn"):  # a speaker or a number already marks the answer
+            bodies = [(q, _unlabelled(a)) for q, a in bodies]
         if self.layout == "classic":
             return join([lead(self.header), self.pair_sep.join(self.qa(q, a) for q, a in bodies)], "\n")
         if self.layout == "dialog":

@@ -218,6 +218,11 @@ GLITCHES = {
     # a period, then a lower-case word (item labels such as "b. yellow" or "ii. grey" aside)
     "a sentence cut by a period": re.compile(r"\b(?!(?:ii|iii|iv|vi|vii|viii|ix|xi|xii)\.)[a-z]{2,}\. [a-z]"),
     "first option on the line of its lead-in": re.compile(r": [-*+] "),
+    "a period on both sides of a closing quote": re.compile(r"\.[\"”]\."),
+    "two answer labels": re.compile(
+        r"\b(?:Answer|Key|Response|Output|A|Ans|Solution|Result|Completion|Reply)[:] "
+        r"(?:Answer|My answer|Response|Reply|Output): "
+    ),
 }
 
 
