@@ -54,11 +54,11 @@ class Unanswerable:
         return bool(self._regex and self._regex.fullmatch(normalize_answer(answer)))
 
 
-def answer_in_text(answer: str, text: str) -> bool:
-    """Whether `answer` (without its surrounding quotes and final punctuation) is found word for word in
-    `text`, ignoring case: an extractive answer."""
+def answer_in_text(answer: str, lowered_text: str) -> bool:
+    """Whether `answer` (without its surrounding quotes and final punctuation) is found word for word in the
+    text, ignoring case (`lowered_text`: the text lower-cased): an extractive answer."""
     core = answer.strip().strip(_QUOTES).rstrip(_FINAL_PUNCTUATION).strip()
-    return bool(core) and core.lower() in text.lower()
+    return bool(core) and core.lower() in lowered_text
 
 
 def parse_pair(pair: dict, unanswerable: Unanswerable) -> tuple[ParsedPair, bool]:

@@ -23,6 +23,7 @@ VALUES = ("question", "answer", "final", "rationale", "cot_trigger", "conclusion
 SENTENCE_END = (".", "?", "!", "…")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}([.?!]?)")
 _QUOTES = "\"'”’"
+_GOES_ON = re.compile(r" [a-z]|[,;:)]")
 _ANSWER_LABEL = re.compile(r"(?:Answer|My answer|Response|Reply|Output): ")
 _ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii"]
 
@@ -37,14 +38,21 @@ def fill(template: str, **values: str) -> str:
         if name not in values:
             return m.group(0)
         value = values[name]
-        rest = m.string[m.end() :]
-        after = rest[1:] if rest[:1] in _QUOTES else rest  # past a closing quote
-        goes_on = re.match(r" [a-z]|[,;:)]", after) or (after is not rest and after[:1] in ".?!")
-        if goes_on and not mark and value.endswith(".") and not value.endswith(".."):
+        if mark:
+            return value if value.endswith(SENTENCE_END) else value + mark
+        if value.endswith(".") and not value.endswith("..") and _goes_on(template, m.end()):
             return value[:-1]
-        return value if mark and value.endswith(SENTENCE_END) else value + mark
+        return value
 
     return _PLACEHOLDER.sub(one, template)
+
+
+def _goes_on(template: str, at: int) -> bool:
+    """Whether the sentence goes on after position `at` of `template` (past a closing quote): a lower-case
+    word, a comma, a colon, a closing bracket, or a sentence mark after the quote."""
+    quoted = template[at : at + 1] in _QUOTES and at < len(template)
+    after = at + 1 if quoted else at
+    return bool(_GOES_ON.match(template, after)) or (quoted and template[after : after + 1] in (".", "?", "!"))
 
 
 def join(parts: list[str], sep: str) -> str:

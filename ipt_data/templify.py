@@ -54,8 +54,9 @@ def render_chain(
     rendered, pairs_out = [], []
     for (text, pairs), ps in zip(examples, parsed, strict=True):
         bodies = [style.body(p) for p in ps]
+        lowered = text.lower() if ps else ""
         for pair, p, (task, _, _) in zip(pairs, ps, bodies, strict=True):
-            copied = answer_in_text(p.answer, text)
+            copied = answer_in_text(p.answer, lowered)
             pairs_out.append(
                 {"instruction": pair["instruction"], "response": pair["response"], "task": task, "copied": copied}
             )
