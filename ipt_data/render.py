@@ -23,6 +23,7 @@ VALUES = ("question", "answer", "final", "rationale", "cot_trigger", "conclusion
 SENTENCE_END = (".", "?", "!", "…")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}([.?!]?)")
 _QUOTES = "\"'”’"
+_NEWLINES = re.compile(r"\n+")
 _GOES_ON = re.compile(r" [a-z]|[,;:)]")
 _ANSWER_LABEL = re.compile(r"(?:Answer|My answer|Response|Reply|Output): ")
 _ROMAN = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x", "xi", "xii"]
@@ -93,8 +94,9 @@ class ChainStyle:
         )
         if self.qa_prefix[0].endswith("\n"):  # "Question:\n..." reads best with the answer on its own line
             self.joiner = "\n"
-        # a pair must be set apart from the next more than its answer is from its question
-        needed = self.joiner.count("\n") + 1 if self.qa_prefix[0] else max(2, self.joiner.count("\n") + 1)
+        # a pair must be set apart from the next more than its answer is from its question (a one-line joiner
+        # becomes a newline after a multi-line question)
+        needed = max(2, self.joiner.count("\n") + 1)
         if self.pair_sep.count("\n") < needed:
             self.pair_sep = "\n" * needed
         if not self.example_sep.strip() and self.example_sep.count("\n") <= self.pair_sep.count("\n"):
@@ -105,13 +107,17 @@ class ChainStyle:
         self.cot_trigger, self.conclusion = pick(t["cot_triggers"]), pick(t["conclusions"])
         self.options_intro, self.labels = pick(t["options_intros"]), pick(t["option_labels"])
         self.option_delim, self.choice_form = pick(t["option_delimiters"]), pick(t["choice_forms"])
-        if self.labels["names"] == "none" and "\n" not in self.option_delim:  # bullets only as a column
-            self.labels = {"names": "none", "item": "{option}", "ref": ""}
-            self.option_delim = ", " if self.option_delim == " " else self.option_delim
         self.speakers, self.speaker_fmt = pick(t["speakers"]), pick(t["speaker_formats"])
         self.dialog_opener, self.next_turn = pick(t["dialog_openers"]), pick(t["next_turn_prompts"])
         self.numbered, self.numbered_headers = pick(t["numbered_styles"]), pick(t["numbered_headers"])
         self.inline, self.inline_label = pick(t["inline_framings"]), pick(t["inline_example_labels"])
+        if self.labels["names"] == "none" and "\n" not in self.option_delim:  # bullets only as a column
+            self.labels = {"names": "none", "item": "{option}", "ref": ""}
+        if ": " in self.labels["item"] and "\n" not in self.option_delim:  # "A: x B: y" reads as dialog turns
+            self.option_delim = "\n"
+        answer_marks = {self.qa_prefix[1].strip().rstrip(":"), self.speakers[1]}
+        if self.labels["names"] == "upper" and answer_marks & {"A", "B", "C", "D"}:  # "A. no" beside "A: no"
+            self.labels = {**self.labels, "names": "lower"}
         # the words before the tasks already introduce them: no second instruction on top
         self.introduced = bool(self.inv_header) if self.inverted else _ends_with_instruction(self.intro)
 
@@ -146,7 +152,8 @@ class ChainStyle:
                 task = p.kind  # "none of them" is only an answer beside the options
             values.update(self._options(p))
         q, a = self.pattern[task]["q"], self.pattern[task]["a"]
-        if "\n" in self.option_delim:  # a list of one option per line starts on its own line
+        if "\n" in self.option_delim:  # a list of one option per line starts on its own line, unbracketed
+            q = q.replace("({options_intro} {options})", "\n{options_intro}\n{options}")
             q, a = q.replace(" {options}", "\n{options}"), a.replace(" {options}", "\n{options}")
         return task, fill(q, **values), fill(a, **values)
 
@@ -192,7 +199,10 @@ class ChainStyle:
         if self.layout in ("dialog", "numbered", "next_turn"):  # a speaker or a number already marks the answer
             bodies = [(q, _unlabelled(a)) for q, a in bodies]
         if self.layout == "classic":
-            return join([lead(self.header), self.pair_sep.join(self.qa(q, a) for q, a in bodies)], "\n")
+            pairs = [self.qa(q, a) for q, a in bodies]
+            inside = max((len(run) for p in pairs for run in _NEWLINES.findall(p)), default=0)
+            sep = self.pair_sep if self.pair_sep.count("\n") > inside else "\n" * min(3, inside + 1)
+            return join([lead(self.header), sep.join(pairs)], "\n")
         if self.layout == "dialog":
             lines = [line for q, a in bodies for line in (self.turn(asker, q), self.turn(answerer, a))]
             return join([lead(self.dialog_opener), "\n".join(lines)], "\n")

@@ -219,6 +219,8 @@ GLITCHES = {
     "a sentence cut by a period": re.compile(r"\b(?!(?:ii|iii|iv|vi|vii|viii|ix|xi|xii)\.)[a-z]{2,}\. [a-z]"),
     "first option on the line of its lead-in": re.compile(r": [-*+] "),
     "a period on both sides of a closing quote": re.compile(r"\.[\"”]\."),
+    "a bracket opened around a column of options": re.compile(r"\([^()\n]*:\n"),
+    "options labelled like dialog turns on one line": re.compile(r"\b[A-D]: [^\n]{1,30} [B-E]: "),
     "two answer labels": re.compile(
         r"\b(?:Answer|Key|Response|Output|A|Ans|Solution|Result|Completion|Reply)[:] "
         r"(?:Answer|My answer|Response|Reply|Output): "
