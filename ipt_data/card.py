@@ -82,8 +82,12 @@ def dataset_card(
     rows = synthesis.get("rows", {})
     layouts = stats.get("layouts", {})
     total_layouts = sum(layouts.values()) or 1
-    layout_share = {k.replace("_", " "): f"{100 * v / total_layouts:.1f}%" for k, v in layouts.items()}
+    layout_share = {
+        k.replace("_", " "): f"{100 * v / total_layouts:.1f}%"
+        for k, v in sorted(layouts.items(), key=lambda kv: -kv[1])
+    }
     diversity, duplicates = stats.get("diversity", {}), stats.get("duplicates", {})
+    has_pairs = bool(stats.get("pairs"))
     parts = [
         "---",
         "configs:",
@@ -149,7 +153,7 @@ def dataset_card(
                 "prompt tokens": synthesis.get("prompt_tokens", 0),
                 "completion tokens": synthesis.get("completion_tokens", 0),
             }
-            | {f"status: {k}": v for k, v in synthesis.get("status", {}).items()}
+            | {f"chunks synthesized: {k}": v for k, v in synthesis.get("status", {}).items()}
             | {f"rejected: {k}": v for k, v in synthesis.get("rejects", {}).items()},
             ("what", "count"),
         ),
@@ -158,22 +162,24 @@ def dataset_card(
         "",
         _table(
             {
-                "pairs per augmented text (mean)": stats.get("mean_pairs_per_text", 0.0),
-                "distinct questions": _percent(diversity.get("distinct_question_share", 0.0)),
-                "answers copied word for word from the text": _percent(diversity.get("copied_answer_share", 0.0)),
+                "pairs per augmented text (mean)": stats.get("mean_pairs_per_text", 0.0) if has_pairs else "n/a",
+                "distinct questions": _percent(diversity.get("distinct_question_share", 0.0)) if has_pairs else "n/a",
+                "answers copied word for word from the text": (
+                    _percent(diversity.get("copied_answer_share", 0.0)) if has_pairs else "n/a"
+                ),
                 "pairs malformed (dropped)": _percent(synthesis.get("invalid_pair_rate", 0.0)),
-                "pairs rendered verbatim (fallback)": _percent(synthesis.get("fallback_pair_rate", 0.0)),
+                "pairs rendered verbatim (fallback)": (
+                    _percent(synthesis.get("fallback_pair_rate", 0.0)) if has_pairs else "n/a"
+                ),
                 "texts occurring more than once": duplicates.get("texts", {}).get("repeated", 0),
                 "pairs occurring more than once": duplicates.get("pairs", {}).get("repeated", 0),
             },
             ("what", "value"),
         ),
         "",
-        "## Template layouts",
-        "",
-        _table(layout_share, ("layout", "share of augmented texts")),
-        "",
     ]
+    if layout_share:
+        parts += ["## Template layouts", "", _table(layout_share, ("layout", "share of augmented texts")), ""]
     if figures:
         parts += ["## Statistics", ""]
         for f in figures:

@@ -42,9 +42,10 @@ def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg} (e.g. '{{\"batch_size\": 64}}')") from exc
+        example = '{"name": "value"}'
+        raise argparse.ArgumentTypeError(f"not JSON: {exc.msg} (a JSON object, e.g. '{example}')") from exc
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("a JSON object is needed, e.g. '{\"batch_size\": 64}'")
+        raise argparse.ArgumentTypeError('a JSON object is needed, e.g. \'{"name": "value"}\'')
     return value
 
 
@@ -156,10 +157,15 @@ def _stats(args) -> int:
         return 2
     print(json.dumps(numbers, indent=1, sort_keys=True) if args.json else summary(numbers))
     if args.plots:
-        Path(args.plots).mkdir(parents=True, exist_ok=True)
-        for f in figures(numbers):
-            (Path(args.plots) / f.name).write_bytes(f.png)
-            print(f"{Path(args.plots) / f.name}: {f.reading}", file=sys.stderr)
+        try:
+            Path(args.plots).mkdir(parents=True, exist_ok=True)
+            for f in figures(numbers):
+                (Path(args.plots) / f.name).write_bytes(f.png)
+                print(f"{Path(args.plots) / f.name}: {f.reading}", file=sys.stderr)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            print(f"ipt-data: error: cannot write the figures into {args.plots}: {reason}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -210,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"ipt-data: warning: the general data ran short: general : augmented is {report['mix']['achieved']} "
                 f"by {report['mix']['by']}, {report['mix']['requested']} was asked for",
+                file=sys.stderr,
+            )
+        if report.get("rows", {}).get("converted") and not report.get("pairs"):
+            print(
+                f"ipt-data: warning: the synthesizer wrote no pair that parses ({report.get('completion_tokens', 0):,} "
+                "completion tokens); every text was published raw. Check the model (--model) and its outputs in "
+                f"{config.resolved_work_dir()}/run.log",
                 file=sys.stderr,
             )
         if not sum(report.get("output_rows", {}).values()):

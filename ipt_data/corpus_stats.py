@@ -239,18 +239,33 @@ def iter_batches(source: Any, batch_size: int = 10_000) -> tuple[Iterator[dict[s
     import fsspec
     import pyarrow.parquet as pq
 
-    fs, root = fsspec.core.url_to_fs(source)
-    root = root.rstrip("/")
-    files = sorted(fs.glob(f"{root}/data/*.parquet")) or ([root] if root.endswith(".parquet") else [])
-    if not files:
-        from ipt_data.errors import InputNotFoundError
+    from ipt_data.errors import InputError, InputNotFoundError
 
-        raise InputNotFoundError(f"{source}: no data/*.parquet files (is it a corpus ipt_data published?)")
-    report = json.loads(fs.cat_file(f"{root}/run_report.json")) if fs.exists(f"{root}/run_report.json") else None
-    total = 0
-    for path in files:
-        with fs.open(path, "rb") as f:
-            total += pq.ParquetFile(f).metadata.num_rows
+    if source.startswith("hf://") and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise InputError(f"{source}: HF_HUB_OFFLINE is set, so the Hub cannot be read; unset it, or give a local copy")
+    try:
+        fs, root = fsspec.core.url_to_fs(source)
+        root = root.rstrip("/")
+        if not fs.exists(root):
+            raise InputNotFoundError(f"{source} does not exist")
+        files = sorted(fs.glob(f"{root}/data/*.parquet")) or sorted(fs.glob(f"{root}/*.parquet"))
+        files = files or ([root] if root.endswith(".parquet") else [])
+        if not files:
+            raise InputNotFoundError(f"{source}: no data/*.parquet files (is it a corpus ipt_data published?)")
+        report_path = f"{root}/run_report.json" if fs.isdir(root) else None
+        report = json.loads(fs.cat_file(report_path)) if report_path and fs.exists(report_path) else None
+        total = 0
+        for path in files:
+            with fs.open(path, "rb") as f:
+                parquet = pq.ParquetFile(f)
+                missing = sorted(set(COLUMNS) - set(parquet.schema_arrow.names))
+                if missing:
+                    raise InputError(f"{path}: no column {missing}: not a corpus published by ipt_data 0.3 or later")
+                total += parquet.metadata.num_rows
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - offline, unreadable, not parquet: one line for the user
+        raise InputError(f"{source}: cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
     def batches() -> Iterator[dict[str, list]]:
         for path in files:
@@ -281,9 +296,10 @@ def summary(s: dict[str, Any]) -> str:
     lines += [(f"mean length {k} (tokens)", f"{v['mean']:,.1f}") for k, v in s["length_tokens"].items()]
     lines += [("pairs", s["pairs"]), ("pairs per augmented text (mean)", f"{s['mean_pairs_per_text']:.2f}")]
     lines += [(f"pairs {k}", f"{100 * n / (s['pairs'] or 1):.1f}%") for k, n in s["task_families"].items()]
-    lines += [(f"layout {k}", n) for k, n in s["layouts"].items()] + [("inverted", s["inverted"])]
-    lines += [(f"texts of {k} shots", n) for k, n in s["shots_per_chain"].items()]
-    lines += [(f"status {k}", n) for k, n in synthesis.get("status", {}).items()]
+    lines += [(f"layout {k}", n) for k, n in s["layouts"].items()]
+    lines += [("texts with their tasks before the text", s["inverted"])]
+    lines += [(f"texts rendered from {k} rows (shots)", n) for k, n in s["shots_per_chain"].items()]
+    lines += [(f"chunks synthesized: {k}", n) for k, n in synthesis.get("status", {}).items()]
     lines += [(f"rejected {k}", n) for k, n in synthesis.get("rejects", {}).items()]
     if "invalid_pair_rate" in synthesis:
         lines.append(("pairs malformed (dropped)", f"{100 * synthesis['invalid_pair_rate']:.1f}%"))

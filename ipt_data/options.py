@@ -90,6 +90,10 @@ class Recipe:
                     loaded = yaml.safe_load(f) or {}
             except FileNotFoundError as exc:
                 raise InputNotFoundError(f"recipe {path} not found") from exc
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"recipe {path} must be a mapping of option: value")
             values = {k.replace("-", "_"): v for k, v in loaded.items()}
             for key in cls.recipe_paths:  # a recipe's relative paths are relative to the recipe file
                 value = values.get(key)

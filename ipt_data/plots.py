@@ -69,7 +69,7 @@ def pairs_per_text(s: dict[str, Any]) -> Figure | None:
     mode = labels[shares.index(max(shares))]
     title = "Pairs per augmented text"
     reading = (
-        f"Augmented texts carry {s['mean_pairs_per_text']:.1f} instruction-response pairs on average; "
+        f"Augmented texts carry {s['mean_pairs_per_text']:.2f} instruction-response pairs on average; "
         f"{mode} is the most common count ({max(shares):.0f}% of texts)."
     )
     png = _png(
@@ -90,7 +90,8 @@ def tasks(s: dict[str, Any]) -> Figure | None:
     inverse = _pct(sum(n for t, n in counts.items() if t.endswith("_inverse")), total)
     title = "Which tasks the pairs were rendered as"
     reading = (
-        f"{top.replace('_', ' ').capitalize()} is the largest family ({_pct(families[top], total):.0f}% of pairs); "
+        f"The most common task is {order[0].replace('_', ' ')} ({shares[0]:.0f}% of pairs); the largest family is "
+        f"{top.replace('_', ' ')} ({_pct(families[top], total):.0f}%, all its tasks together); "
         f"{inverse:.0f}% of pairs are inverse tasks (the answer given, the question asked for)."
     )
     labels = [t.replace("_", " ") for t in order]

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset
@@ -189,9 +190,21 @@ def test_openings_beyond_the_cap_are_pruned_and_say_so(monkeypatch):
     assert not got["diversity"]["openings_exact"] and got["diversity"]["top_openings"][0][:2] == ["what is it", 30]
 
 
-def test_a_folder_without_data_is_a_clear_error(tmp_path, capsys):
-    assert main(["stats", str(tmp_path), "--no-progress"]) == 2
-    assert "no data/*.parquet" in capsys.readouterr().err
+def test_what_is_not_a_published_corpus_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "raw.parquet").parent.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"text": ["a raw corpus"]}), tmp_path / "raw.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "empty"): "no data/*.parquet",
+        str(tmp_path / "missing"): "does not exist",
+        str(tmp_path / "raw.parquet"): "not a corpus published by ipt_data",
+        str(tmp_path / "bad.parquet"): "cannot read it",
+    }
+    for path, needle in cases.items():
+        assert main(["stats", path, "--no-progress"]) == 2, path
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
 
 
 def test_an_empty_corpus_has_stats_and_no_figures():

@@ -85,8 +85,8 @@ def test_examples_from_our_shape_and_from_context_qa_rows():
         {"text": "", "pairs": [["q", "a"]]},
         {"text": "T2", "pairs": []},
     ]
-    examples, rejects = read_examples(rows)
-    assert examples == [Example("T1", (("q", "a"), ("q2", "a2")))]
+    examples, rejects, n = read_examples(rows)
+    assert n == 3 and examples == [Example("T1", (("q", "a"), ("q2", "a2")))]
     assert rejects == {"malformed_pair": 1, "empty_text": 1, "no_pairs": 1}
     squad = [
         {"context": "C1", "question": "Q1?", "answers": {"text": ["A1"], "answer_start": [0]}, "title": "t"},
@@ -95,7 +95,8 @@ def test_examples_from_our_shape_and_from_context_qa_rows():
         {"context": "C1", "question": "Q4?", "answers": {"text": []}, "title": "t"},  # unanswerable
     ]
     mapping = {"text": "context", "question": "question", "answer": "answers", "task": "title"}
-    examples, rejects = read_examples(squad, mapping)
+    examples, rejects, n = read_examples(squad, mapping)
+    assert n == 4
     assert examples == [Example("C1", (("Q1?", "A1"), ("Q2?", "A2")), "t"), Example("C2", (("Q3?", "A3"),), "t")]
     assert rejects == {"no_answer": 1}
     many = [Example(f"text {i}", (("q", "a"),)) for i in range(1000)]
@@ -149,6 +150,10 @@ def test_the_model_runs_through_augment_and_its_card_has_the_evaluation(inputs, 
     assert [h["step"] for h in report["evaluation_history"]] == [8]
     card = (out / "README.md").read_text()
     assert "answer token F1" in card and "learning_rate" in card and "train.jsonl" in card
+    assert report["hyper_parameters"]["steps_run"] == 12 and report["hyper_parameters"]["precision"] == "fp32"
+    assert json.loads((out / "config.json").read_text())["use_cache"] is True
+    assert main(run_cli(inputs, out)) == 2  # a finished model is not replaced by accident
+    assert "--overwrite" in capsys.readouterr().err
     for name in ("tokenizer.json", "config.json", "generation_config.json", "model.safetensors"):
         assert (out / name).exists(), name
     assert (out / "tokenizer.json").read_bytes() == (inputs / "base" / "tokenizer.json").read_bytes()
@@ -173,6 +178,23 @@ def test_lora_trains_adapters_and_saves_merged_weights(inputs, tmp_path, capsys)
 def test_missing_options_and_bad_data_are_one_line_errors(inputs, tmp_path, capsys):
     assert main(["train-synthesizer", "--data", str(inputs / "train.jsonl")]) == 2
     assert "needs --base" in capsys.readouterr().err
+    data = ["--data", str(inputs / "train.jsonl")]
+    cases = {
+        "does not exist (--base)": ["--base", str(tmp_path / "nope"), *data],
+        "no usable tokenizer": ["--base", str(tmp_path), *data],
+        "no column 'context', 'q', 'answers' (for text, question, answer)": [
+            "--base", str(inputs / "base"), *data, "--columns", '{"text": "context", "question": "q"}',
+        ],
+        "unknown keys ['titel']": ["--base", str(inputs / "base"), *data, "--columns", '{"titel": "x"}'],
+    }  # fmt: skip
+    for needle, args in cases.items():
+        assert main(["train-synthesizer", *args]) == 2, needle
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, err
+    squad = tmp_path / "squad.jsonl"
+    squad.write_text(json.dumps({"context": "C", "question": "Q?", "answers": {"text": ["A"]}}) + "\n")
+    assert main(["train-synthesizer", "--base", str(inputs / "base"), "--data", str(squad)]) == 2
+    assert "name them with --columns" in capsys.readouterr().err  # a hint at the mapping it needs
     empty = tmp_path / "empty.jsonl"
     empty.write_text(json.dumps({"text": "x", "pairs": []}) + "\n")
     assert main(["train-synthesizer", "--base", str(inputs / "base"), "--data", str(empty)]) == 2

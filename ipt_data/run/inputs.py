@@ -23,12 +23,12 @@ class ShardTask:
     input_hash: str = ""  # of `rows`: a rerun reuses the done shard only if its rows hash the same
 
 
-def ensure_model_available(model: str) -> None:
-    """Fail fast, before any work, when the synthesizer cannot be loaded (offline, wrong name)."""
+def ensure_model_available(model: str, what: str = "the synthesizer", flag: str = "--model") -> None:
+    """Fail fast, before any work, when a model cannot be loaded (offline, wrong name)."""
     if os.path.isdir(model):
         return
     if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a Hub id
-        raise ModelUnavailableError(f"the synthesizer folder {model!r} does not exist (--model)")
+        raise ModelUnavailableError(f"{what} folder {model!r} does not exist ({flag})")
     from huggingface_hub import hf_hub_download
 
     try:
@@ -36,14 +36,14 @@ def ensure_model_available(model: str) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         raise ModelUnavailableError(
-            f"cannot load the synthesizer {model!r} ({type(exc).__name__}). "
+            f"cannot load {what} {model!r} ({type(exc).__name__}). "
             + (
                 "HF_HUB_OFFLINE is set and the model is not in the local cache. "
                 if offline
                 else "Check the model name and your connection to the Hub (HF_ENDPOINT). "
             )
             + "Download it on a machine with internet access (huggingface-cli download MODEL), "
-            "set MODEL=/path/to/a/local/copy (--model), or run `make demo` for the offline tiny fixture."
+            f"give a local copy ({flag} /path/to/it), or run `make demo` for the offline tiny fixture."
         ) from exc
 
 

@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from ipt_data.errors import InputError
+from ipt_data.errors import InputError, ModelUnavailableError, OutputExistsError
+from ipt_data.run.inputs import ensure_model_available
 from ipt_data.train.config import TrainConfig
 from ipt_data.train.evaluate import evaluate
-from ipt_data.train.examples import Example, read_examples, split_examples
+from ipt_data.train.examples import Example, check_columns, read_examples, split_examples
 from ipt_data.train.model_card import model_card
 from ipt_data.train.packing import pack
 
@@ -33,6 +35,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 REPORT = "train_report.json"
 
 __all__ = ["Example", "TrainConfig", "train_synthesizer"]
+
+
+def _encoder(source: str):
+    """The prompt encoder of the model's own tokenizer file, or a one-line error."""
+    from ipt_data.budget import PromptEncoder
+
+    try:
+        return PromptEncoder(source)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelUnavailableError(
+            f"{source}: no usable tokenizer (a tokenizer.json is needed; give one with --tokenizer): {exc}"
+        ) from exc
 
 
 def _local_output(output: str) -> tuple[Path, str | None]:
@@ -65,6 +79,7 @@ def _save(model, cfg: TrainConfig, encoder, out: Path) -> None:
     model.generation_config.pad_token_id = encoder.eos_id
     model.generation_config.do_sample = False
     model.generation_config.max_new_tokens = 400
+    model.config.use_cache = True  # off while training with gradient checkpointing; generation wants it
     compute_dtype = model.config.dtype if hasattr(model.config, "dtype") else None
     if cfg.save_dtype != "auto":
         model = model.to(dtypes[cfg.save_dtype])
@@ -78,15 +93,17 @@ def _save(model, cfg: TrainConfig, encoder, out: Path) -> None:
 
 def train_synthesizer(cfg: TrainConfig) -> dict[str, Any]:
     """Tune, save, evaluate (and push) a synthesizer as `cfg` says; returns the training report."""
-    from ipt_data.budget import PromptEncoder
     from ipt_data.sources import as_dataset, load_source
     from ipt_data.train.loop import CHECKPOINTS, train_model
 
     out, repo = _local_output(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    encoder = PromptEncoder(cfg.tokenizer or cfg.base)
+    if (out / REPORT).exists() and not (out / CHECKPOINTS).exists() and not cfg.overwrite:
+        raise OutputExistsError(f"{out} holds a trained model already; pass --overwrite to replace it")
+    ensure_model_available(cfg.base, "the base model", "--base")
+    encoder = _encoder(cfg.tokenizer or cfg.base)
     rows = as_dataset(load_source(cfg.data, config=cfg.data_config, split=cfg.split))
-    examples, rejects = read_examples(iter(rows), cfg.columns)
+    check_columns(next(iter(rows), None), cfg.columns)
+    examples, rejects, n_rows = read_examples(iter(rows), cfg.columns)
     train, held = split_examples(examples, cfg.eval_fraction, cfg.seed)
     packed = pack(encoder, train, cfg.max_length, cfg.seed)
     rejects.update(packed.rejects)
@@ -104,21 +121,30 @@ def train_synthesizer(cfg: TrainConfig) -> dict[str, Any]:
     n_held, held = len(held), held[: cfg.eval_texts]
     history: list[dict] = []
     callbacks = [_EvalEveryNSteps(cfg, held, encoder, history)] if cfg.eval_steps and held else []
-    model, log_history = train_model(cfg, packed.sequences, encoder.eos_id, out, callbacks)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model, log_history, trained = train_model(cfg, packed.sequences, encoder.eos_id, out, callbacks)
     _save(model, cfg, encoder, out)
     del model
+    evaluation = evaluate(str(out), held, cfg.eval_max_new_tokens)
+    if not held:
+        log.warning("no example was held out: the model is not evaluated (raise --eval-fraction)")
+    elif not evaluation["zero_shot"]["texts_with_pairs"]:
+        log.warning("the trained model wrote no well-formed pair for any held-out text: train longer or check the data")
     report = {
         "base": cfg.base,
         "data": cfg.data,
+        "rows": n_rows,
         "examples": {"read": len(examples), "held_out": n_held, "evaluated": len(held), "packed": packed.examples},
         "rejects": dict(sorted(rejects.items())),
         "sequences": len(packed.sequences),
         "tokens": packed.tokens,
         "label_tokens": packed.label_tokens,
-        "hyper_parameters": cfg.hyper_parameters(),
+        "hyper_parameters": cfg.hyper_parameters() | trained,
+        "train_seconds": round(time.perf_counter() - started, 1),
         # the mean loss of the last logging window (train_loss would average only what this process ran)
         "last_loss": next(({"step": h["step"], "loss": h["loss"]} for h in reversed(log_history) if "loss" in h), None),
-        "evaluation": evaluate(str(out), held, cfg.eval_max_new_tokens),
+        "evaluation": evaluation,
         "evaluation_history": history,
     }
     (out / REPORT).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
@@ -141,13 +167,18 @@ def _push(folder: Path, repo: str, private: bool) -> None:
 
 
 class _EvalEveryNSteps(TrainerCallback):
-    """Evaluates each checkpoint written at a multiple of `eval_steps`."""
+    """Evaluates the model every `eval_steps` steps: a checkpoint is saved at those steps, then evaluated."""
 
     def __init__(self, cfg: TrainConfig, held: list[Example], encoder, history: list[dict]):
         self.cfg, self.held, self.encoder, self.history = cfg, held, encoder, history
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.cfg.eval_steps == 0 and state.global_step < state.max_steps:
+            control.should_save = True  # the final model is evaluated anyway
+        return control
+
     def on_save(self, args, state, control, **kwargs):
-        if state.global_step % self.cfg.eval_steps:
+        if state.global_step % self.cfg.eval_steps or state.global_step >= state.max_steps:
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _copy_tokenizer(self.cfg.tokenizer or self.cfg.base, checkpoint)

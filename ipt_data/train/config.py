@@ -8,6 +8,8 @@ from typing import Any
 from ipt_data.errors import ConfigError
 from ipt_data.options import RUN, Recipe, check_choices, option
 
+COLUMN_KEYS = ("text", "pairs", "question", "answer", "task")
+
 
 @dataclass
 class TrainConfig(Recipe):
@@ -68,6 +70,7 @@ class TrainConfig(Recipe):
         help="for small models trained from scratch with tied embeddings: the softmax over the tokens the data "
         "uses plus one logit for the rest, whose embeddings are kept at zero (the exact loss, much faster)",
     )
+    overwrite: bool = option(False, scope=RUN, help="replace a finished model already in the output folder")
     private: bool = option(False, scope=RUN, help="create a private Hub model repo")
     trust_remote_code: bool = option(False, scope=RUN, help="run the base model repo's own code")
 
@@ -82,6 +85,9 @@ class TrainConfig(Recipe):
             raise ConfigError("sparse_vocab is for small models trained whole; it does not combine with lora")
         if not isinstance(self.columns, dict):
             raise ConfigError("columns must be a JSON object")
+        unknown = sorted(set(self.columns) - set(COLUMN_KEYS))
+        if unknown:
+            raise ConfigError(f"columns: unknown keys {unknown}; the keys are {list(COLUMN_KEYS)}")
         check_choices(self)
 
     def hyper_parameters(self) -> dict[str, Any]:
@@ -97,6 +103,8 @@ class TrainConfig(Recipe):
             "batch_size",
             "gradient_accumulation",
             "precision",
+            "gradient_checkpointing",
+            "sparse_vocab",
             "lora",
             "seed",
         )

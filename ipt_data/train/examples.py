@@ -45,11 +45,34 @@ def _pair(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def read_examples(rows, columns: dict[str, str] | None = None) -> tuple[list[Example], Counter]:
-    """`(examples, rejects by reason)` from an iterable of row dicts."""
+def check_columns(first: dict | None, columns: dict[str, str]) -> None:
+    """Raise a one-line error when the columns to read are not in the data (`first`: its first row)."""
+    from ipt_data.errors import InputError
+
+    if first is None:
+        raise InputError("the training data has no rows")
+    qa = "question" in columns
+    needed = {"text": columns.get("text", "text")}
+    needed |= {"question": columns["question"], "answer": columns.get("answer", "answers")} if qa else {}
+    needed |= {} if qa else {"pairs": columns.get("pairs", "pairs")}
+    needed |= {"task": columns["task"]} if "task" in columns else {}
+    missing = {k: v for k, v in needed.items() if v not in first}
+    if missing:
+        example = '{"text": "context", "question": "question", "answer": "answers"}'
+        hint = "" if columns else f"; name them with --columns, e.g. '{example}'"
+        raise InputError(
+            f"the training data has no column {', '.join(repr(v) for v in missing.values())} "
+            f"(for {', '.join(missing)}); its columns are {sorted(first)}{hint}"
+        )
+
+
+def read_examples(rows, columns: dict[str, str] | None = None) -> tuple[list[Example], Counter, int]:
+    """`(examples, rejects by reason, rows read)` from an iterable of row dicts."""
     columns = dict(columns or {})
     text_col, task_col = columns.get("text", "text"), columns.get("task", "task")
     rejects: Counter = Counter()
+    counted = _Counting(rows)
+    rows = counted
     if "question" in columns:  # context-QA: one question per row, grouped by (task, context)
         grouped: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for row in rows:
@@ -64,7 +87,8 @@ def read_examples(rows, columns: dict[str, str] | None = None) -> tuple[list[Exa
             else:
                 key = (str(row.get(task_col) or ""), text)
                 grouped.setdefault(key, []).append((question.strip(), answer))
-        return [Example(text, tuple(pairs), task) for (task, text), pairs in grouped.items()], rejects
+        examples = [Example(text, tuple(pairs), task) for (task, text), pairs in grouped.items()]
+        return examples, rejects, counted.n
     pairs_col = columns.get("pairs", "pairs")
     examples = []
     for row in rows:
@@ -79,7 +103,19 @@ def read_examples(rows, columns: dict[str, str] | None = None) -> tuple[list[Exa
             rejects["no_pairs"] += 1
             continue
         examples.append(Example(text, tuple(pairs), str(row.get(task_col) or "")))
-    return examples, +rejects
+    return examples, +rejects, counted.n
+
+
+class _Counting:
+    """An iterable that counts the rows it yields."""
+
+    def __init__(self, rows):
+        self.rows, self.n = rows, 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.n += 1
+            yield row
 
 
 def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:

@@ -77,7 +77,8 @@ def _zero_unused(model, used: list[int]) -> None:
 
 def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callbacks: list | None = None) -> Any:
     """Train on `train_sequences`, checkpointing under `work/checkpoints` (resumed from the last one there);
-    returns the trained model (LoRA merged)."""
+    returns the trained model (LoRA merged), the Trainer's log history and what was run (epochs, steps,
+    precision)."""
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -132,6 +133,8 @@ def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callb
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
+    trained = {"epochs_run": round(trainer.state.epoch or 0.0, 3), "steps_run": trainer.state.global_step}
+    trained["precision"] = "bf16" if bf16 else "fp32"
     model = trainer.model
     if cfg.lora:
         model = model.merge_and_unload()
@@ -140,4 +143,4 @@ def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callb
         unused = torch.ones(emb.shape[0], dtype=torch.bool)
         unused[used] = False
         assert not emb[unused].any(), "unused embeddings must stay zero"
-    return model, trainer.state.log_history
+    return model, trainer.state.log_history, trained

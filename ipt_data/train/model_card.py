@@ -49,7 +49,8 @@ def model_card(cfg, report: dict[str, Any]) -> str:
         "",
         "## Training data",
         "",
-        f"`{_shown(report['data'])}`: {ex['read']:,} examples read, {ex['held_out']:,} held out "
+        f"`{_shown(report['data'])}`: {report.get('rows', 0):,} rows read into {ex['read']:,} examples, "
+        f"{ex['held_out']:,} held out "
         f"({ex['evaluated']:,} evaluated), {ex['packed']:,} packed into {report['sequences']:,} sequences "
         f"of at most {cfg.max_length:,} tokens ({report['tokens']:,} tokens, {report['label_tokens']:,} of them "
         "with a loss: the pairs and each example's `</s>`)."
