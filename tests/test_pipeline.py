@@ -62,7 +62,7 @@ def test_cli_end_to_end_with_card_report_and_accounting(tmp_path, capsys):
         "rounds",
         "Template layouts",
         "## Example",
-        "status: ok",
+        "chunks synthesized: ok",
         "configs:",
     ):
         assert needle in card
