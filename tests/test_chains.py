@@ -1,41 +1,24 @@
 """Dropping synthesized rows before templify loses nothing once the chains are re-linked (issue 14)."""
 
 import random
-import re
 from collections import Counter
 
 import pytest
 from datasets import Dataset
+from test_synthesize import Scripted
 
 from ipt_data import Synthesizer, templify_batch
 from ipt_data.chains import filter_synthesized, relink
-from ipt_data.engines import Completion
 from ipt_data.schema import templify_features
-
-
-class Echo:
-    """A fake engine: text k gets one pair, except every 7th text, which gets none (a chain break)."""
-
-    name = "echo"
-    max_model_len = 100_000
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-
-    def generate(self, prompts, **kwargs):
-        out = []
-        for p in prompts:
-            k = int(re.findall(r"<CON> text (\d+)", self.encoder.decode(p))[-1])
-            body = "" if k % 7 == 6 else f"<QUE> What is {k}? <ANS> It is {k}. </END>"
-            out.append(Completion(body, "stop", len(p), 5))
-        return out
 
 
 @pytest.fixture()
 def synthesized(encoder):
     n = 60
     batch = {"text": [f"text {k} is here." for k in range(n)], "doc_id": list(range(n)), "chunk": [0] * n}
-    out = Synthesizer(model="unused", tokenizer=encoder, rounds=4, engine=Echo(encoder))(batch)
+    # text k gets one pair unless k is a multiple of 3; with 60 texts in 4 rounds a chain is k, k+15, k+30, k+45,
+    # so every chain either got pairs in all four rounds or in none
+    out = Synthesizer(model="unused", tokenizer=encoder, rounds=4, engine=Scripted(encoder))(batch)
     return Dataset.from_dict(out)
 
 
