@@ -29,6 +29,13 @@ def _pct(part: float, whole: float) -> float:
     return 100 * part / whole if whole else 0.0
 
 
+def _ranked(counts: dict[str, int]) -> tuple[list[str], list[float]]:
+    """The keys of `counts`, most frequent first (ties by name), and each one's share in percent."""
+    total = sum(counts.values())
+    order = sorted(counts, key=lambda k: (-counts[k], k))
+    return order, [_pct(counts[k], total) for k in order]
+
+
 def _png(draw) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
@@ -83,8 +90,7 @@ def tasks(s: dict[str, Any]) -> Figure | None:
     total = sum(counts.values())
     if not total:
         return None
-    order = sorted(counts, key=lambda t: (-counts[t], t))
-    shares = [_pct(counts[t], total) for t in order]
+    order, shares = _ranked(counts)
     families = s["task_families"]
     top = max(families, key=families.get)
     inverse = _pct(sum(n for t, n in counts.items() if t.endswith("_inverse")), total)
@@ -104,8 +110,7 @@ def layouts(s: dict[str, Any]) -> Figure | None:
     total = sum(counts.values())
     if not total:
         return None
-    order = sorted(counts, key=lambda k: (-counts[k], k))
-    shares = [_pct(counts[k], total) for k in order]
+    order, shares = _ranked(counts)
     title = "Template layouts"
     reading = (
         f"{order[0].replace('_', ' ').capitalize()} is the layout of {shares[0]:.0f}% of augmented texts; "
@@ -163,8 +168,7 @@ def synthesis(s: dict[str, Any]) -> Figure | None:
     total = sum(status.values()) if status else 0
     if not total:
         return None
-    order = sorted(status, key=lambda k: (-status[k], k))
-    shares = [_pct(status[k], total) for k in order]
+    order, shares = _ranked(status)
     title = "What the synthesizer returned, per chunk"
     ok = _pct(status.get("ok", 0), total)
     reading = (

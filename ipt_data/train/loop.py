@@ -65,14 +65,19 @@ def _sparse_loss_trainer(base, used: list[int]):
     return SparseVocabTrainer
 
 
+def _unused(vocab: int, used: list[int]) -> torch.Tensor:
+    """A mask of the tokens not in `used`."""
+    unused = torch.ones(vocab, dtype=torch.bool)
+    unused[used] = False
+    return unused
+
+
 def _zero_unused(model, used: list[int]) -> None:
     emb = model.get_input_embeddings().weight
     if model.get_output_embeddings() is None or model.get_output_embeddings().weight is not emb:
         raise ConfigError("sparse_vocab needs a model whose output layer is tied to its embeddings")
-    unused = torch.ones(emb.shape[0], dtype=torch.bool)
-    unused[used] = False
     with torch.no_grad():
-        emb[unused] = 0.0
+        emb[_unused(emb.shape[0], used)] = 0.0
 
 
 def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callbacks: list | None = None) -> Any:
@@ -140,7 +145,5 @@ def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callb
         model = model.merge_and_unload()
     if cfg.sparse_vocab:
         emb = model.get_input_embeddings().weight
-        unused = torch.ones(emb.shape[0], dtype=torch.bool)
-        unused[used] = False
-        assert not emb[unused].any(), "unused embeddings must stay zero"
+        assert not emb[_unused(emb.shape[0], used)].any(), "unused embeddings must stay zero"
     return model, trainer.state.log_history, trained
