@@ -140,6 +140,18 @@ def test_a_killed_run_resumes_to_the_same_model_and_evaluation(inputs, tmp_path,
     assert not (resumed / "checkpoints").exists()  # a finished run leaves only the model
 
 
+def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
+    from ipt_data.train.loop import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step, whole in ((4, True), (8, True), (12, False)):  # killed while writing checkpoint-12
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
+        if whole:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+
+
 def test_the_model_runs_through_augment_and_its_card_has_the_evaluation(inputs, tmp_path, capsys):
     out = tmp_path / "model"
     assert main(run_cli(inputs, out, "--eval-steps", "8")) == 0

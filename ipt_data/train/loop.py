@@ -65,6 +65,13 @@ def _sparse_loss_trainer(base, used: list[int]):
     return SparseVocabTrainer
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest `checkpoint-N` under `folder` that was written whole: the Trainer writes `trainer_state.json`
+    last and not atomically, so a run killed while saving leaves a newest checkpoint without it."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()] if folder.exists() else []
+    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if done else None
+
+
 def _unused(vocab: int, used: list[int]) -> torch.Tensor:
     """A mask of the tokens not in `used`."""
     unused = torch.ones(vocab, dtype=torch.bool)
@@ -85,7 +92,6 @@ def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callb
     returns the trained model (LoRA merged), the Trainer's log history and what was run (epochs, steps,
     precision)."""
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     gpu = torch.cuda.is_available()
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and gpu and torch.cuda.is_bf16_supported())
@@ -134,7 +140,7 @@ def train_model(cfg, train_sequences: list[dict], pad_id: int, work: Path, callb
         data_collator=Collator(pad_id),
         callbacks=callbacks or [],
     )
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None
+    last = last_complete_checkpoint(checkpoints)
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
