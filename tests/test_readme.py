@@ -71,3 +71,49 @@ def test_the_readme_make_augment_line_builds_a_valid_command():
     args = build_parser().parse_args(argv)
     config = AugmentConfig.from_recipe(str(ROOT / args.recipe), **{n: getattr(args, n) for n in AugmentConfig.names()})
     assert (config.dataset, config.output, config.rounds) == ("me/raw-corpus", "hf://datasets/me/out", 3)
+
+
+def readme_lines(pattern: str) -> list[str]:
+    """The README bash-block lines (continuations joined, comments dropped) that match `pattern`."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if re.search(pattern, line):
+                lines.append(line)
+    return lines
+
+
+def test_every_readme_train_synthesizer_line_parses_into_a_config(monkeypatch):
+    from ipt_data.train.config import TrainConfig
+
+    monkeypatch.chdir(ROOT)
+    lines = readme_lines(r"\btrain-synthesizer --")
+    assert len(lines) >= 4  # plain, accelerate, torchrun, context-QA
+    for line in lines:
+        words = shlex.split(line)
+        args = build_parser().parse_args(words[words.index("train-synthesizer") :])
+        config = TrainConfig.from_recipe(args.recipe, **{n: getattr(args, n) for n in TrainConfig.names()})
+        assert config.base and config.data and config.output, line
+    (squad,) = [x for x in lines if "--columns" in x]
+    assert TrainConfig.from_recipe(None, **{"base": "b", "data": "d", "columns": json.loads(shlex.split(squad)[-3])})
+
+
+def test_the_readme_stats_lines_run_as_written(tmp_path):
+    (line,) = readme_lines(r"^ipt-data stats ")
+    (make_line,) = readme_lines(r"^make stats ")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    demo = [sys.executable, "-m", "ipt_data", "augment", "--recipe", str(ROOT / "recipes" / "cpu-demo.yaml")]
+    subprocess.run([*demo, "--output", "out", "--no-progress"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "ipt_data", *shlex.split(line)[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rows augmented" in result.stdout and len(list((tmp_path / "out-plots").glob("*.png"))) == 6
+    dry = subprocess.run([*shlex.split(make_line), "-n"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    (command,) = [x for x in dry.splitlines() if "ipt-data stats" in x]
+    assert shlex.split(command.split("ipt-data", 1)[1]) == ["stats", "./out", "--plots", "./out-plots"]
