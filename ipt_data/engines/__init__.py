@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from ipt_data.engines.base import Completion, Engine, MissingExtraError, generate_isolated
+from ipt_data.engines.base import Completion, Engine, MissingExtraError, StreamingEngine, generate_isolated
 from ipt_data.errors import ConfigError
 
 __all__ = [
     "Completion",
     "Engine",
     "MissingExtraError",
+    "StreamingEngine",
     "generate_isolated",
     "load_engine",
     "resolve_device",
@@ -29,6 +31,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _CACHE: dict[tuple, Engine] = {}  # the per-process engine cache
+_CACHE_LOCK = threading.RLock()  # threads share one engine, not build two (re-entrant: wrappers load engines)
 _IMPORT_PID = os.getpid()
 
 
@@ -116,20 +119,24 @@ def load_engine(model: str, engine: str = "auto", rank: int | None = None, **opt
     if name not in _BUILDERS:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {['auto', *available_engines()]}")
     key = (name, model, device, tuple(sorted((k, repr(v)) for k, v in options.items())))
-    if key not in _CACHE:
-        try:
-            _CACHE[key] = _BUILDERS[name](model, device, **options)
-        except TypeError as exc:
-            if "unexpected keyword argument" not in str(exc):
-                raise
-            raise ConfigError(f"the {name!r} engine has no such option: {exc} (see the README's engine table)") from exc
-    return _CACHE[key]
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            try:
+                _CACHE[key] = _BUILDERS[name](model, device, **options)
+            except TypeError as exc:
+                if "unexpected keyword argument" not in str(exc):
+                    raise
+                raise ConfigError(
+                    f"the {name!r} engine has no such option: {exc} (see the README's engine table)"
+                ) from exc
+        return _CACHE[key]
 
 
 def clear_cache() -> None:
     """Close and drop every cached engine of this process."""
-    for engine in _CACHE.values():
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
-    _CACHE.clear()
+    with _CACHE_LOCK:
+        for engine in _CACHE.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        _CACHE.clear()

@@ -2,12 +2,17 @@
 
 An engine never fails a whole batch for one prompt: a prompt it cannot serve comes back as a
 `Completion` with `finish_reason="error"` and the reason in `error`.
+
+An engine that can take prompts one at a time while it is generating others (vllm, openai) is also a
+`StreamingEngine`: `submit(prompt)` returns a future at once, so the synthesizer can send a chain's next
+prompt as soon as its previous one is back and the engine's batch never waits for a round to end.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -42,6 +47,16 @@ class Engine(Protocol):
         ...
 
 
+@runtime_checkable
+class StreamingEngine(Engine, Protocol):
+    def submit(
+        self, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> Future[Completion]:
+        """Queue one prompt; the future resolves to its `Completion` (never to an exception for a
+        prompt's own failure). Cancelling the future drops the prompt if the engine can."""
+        ...
+
+
 def unservable(prompt: Sequence[int], max_model_len: int) -> Completion | None:
     """The error completion for a prompt no engine can serve (empty, or leaving no room to generate)."""
     if not prompt:
@@ -72,3 +87,10 @@ def generate_isolated(
         log.warning("a batch of %d prompts failed (%s: %s); retrying its halves", len(prompts), type(exc).__name__, exc)
         half = len(prompts) // 2
         return generate_isolated(generate, prompts[:half]) + generate_isolated(generate, prompts[half:])
+
+
+def resolved(completion: Completion) -> Future[Completion]:
+    """A future that already holds `completion` (a prompt answered without the engine)."""
+    future: Future[Completion] = Future()
+    future.set_result(completion)
+    return future

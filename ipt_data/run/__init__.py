@@ -96,7 +96,7 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     try:
         for result in executor.run(work_fn, unfinished()):
             stats[result.k] = result.stats
-            bar.add_shard(result.stats, counted_live=result.live)
+            bar.add_shard(result.stats, counted_live=result.live, shard=result.k)
             if result.failed:
                 retry.append(result.k)
                 log.warning("shard %d: the engine failed on some rows; it is left for the next run", result.k)

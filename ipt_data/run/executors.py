@@ -2,7 +2,9 @@
 yield each `ShardResult` as it finishes (any order: the report is merged in shard order). Registered by name,
 as engines are: `register_executor(name, build)` where `build(config)` returns an `Executor`.
 
-- `local`: in this process, one shard after another (`--gpus 1`).
+- `local`: in this process (`--gpus 1`): one shard after another, or two at a time in threads when the
+  engine streams (`ShardWork.shards_at_once`), so the next shard's prompts keep it busy while the current
+  shard's last chains finish.
 - `processes`: N worker processes, worker r always passed rank r (GPU r), each with its own engine
   (`--gpus N`); at most 2N shards in flight, so memory stays bounded.
 - `ray`: a Ray Data actor pool (`ipt_data.run.ray_executor`).
@@ -32,8 +34,37 @@ class LocalExecutor:
     name, in_process = "local", True
 
     def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
+        at_once = work.shards_at_once()
+        if at_once == 1:
+            for task in tasks:
+                yield work(task)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(at_once, thread_name_prefix="ipt-shard") as pool:
+            yield from _bounded(pool, work, tasks, at_once)
+
+
+def _bounded(pool, work: ShardWork, tasks: Iterable[ShardTask], limit: int) -> Iterator[ShardResult]:
+    """`work(task)` on `pool`, at most `limit` at a time, yielding results as they finish; on an error, the
+    shards not started are cancelled."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    busy: set = set()
+    try:
         for task in tasks:
-            yield work(task)
+            if len(busy) >= limit:
+                done, busy = wait(busy, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+            busy.add(pool.submit(work, task))
+        while busy:
+            done, busy = wait(busy, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        for future in busy:
+            future.cancel()
 
 
 class ProcessExecutor:

@@ -1,9 +1,12 @@
 """One progress bar over input rows (total and ETA when the row count is known: datasets, local JSON Lines),
-updated per synthesized batch, with pairs and generated tokens/s (resumed shards count rows, not tokens)."""
+updated per synthesized batch, with pairs and generated tokens/s (resumed shards count rows, not tokens).
+Shards may be synthesized at the same time, in threads: the counts are kept per shard, under a lock."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 
 
 class Progress:
@@ -11,23 +14,26 @@ class Progress:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, unit="rows", desc="augment", disable=not enabled, dynamic_ncols=True)
-        self.pairs = self.tokens = self.advanced = 0  # advanced: rows of the current shard already shown
+        self.pairs = self.tokens = 0
+        self.advanced: Counter = Counter()  # shard -> its rows already shown batch by batch
         self.start = time.perf_counter()
+        self.lock = threading.Lock()
 
-    def update_synth(self, part: dict) -> None:
-        """Live counts from one synthesized batch; its documents advance the bar."""
-        self._count(sum(len(p) for p in part["pairs"]), sum(part["completion_tokens"]))
+    def update_synth(self, part: dict, shard: int = 0) -> None:
+        """Live counts from one synthesized batch of `shard`; its documents advance the bar."""
         docs = len(set(part.get("doc_id", []))) or len(part["pairs"])
-        self.advanced += docs
-        self.bar.update(docs)
+        with self.lock:
+            self._count(sum(len(p) for p in part["pairs"]), sum(part["completion_tokens"]))
+            self.advanced[shard] += docs
+            self.bar.update(docs)
 
-    def add_shard(self, stats: dict, counted_live: bool) -> None:
+    def add_shard(self, stats: dict, counted_live: bool, shard: int = 0) -> None:
         """A finished shard: its rows (those not shown batch by batch), and its pairs and tokens unless they
         were counted live."""
-        if not counted_live:
-            self._count(stats.get("pairs", 0), stats.get("completion_tokens", 0))
-        self.bar.update(max(0, stats["rows"]["in"] - self.advanced))
-        self.advanced = 0
+        with self.lock:
+            if not counted_live:
+                self._count(stats.get("pairs", 0), stats.get("completion_tokens", 0))
+            self.bar.update(max(0, stats["rows"]["in"] - self.advanced.pop(shard, 0)))
 
     def _count(self, pairs: int, tokens: int) -> None:
         self.pairs += pairs

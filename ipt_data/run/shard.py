@@ -4,6 +4,7 @@ in this process or another: `work(task, rank)` -> `ShardResult`."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -50,7 +51,10 @@ def route(rows: dict[str, list], start: int, config) -> tuple[list[int], list[in
 
 
 def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None) -> tuple:
-    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, and its first engine error (or None)."""
+    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, and its first engine error (or None).
+
+    `synth(batches)` yields each batch's synthesized columns in order (`Synthesizer.stream`): the shard's
+    batches of `batch_size` chunks go to it together, so a streaming engine is kept busy across them."""
     start, rows = task.start, task.rows
     convert, raw, rejects = route(rows, start, config)
     n = len(next(iter(rows.values()))) if rows else 0
@@ -67,8 +71,11 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     seconds["chunk"] += time.perf_counter() - t
     synthesized: dict[str, list] = {}
     t = time.perf_counter()
-    for b in range(0, len(chunks["text"]), config.batch_size):
-        part = synth({k: v[b : b + config.batch_size] for k, v in chunks.items()})
+    batches = (
+        {k: v[b : b + config.batch_size] for k, v in chunks.items()}
+        for b in range(0, len(chunks["text"]), config.batch_size)
+    )
+    for part in synth(batches):
         for key, values in part.items():
             synthesized.setdefault(key, []).extend(values)
         if on_batch is not None:
@@ -160,12 +167,22 @@ class ShardWork:
     def __getstate__(self):
         return {**self.__dict__, "on_batch": None}
 
+    def synthesizer(self) -> Synthesizer:
+        return Synthesizer(**{**self.config.synthesis_options(), "text_column": "text"})
+
+    def shards_at_once(self) -> int:
+        """Shards worth running at the same time in one process: 2 when the engine streams (the next shard's
+        prompts fill the engine while the current one's last chains drain), else 1."""
+        synth = self.synthesizer()
+        return 2 if synth.streams(synth.load_engine()) else 1
+
     def __call__(self, task: ShardTask, rank: int | None = None) -> ShardResult:
         config = self.config
-        synth = Synthesizer(**{**config.synthesis_options(), "text_column": "text"})
+        synth = self.synthesizer()
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+        on_batch = functools.partial(self.on_batch, shard=task.k) if self.on_batch is not None else None
         table, rejects, stats, first_error = process_shard(
-            task, config, lambda b: synth(b, rank), encoder, self.on_batch
+            task, config, lambda batches: synth.stream(batches, rank), encoder, on_batch
         )
         check_engine_errors(task.k, stats, first_error, config.max_engine_errors)
         failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))

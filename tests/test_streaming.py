@@ -1,0 +1,182 @@
+"""Streaming synthesis (issue 17): each chain's next prompt goes to the engine as soon as its previous one is
+back, across batches and shards. The output must be the one the round-by-round design gives, a failing
+prompt must cost only its row, and a run killed while streaming must resume byte-identically."""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from conftest import Script, serve
+from test_pipeline import files_of
+from test_synthesize import Scripted
+
+from ipt_data import Synthesizer
+from ipt_data.engines import StreamingEngine
+from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Streaming(Scripted):
+    """`Scripted`'s answers, but through `submit`: each prompt is answered by its own thread after a delay
+    drawn from the prompt, so prompts come back out of order. Records the order prompts are sent in and the
+    most prompts outstanding at once. Prompts of a text holding POISON make `submit` raise (`poison="submit"`)
+    or their future raise (`poison="future"`)."""
+
+    def __init__(self, encoder, poison="submit"):
+        super().__init__(encoder)
+        self.poison, self.sent, self.outstanding, self.most = poison, [], 0, 0
+        self.lock = threading.Lock()
+
+    def submit(self, prompt, **kwargs):
+        text = self.encoder.decode(prompt)
+        if "POISON" in text.rsplit("<CON>", 1)[-1] and self.poison == "submit":
+            raise RuntimeError("the engine crashed on this prompt")
+        with self.lock:
+            self.sent.append(int(re.findall(r"<CON> text (\d+)", text)[-1]))
+            self.outstanding += 1
+            self.most = max(self.most, self.outstanding)
+        future = Future()
+
+        def answer():
+            time.sleep(random.Random(len(prompt)).random() * 0.01)
+            with self.lock:
+                self.outstanding -= 1
+            if "POISON" in text.rsplit("<CON>", 1)[-1]:
+                future.set_exception(RuntimeError("the engine crashed on this prompt"))
+            else:
+                future.set_result(super(Streaming, self).generate([prompt])[0])
+
+        threading.Thread(target=answer, daemon=True).start()
+        return future
+
+
+def batches(n_batches=5, size=24, poison=()):
+    """`text k ...` rows with lengths that vary, so that a few chains outgrow the budget and break."""
+    out = []
+    for b in range(n_batches):
+        texts = []
+        for k in range(b * size, (b + 1) * size):
+            words = " ".join(f"w{j}" for j in range(k % 7 * 40))
+            texts.append(f"text {k} is here. {words}" + (" POISON" if k in poison else ""))
+        out.append({"text": texts, "doc_id": list(range(b * size, (b + 1) * size))})
+    return out
+
+
+def synth(encoder, engine, **kw):
+    options = dict(model="unused", tokenizer=encoder, rounds=3, engine=engine, max_model_len=1200, max_new_tokens=40)
+    return Synthesizer(**{**options, **kw})
+
+
+def test_streaming_gives_the_round_by_round_output_across_batches(encoder):
+    engine = Streaming(encoder)
+    assert isinstance(engine, StreamingEngine) and not isinstance(Scripted(encoder), StreamingEngine)
+    streamed = list(synth(encoder, engine).stream(batches()))
+    by_rounds = [synth(encoder, Scripted(encoder))(b) for b in batches()]
+    assert streamed == by_rounds
+    assert any(s > 0 for out in streamed for s in out["shot"]) and any(any(out["inherits"]) for out in streamed)
+    assert any(out["shot"][i] == 0 and i >= 8 for out in streamed for i in range(24)), "some chains broke"
+    # streamed: a later batch's prompts were sent before an earlier batch's last round
+    first_of_batch_4 = next(i for i, k in enumerate(engine.sent) if k >= 96)
+    last_of_batch_0 = max(i for i, k in enumerate(engine.sent) if k < 24)
+    assert first_of_batch_4 < last_of_batch_0
+    # the same with pipeline="rounds" on a streaming engine, and through __call__ batch by batch
+    assert list(synth(encoder, Streaming(encoder), pipeline="rounds").stream(batches())) == by_rounds
+    assert [synth(encoder, Streaming(encoder))(b) for b in batches()] == by_rounds
+
+
+def test_prompts_in_flight_are_bounded(encoder):
+    engine = Streaming(encoder)
+    out = list(synth(encoder, engine, max_in_flight=10).stream(batches(6)))
+    assert len(out) == 6 and engine.most <= 10 + 8  # the bound, overshot by at most one batch's chains
+
+
+class Crashing(Scripted):
+    """`Scripted`, whose `generate` raises for any list holding a POISON text (the round-by-round design then
+    narrows it down to the prompt, `generate_isolated`)."""
+
+    def generate(self, prompts, **kwargs):
+        if any("POISON" in self.encoder.decode(p).rsplit("<CON>", 1)[-1] for p in prompts):
+            raise RuntimeError("the engine crashed on this prompt")
+        return super().generate(prompts, **kwargs)
+
+
+@pytest.mark.parametrize("poison", ["submit", "future"])
+def test_a_failing_prompt_costs_only_its_row(encoder, poison):
+    streamed = list(synth(encoder, Streaming(encoder, poison)).stream(batches(poison={5, 30, 31})))
+    status = [s for out in streamed for s in out["synth_status"]]
+    assert [k for k, s in enumerate(status) if s.startswith("engine_error")] == [5, 30, 31]
+    assert "crashed on this prompt" in status[5]
+    assert streamed == [synth(encoder, Crashing(encoder))(b) for b in batches(poison={5, 30, 31})]
+    clean = [s for b in batches() for s in synth(encoder, Scripted(encoder))(b)["synth_status"]]
+    assert [s for k, s in enumerate(status) if k not in {5, 30, 31}] == [
+        s for k, s in enumerate(clean) if k not in {5, 30, 31}
+    ]
+
+
+def _augment_cli(out: Path, url: str) -> list[str]:
+    options = {"base_url": url, "retries": 1, "backoff": 0.01, "timeout": 5, "prompt_format": "token_ids"}
+    return [
+        sys.executable,
+        "-m",
+        "ipt_data",
+        "augment",
+        "--dataset",
+        str(out.parent / "corpus.jsonl"),
+        "--model",
+        TINY_SYNTHESIZER,
+        "--engine",
+        "openai",
+        "--engine-options",
+        json.dumps(options),
+        "--shard-size",
+        "6",
+        "--batch-size",
+        "6",
+        "--output",
+        str(out),
+        "--work-dir",
+        str(out.parent / "work"),
+        "--no-progress",
+    ]
+
+
+def test_a_kill_while_streaming_resumes_byte_identically(tmp_path):
+    """SIGKILL while two shards stream through the openai engine (a local server answering in 50 ms); the
+    rerun reuses the finished shards and publishes what an uninterrupted run publishes."""
+    script = Script()
+    server = serve(script)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic_texts(60, seed=17)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out, work = tmp_path / "out", tmp_path / "work"
+    try:
+        subprocess.run(_augment_cli(out, url), check=True, env=env, capture_output=True, cwd=ROOT)
+        expected = files_of(out)
+        subprocess.run(["rm", "-rf", str(out), str(work)], check=True)
+
+        proc = subprocess.Popen(_augment_cli(out, url), env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while len(list((work / "shards").glob("*.done.json"))) < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = len(list((work / "shards").glob("*.done.json")))
+        assert 0 < done < 10, "the kill must land mid-run"
+        subprocess.run(_augment_cli(out, url), check=True, env=env, capture_output=True, cwd=ROOT)
+        report = json.loads((work / "run_report.json").read_text())
+        assert report["shards"]["reused"] >= 2
+        assert files_of(out) == expected
+    finally:
+        server.shutdown()
+        server.server_close()
