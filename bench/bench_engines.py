@@ -78,6 +78,9 @@ def main() -> None:
                 f"{r['x_bare']:>7.3f}"
             )
         print(f"  target: augment (stream) >= 0.9 x bare: {'met' if rows['met'] else 'NOT met'}")
+        for pipeline, seconds in rows["stages"].items():
+            split = ", ".join(f"{k} {v:.2f}" for k, v in seconds.items())
+            print(f"  augment ({pipeline}) by stage, last run: {split}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "texts": args.texts,
@@ -96,6 +99,8 @@ def augment_runner(args, model, corpus: Path, tmp: Path, engine: str, options: d
     """`run(pipeline) -> (seconds, completion tokens, prompts)` of `augment` into a fresh folder."""
     from ipt_data.config import AugmentConfig
     from ipt_data.run import augment
+
+    stages: dict[str, dict] = {}  # pipeline -> the last run's seconds by stage
 
     def run(pipeline: str) -> tuple[float, int, int]:
         out = tmp / f"out-{engine}-{pipeline}"
@@ -117,13 +122,19 @@ def augment_runner(args, model, corpus: Path, tmp: Path, engine: str, options: d
         report = augment(config, progress=False)
         seconds = time.perf_counter() - start
         assert report["accounted"], "every row must be accounted for"
+        stages[pipeline] = {k: round(v, 3) for k, v in report["seconds"].items()}
         return seconds, report["completion_tokens"], report["chunks"]
 
+    run.stages = stages
     return run
 
 
-def recorded_prompts(engine, run) -> list[list[int]]:
-    """The prompts `augment` sends, recorded in a warm-up run (which also warms caches and compiles)."""
+def recorded_prompts(engine, run, model) -> list[list[int]]:
+    """The prompts `augment` sends, recorded in a warm-up run (which also warms caches and compiles); not the
+    pre-flight's one-token probe."""
+    from ipt_data.budget import get_encoder
+
+    probe = get_encoder(model).context_ids(["Ping."])[0]
     seen: list[list[int]] = []
     submit = engine.submit
 
@@ -136,7 +147,7 @@ def recorded_prompts(engine, run) -> list[list[int]]:
         run("stream")
     finally:
         del engine.submit
-    return [p for p in seen if len(p) > 1]  # not the one-token probe
+    return [p for p in seen if len(p) > 1 and p != probe]
 
 
 def interleaved(args, sides: dict) -> dict:
@@ -174,7 +185,7 @@ def bench_vllm(args, model, corpus, tmp) -> dict:
     engine = load_engine(model, "vllm", max_model_len=4096, **options)  # cached: augment uses this one
     startup = time.perf_counter() - start
     run = augment_runner(args, model, corpus, tmp, "vllm", options)
-    prompts = recorded_prompts(engine, run)
+    prompts = recorded_prompts(engine, run, model)
     params = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, detokenize=False)
 
     def bare() -> tuple[float, int, int]:
@@ -187,7 +198,7 @@ def bench_vllm(args, model, corpus, tmp) -> dict:
         args, {"bare": bare, "augment (stream)": lambda: run("stream"), "augment (rounds)": lambda: run("rounds")}
     )
     clear_cache()
-    return {"startup_s": startup, "rows": rows, "met": rows["augment (stream)"]["x_bare"] >= 0.9}
+    return {"startup_s": startup, "rows": rows, "stages": run.stages, "met": rows["augment (stream)"]["x_bare"] >= 0.9}
 
 
 def bench_openai(args, model, corpus, tmp) -> dict:
@@ -201,7 +212,7 @@ def bench_openai(args, model, corpus, tmp) -> dict:
         options = {"base_url": url, "served_model": "synth", "prompt_format": "token_ids"}
         engine = load_engine(model, "openai", max_model_len=4096, **options)
         run = augment_runner(args, model, corpus, tmp, "openai", options)
-        prompts = recorded_prompts(engine, run)
+        prompts = recorded_prompts(engine, run, model)
 
         def bare() -> tuple[float, int, int]:
             start = time.perf_counter()
@@ -215,7 +226,7 @@ def bench_openai(args, model, corpus, tmp) -> dict:
             args, {"bare": bare, "augment (stream)": lambda: run("stream"), "augment (rounds)": lambda: run("rounds")}
         )
         clear_cache()
-    return {"startup_s": startup, "rows": rows, "met": rows["augment (stream)"]["x_bare"] >= 0.9}
+    return {"startup_s": startup, "rows": rows, "stages": run.stages, "met": rows["augment (stream)"]["x_bare"] >= 0.9}
 
 
 ENGINES = {"vllm": bench_vllm, "openai": bench_openai}

@@ -30,9 +30,10 @@ import itertools
 import json
 import logging
 import math
+import queue
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,7 @@ class Synthesizer(SynthesisOptions):
     def _stream(self, engine: StreamingEngine, states: Iterator[_Batch]) -> Iterator[dict[str, list]]:
         admitted: deque[_Batch] = deque()  # batches not yet yielded, in input order
         in_flight: dict[Future, tuple[_Batch, _Chain, int, int]] = {}  # -> (batch, chain, row, prompt length)
+        answers: queue.SimpleQueue[Future] = queue.SimpleQueue()  # futures as they finish, in that order
         more = True
 
         def send(state: _Batch, chain: _Chain) -> None:
@@ -136,6 +138,7 @@ class Synthesizer(SynthesisOptions):
             except Exception as exc:  # noqa: BLE001 - a prompt the engine cannot take fails alone
                 future = resolved(Completion.failed(len(ids), scrub(f"{type(exc).__name__}: {exc}")))
             in_flight[future] = (state, chain, i, len(ids))
+            future.add_done_callback(answers.put)
 
         try:
             while True:
@@ -153,7 +156,12 @@ class Synthesizer(SynthesisOptions):
                     if not more:
                         return
                     continue
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                done = [answers.get()]  # the next answer, then every other one already back
+                while True:
+                    try:
+                        done.append(answers.get_nowait())
+                    except queue.Empty:
+                        break
                 answered: dict[int, tuple[_Batch, list]] = {}
                 for future in done:
                     state, chain, i, n_prompt = in_flight.pop(future)

@@ -13,7 +13,7 @@ each chain's next prompt as soon as its previous one is back. `generate` is `sub
 
 Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), `api_key` (else
 `OPENAI_API_KEY`), `served_model` (the name the server knows the model by; default: the model),
-`concurrency` (requests in flight, 128: more than the server batches, e.g. vLLM's max_num_seqs), `timeout`
+`concurrency` (requests in flight, 512: more than the server batches, e.g. vLLM's max_num_seqs), `timeout`
 (seconds per request, 600), `retries` (5), `backoff` (1.0 s),
 `retry_seconds` (a request's retries stop after this long in all, 120), `prompt_format` ("auto", "token_ids"
 or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth). Once a request finds no server at all,
@@ -57,7 +57,7 @@ class OpenAIEngine:
         api_key: str | None = None,
         served_model: str | None = None,
         max_model_len: int = 4096,
-        concurrency: int = 128,
+        concurrency: int = 512,
         timeout: float = 600.0,
         retries: int = 5,
         backoff: float = 1.0,

@@ -128,6 +128,7 @@ class _Pump:
         self.engine = engine
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.running: dict[str, tuple[Future, int]] = {}  # our request id -> (future, prompt length)
+        self.cancelled: queue.SimpleQueue[str] = queue.SimpleQueue()  # running prompts whose future was cancelled
         self.ids = itertools.count()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -201,9 +202,17 @@ class _Pump:
             future.set_result(Completion.failed(len(prompt), scrub(f"{type(exc).__name__}: {exc}")))
             return
         self.running[request_id] = (future, len(prompt))
+        future.add_done_callback(lambda f: f.cancelled() and self.cancelled.put(request_id))
 
     def _drop_cancelled(self, llm_engine) -> None:
-        cancelled = [rid for rid, (future, _) in self.running.items() if future.cancelled()]
+        cancelled = []
+        while True:
+            try:
+                rid = self.cancelled.get_nowait()
+            except queue.Empty:
+                break
+            if rid in self.running:
+                cancelled.append(rid)
         if cancelled:
             llm_engine.abort_request(cancelled)
             for rid in cancelled:
