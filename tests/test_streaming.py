@@ -180,3 +180,25 @@ def test_a_kill_while_streaming_resumes_byte_identically(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_server_dying_while_two_shards_stream_stops_the_run(tmp_path, script, capsys):
+    """Shards 0 and 1 stream at once; the server dies after 4 answers: the run stops with exit 2 and
+    publishes nothing; once the server is back a rerun publishes what an uninterrupted run does."""
+    from ipt_data.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in synthetic_texts(24, seed=4)))
+
+    def run(out: Path) -> int:
+        argv = _augment_cli(out, script.url)[3:]
+        argv[argv.index("--work-dir") + 1] = str(out) + ".work"
+        return main(argv)
+
+    script.down_after = 1 + 4  # the probe, then 4 answers
+    started = time.time()
+    assert run(tmp_path / "out") == 2 and time.time() - started < 60
+    assert "the engine failed on" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    script.down_after = None
+    assert run(tmp_path / "out") == 0 and run(tmp_path / "fresh") == 0
+    assert files_of(tmp_path / "out" / "data") == files_of(tmp_path / "fresh" / "data")

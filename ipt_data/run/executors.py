@@ -13,7 +13,9 @@ as engines are: `register_executor(name, build)` where `build(config)` returns a
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Protocol
 
 from ipt_data.errors import ConfigError
@@ -39,32 +41,35 @@ class LocalExecutor:
             for task in tasks:
                 yield work(task)
             return
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, wait
 
-        with ThreadPoolExecutor(at_once, thread_name_prefix="ipt-shard") as pool:
-            yield from _bounded(pool, work, tasks, at_once)
-
-
-def _bounded(pool, work: ShardWork, tasks: Iterable[ShardTask], limit: int) -> Iterator[ShardResult]:
-    """`work(task)` on `pool`, at most `limit` at a time, yielding results as they finish; on an error, the
-    shards not started are cancelled."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    busy: set = set()
-    try:
+        busy: set = set()
         for task in tasks:
-            if len(busy) >= limit:
+            if len(busy) >= at_once:
                 done, busy = wait(busy, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
-            busy.add(pool.submit(work, task))
+            busy.add(_in_daemon_thread(work, task))
         while busy:
             done, busy = wait(busy, return_when=FIRST_COMPLETED)
             for future in done:
                 yield future.result()
-    finally:
-        for future in busy:
-            future.cancel()
+
+
+def _in_daemon_thread(fn: Callable, *args) -> Future:
+    """`fn(*args)` in a daemon thread. When the run stops (an error, Ctrl-C) the process does not wait for a
+    shard still running there: a shard is written whole or not at all, so stopping mid-shard loses nothing."""
+    future: Future = Future()
+
+    def run() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="ipt-shard", daemon=True).start()
+    return future
 
 
 class ProcessExecutor:
