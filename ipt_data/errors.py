@@ -47,5 +47,9 @@ class EngineUnavailableError(IptDataError, ConnectionError):
     """The engine does not answer, or fails on too many prompts: the run stops, nothing is published."""
 
 
+class RunStoppedError(IptDataError, InterruptedError):
+    """The run was stopped (an error elsewhere, Ctrl-C) while this work was under way; it wrote nothing."""
+
+
 class WorkDirMismatchError(ConfigError):
     """The work folder holds shards made with other parameters."""

@@ -146,7 +146,9 @@ class SynthesisOptions:
         "The same output either way",
     )
     max_in_flight: int = option(
-        2048, scope=RUN, help="prompts queued in a streaming engine at most (keep it above its batch size)"
+        2048,
+        scope=RUN,
+        help="prompts one shard keeps queued in a streaming engine at most (keep it above the engine's batch size)",
     )
 
     def __post_init__(self):

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
@@ -41,7 +42,7 @@ from ipt_data import wire
 from ipt_data.budget import PromptEncoder, get_encoder, prompt_budget
 from ipt_data.engines import Completion, Engine, StreamingEngine, generate_isolated, load_engine
 from ipt_data.engines.base import resolved
-from ipt_data.errors import ConfigError
+from ipt_data.errors import ConfigError, RunStoppedError
 from ipt_data.options import SynthesisOptions
 from ipt_data.redact import scrub
 from ipt_data.schema import row_keys, synthesis_features, text_problem
@@ -91,19 +92,24 @@ class Synthesizer(SynthesisOptions):
         one at a time) rather than sent a round at a time."""
         return self.pipeline == "stream" and isinstance(engine, StreamingEngine)
 
-    def stream(self, batches: Iterable[dict[str, list]], rank: int | None = None) -> Iterator[dict[str, list]]:
+    def stream(
+        self, batches: Iterable[dict[str, list]], rank: int | None = None, stop: threading.Event | None = None
+    ) -> Iterator[dict[str, list]]:
         """Each batch's output, in order. Chains never leave their batch and each prompt depends only on its
-        own chain, so the output is the same as calling the batches one by one; with a streaming engine,
-        every chain's next prompt is sent as soon as its previous one is back, and later batches are taken
-        in while earlier ones drain, keeping up to `max_in_flight` prompts in the engine."""
+        own chain, so the output is the same as calling the batches one by one (for an engine whose answer to
+        a prompt does not depend on the other prompts it runs with); with a streaming engine, every chain's
+        next prompt is sent as soon as its previous one is back, and later batches are taken in while earlier
+        ones drain, up to `max_in_flight` prompts of this stream in the engine. Setting `stop` makes it raise
+        `RunStoppedError` within a second, its prompts still queued in the engine cancelled."""
         encoder = get_encoder(self.tokenizer or self.model, self.trust_remote_code)
         states = (_Batch(self, batch, encoder) for batch in batches)
         engine: Engine | None = None  # loaded for the first batch that has a text to prompt
         for state in states:
+            _check(stop)
             if state.chains and engine is None:
                 engine = self.load_engine(rank)
                 if self.streams(engine):
-                    yield from self._stream(engine, itertools.chain([state], states))
+                    yield from self._stream(engine, itertools.chain([state], states), stop)
                     return
             if state.chains:
                 self._rounds(engine, state)
@@ -123,8 +129,12 @@ class Synthesizer(SynthesisOptions):
             rows = [i for i, _ in requests]
             state.record(list(zip(chains, rows, completions, strict=True)))
 
-    def _stream(self, engine: StreamingEngine, states: Iterator[_Batch]) -> Iterator[dict[str, list]]:
+    def _stream(
+        self, engine: StreamingEngine, states: Iterator[_Batch], stop: threading.Event | None
+    ) -> Iterator[dict[str, list]]:
         admitted: deque[_Batch] = deque()  # batches not yet yielded, in input order
+        held_rows = 0  # rows of the admitted batches: finished batches wait for the oldest unfinished one
+        max_rows = 4 * self.max_in_flight * self.rounds
         in_flight: dict[Future, tuple[_Batch, _Chain, int, int]] = {}  # -> (batch, chain, row, prompt length)
         answers: queue.SimpleQueue[Future] = queue.SimpleQueue()  # futures as they finish, in that order
         more = True
@@ -142,21 +152,27 @@ class Synthesizer(SynthesisOptions):
 
         try:
             while True:
-                while more and len(in_flight) < self.max_in_flight:
+                _check(stop)
+                while more and len(in_flight) < self.max_in_flight and held_rows < max_rows:
                     state = next(states, None)
                     if state is None:
                         more = False
                         break
                     admitted.append(state)
+                    held_rows += len(state.rows.texts)
                     for chain in state.chains:
                         send(state, chain)
                 while admitted and admitted[0].pending == 0:
-                    yield admitted.popleft().output()
+                    state = admitted.popleft()
+                    held_rows -= len(state.rows.texts)
+                    yield state.output()
                 if not in_flight:
-                    if not more:
+                    if not more and not admitted:
                         return
+                    if not more:  # an unfinished batch with nothing in flight: an engine broke its contract
+                        raise RuntimeError("synthesis lost track of a prompt (an engine answered one twice?)")
                     continue
-                done = [answers.get()]  # the next answer, then every other one already back
+                done = [_next(answers, stop)]  # the next answer, then every other one already back
                 while True:
                     try:
                         done.append(answers.get_nowait())
@@ -172,6 +188,20 @@ class Synthesizer(SynthesisOptions):
         finally:
             for future in in_flight:
                 future.cancel()
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise RunStoppedError("the run was stopped")
+
+
+def _next(answers: queue.SimpleQueue, stop: threading.Event | None) -> Future:
+    """The next finished future, checking `stop` every tenth of a second while waiting."""
+    while True:
+        try:
+            return answers.get(timeout=None if stop is None else 0.1)
+        except queue.Empty:
+            _check(stop)
 
 
 def _result(future: Future, n_prompt: int) -> Completion:

@@ -32,31 +32,39 @@ class Streaming(Scripted):
     most prompts outstanding at once. Prompts of a text holding POISON make `submit` raise (`poison="submit"`)
     or their future raise (`poison="future"`)."""
 
-    def __init__(self, encoder, poison="submit"):
+    def __init__(self, encoder, poison="submit", hold=None):
         super().__init__(encoder)
         self.poison, self.sent, self.outstanding, self.most = poison, [], 0, 0
+        self.hold = hold  # the text whose answer takes 0.3 s; its answer is recorded in `sent` as "answered"
         self.lock = threading.Lock()
+        self.threads = []
 
     def submit(self, prompt, **kwargs):
         text = self.encoder.decode(prompt)
         if "POISON" in text.rsplit("<CON>", 1)[-1] and self.poison == "submit":
             raise RuntimeError("the engine crashed on this prompt")
+        k = int(re.findall(r"<CON> text (\d+)", text)[-1])
         with self.lock:
-            self.sent.append(int(re.findall(r"<CON> text (\d+)", text)[-1]))
+            self.sent.append(k)
             self.outstanding += 1
             self.most = max(self.most, self.outstanding)
         future = Future()
 
         def answer():
-            time.sleep(random.Random(len(prompt)).random() * 0.01)
+            time.sleep(0.3 if k == self.hold else random.Random(len(prompt)).random() * 0.01)
             with self.lock:
                 self.outstanding -= 1
-            if "POISON" in text.rsplit("<CON>", 1)[-1]:
-                future.set_exception(RuntimeError("the engine crashed on this prompt"))
-            else:
-                future.set_result(super(Streaming, self).generate([prompt])[0])
+                if k == self.hold:
+                    self.sent.append("answered")
+            if future.set_running_or_notify_cancel():  # else the caller cancelled it
+                if "POISON" in text.rsplit("<CON>", 1)[-1]:
+                    future.set_exception(RuntimeError("the engine crashed on this prompt"))
+                else:
+                    future.set_result(super(Streaming, self).generate([prompt])[0])
 
-        threading.Thread(target=answer, daemon=True).start()
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        self.threads.append(thread)
         return future
 
 
@@ -85,10 +93,13 @@ def test_streaming_gives_the_round_by_round_output_across_batches(encoder):
     assert streamed == by_rounds
     assert any(s > 0 for out in streamed for s in out["shot"]) and any(any(out["inherits"]) for out in streamed)
     assert any(out["shot"][i] == 0 and i >= 8 for out in streamed for i in range(24)), "some chains broke"
-    # streamed: a later batch's prompts were sent before an earlier batch's last round
-    first_of_batch_4 = next(i for i, k in enumerate(engine.sent) if k >= 96)
-    last_of_batch_0 = max(i for i, k in enumerate(engine.sent) if k < 24)
-    assert first_of_batch_4 < last_of_batch_0
+    # streamed chain by chain: while text 0's answer is held back, other chains of its batch go on to their
+    # last round (texts 17-23), which a round-by-round design (per batch or per shard) cannot do
+    held = Streaming(encoder, hold=0)
+    assert list(synth(encoder, held).stream(batches())) == by_rounds
+    answered = held.sent.index("answered")
+    assert any(k in held.sent[:answered] for k in range(17, 24))
+    assert held.sent[:answered].count(0) == 1 and 16 not in held.sent[:answered]  # text 0's chain waits
     # the same with pipeline="rounds" on a streaming engine, and through __call__ batch by batch
     assert list(synth(encoder, Streaming(encoder), pipeline="rounds").stream(batches())) == by_rounds
     assert [synth(encoder, Streaming(encoder))(b) for b in batches()] == by_rounds
@@ -202,3 +213,16 @@ def test_a_server_dying_while_two_shards_stream_stops_the_run(tmp_path, script, 
     script.down_after = None
     assert run(tmp_path / "out") == 0 and run(tmp_path / "fresh") == 0
     assert files_of(tmp_path / "out" / "data") == files_of(tmp_path / "fresh" / "data")
+
+
+def test_a_stopped_stream_raises_soon_and_cancels_what_it_queued(encoder):
+    from ipt_data.errors import RunStoppedError
+
+    engine, stop = Streaming(encoder, hold=0), threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    started = time.time()
+    with pytest.raises(RunStoppedError):
+        list(synth(encoder, engine).stream(batches(), stop=stop))
+    assert time.time() - started < 2
+    for thread in engine.threads:
+        thread.join()

@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from ipt_data.budget import get_encoder
@@ -157,6 +157,16 @@ class _Pump:
                 log.warning("the vLLM step loop did not stop in 30 s; leaving it to the engine's shutdown")
 
     def _loop(self) -> None:
+        try:
+            self._pump()
+        except BaseException as exc:  # noqa: BLE001 - the loop must never die leaving futures unanswered
+            log.error("the vLLM step loop stopped: %s: %s", type(exc).__name__, exc)
+            with self.lock:
+                self.closed = True  # later prompts are answered with an error at once
+            self._fail_running(scrub(f"the vllm step loop stopped: {type(exc).__name__}: {exc}"))
+            self._fail_queued("the vllm step loop stopped")
+
+    def _pump(self) -> None:
         llm_engine = self.engine.llm.llm_engine
         while True:
             try:
@@ -166,6 +176,7 @@ class _Pump:
             while item != ():
                 if item is None:  # closed
                     self._fail_running("the vllm engine was closed")
+                    self._fail_queued("the vllm engine was closed")
                     return
                 self._add(llm_engine, *item)
                 try:
@@ -179,6 +190,10 @@ class _Pump:
                 outputs = llm_engine.step()
             except Exception as exc:  # noqa: BLE001 - the engine failed: the prompts in it fail, not the caller
                 log.error("a vLLM step failed with %d prompts running: %s: %s", len(self.running), type(exc), exc)
+                try:
+                    llm_engine.abort_request(list(self.running))
+                except Exception:  # noqa: BLE001, S110 - a dead engine cannot abort; its prompts fail below anyway
+                    pass
                 self._fail_running(scrub(f"{type(exc).__name__}: {exc}"))
                 continue
             finished = [out for out in outputs if out.finished and out.request_id in self.running]
@@ -188,8 +203,7 @@ class _Pump:
                 for out, choice, text in zip(finished, choices, texts, strict=True):
                     future, n_prompt = self.running.pop(out.request_id)
                     reason = "length" if choice.finish_reason == "length" else "stop"
-                    if not future.cancelled():
-                        future.set_result(Completion(text, reason, n_prompt, len(choice.token_ids)))
+                    _settle(future, Completion(text, reason, n_prompt, len(choice.token_ids)))
 
     def _add(self, llm_engine, prompt: list[int], params, future: Future) -> None:
         if future.cancelled():
@@ -199,7 +213,7 @@ class _Pump:
             llm_engine.add_request(request_id, self.engine._vllm.TokensPrompt(prompt_token_ids=prompt), params)
         except Exception as exc:  # noqa: BLE001 - a prompt vLLM refuses fails alone
             log.warning("vLLM refused a prompt of %d tokens: %s: %s", len(prompt), type(exc).__name__, exc)
-            future.set_result(Completion.failed(len(prompt), scrub(f"{type(exc).__name__}: {exc}")))
+            _settle(future, Completion.failed(len(prompt), scrub(f"{type(exc).__name__}: {exc}")))
             return
         self.running[request_id] = (future, len(prompt))
         future.add_done_callback(lambda f: f.cancelled() and self.cancelled.put(request_id))
@@ -220,6 +234,23 @@ class _Pump:
 
     def _fail_running(self, reason: str) -> None:
         for future, n_prompt in self.running.values():
-            if not future.cancelled():
-                future.set_result(Completion.failed(n_prompt, reason))
+            _settle(future, Completion.failed(n_prompt, reason))
         self.running.clear()
+
+    def _fail_queued(self, reason: str) -> None:
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                prompt, _, future = item
+                _settle(future, Completion.failed(len(prompt), reason))
+
+
+def _settle(future: Future, completion: Completion) -> None:
+    """Answer `future`, unless it was cancelled meanwhile (by another thread, at any moment)."""
+    try:
+        future.set_result(completion)
+    except InvalidStateError:
+        pass

@@ -12,6 +12,7 @@ as engines are: `register_executor(name, build)` where `build(config)` returns a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -36,29 +37,37 @@ class LocalExecutor:
     name, in_process = "local", True
 
     def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
-        at_once = work.shards_at_once()
-        if at_once == 1:
-            for task in tasks:
-                yield work(task)
-            return
         from concurrent.futures import FIRST_COMPLETED, wait
 
+        tasks = iter(tasks)
+        first = next(tasks, None)
+        if first is None:  # every shard done already: no engine needed
+            return
+        at_once = work.shards_at_once()
+        if at_once == 1:
+            for task in itertools.chain([first], tasks):
+                yield work(task)
+            return
         busy: set = set()
-        for task in tasks:
-            if len(busy) >= at_once:
+        try:
+            for task in itertools.chain([first], tasks):
+                busy.add(_in_daemon_thread(work, task))
+                if len(busy) >= at_once:  # wait before reading the next shard: at most `at_once` held
+                    done, busy = wait(busy, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield future.result()
+            while busy:
                 done, busy = wait(busy, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
-            busy.add(_in_daemon_thread(work, task))
-        while busy:
-            done, busy = wait(busy, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+        finally:
+            if busy:  # the run stopped (an error, Ctrl-C): the other shard stops too, writing nothing
+                work.stop()
 
 
 def _in_daemon_thread(fn: Callable, *args) -> Future:
-    """`fn(*args)` in a daemon thread. When the run stops (an error, Ctrl-C) the process does not wait for a
-    shard still running there: a shard is written whole or not at all, so stopping mid-shard loses nothing."""
+    """`fn(*args)` in a daemon thread: the process never waits for it at exit (the shard it runs is written
+    whole or not at all, so stopping mid-shard loses nothing)."""
     future: Future = Future()
 
     def run() -> None:

@@ -43,7 +43,8 @@ class Progress:
 
     def skip_shard(self, stats: dict) -> None:
         """A shard finished by an earlier run: its rows count, its tokens do not enter the rate."""
-        self.bar.update(stats["rows"]["in"])
+        with self.lock:
+            self.bar.update(stats["rows"]["in"])
 
     def close(self) -> None:
         self.bar.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from ipt_data.budget import get_encoder
 from ipt_data.chunk import chunk_batch
-from ipt_data.errors import EngineUnavailableError
+from ipt_data.errors import EngineUnavailableError, RunStoppedError
 from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.workdir import WorkDir
@@ -163,9 +164,17 @@ class ShardWork:
 
     def __init__(self, config, work_path: str, on_batch: Callable | None = None):
         self.config, self.work_path, self.on_batch = config, work_path, on_batch
+        self.stopping = threading.Event()  # set by an executor whose run stopped: shards under way write nothing
 
     def __getstate__(self):
-        return {**self.__dict__, "on_batch": None}
+        return {**self.__dict__, "on_batch": None, "stopping": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, stopping=threading.Event())
+
+    def stop(self) -> None:
+        """Make the shards under way in this process stop within a second, writing nothing."""
+        self.stopping.set()
 
     def synthesizer(self) -> Synthesizer:
         return Synthesizer(**{**self.config.synthesis_options(), "text_column": "text"})
@@ -182,8 +191,10 @@ class ShardWork:
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
         on_batch = functools.partial(self.on_batch, shard=task.k) if self.on_batch is not None else None
         table, rejects, stats, first_error = process_shard(
-            task, config, lambda batches: synth.stream(batches, rank), encoder, on_batch
+            task, config, lambda batches: synth.stream(batches, rank, self.stopping), encoder, on_batch
         )
+        if self.stopping.is_set():
+            raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
         check_engine_errors(task.k, stats, first_error, config.max_engine_errors)
         failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
         t = time.perf_counter()

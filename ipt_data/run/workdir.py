@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -78,7 +79,7 @@ class WorkDir:
     ) -> None:
         """Write shard `k`; with `done=False` (rows to retry) it is redone by the next run."""
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
-        tmp = self.shard(k, ".parquet.tmp")
+        tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
         pq.write_table(table, tmp)
         os.replace(tmp, self.shard(k, ".parquet"))
         _atomic_write(self.shard(k, ".rejects.jsonl"), "".join(json.dumps(r) + "\n" for r in redact(rejects)))
