@@ -141,25 +141,30 @@ def _cli(out: Path, work: Path) -> list[str]:
     return [*demo_args(out), "--work-dir", str(work), "--shard-size", "4"]
 
 
+def kill_and_resume(cmd: list[str], out: Path, work: Path, env: dict, kill_after: int) -> tuple[dict, int, dict]:
+    """Run `cmd` whole, then again from scratch, SIGKILLed once `kill_after` shards are done, and once more to
+    resume. Returns the uninterrupted run's files, the shards done at the kill, and the resumed run's report."""
+    subprocess.run(cmd, check=True, env=env, capture_output=True, cwd=ROOT)
+    expected = files_of(out)
+    subprocess.run(["rm", "-rf", str(out), str(work)], check=True)
+
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list((work / "shards").glob("*.done.json"))) < kill_after and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((work / "shards").glob("*.done.json")))
+    subprocess.run(cmd, check=True, env=env, capture_output=True, cwd=ROOT)
+    return expected, done, json.loads((work / "run_report.json").read_text())
+
+
 @pytest.mark.parametrize("kill_after_shards", [1, 2, 4])
 def test_kill_9_and_resume_is_byte_identical(tmp_path, kill_after_shards):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out, work = tmp_path / "out", tmp_path / "work"
-    subprocess.run(_cli(out, work), check=True, env=env, capture_output=True, cwd=ROOT)
-    expected = files_of(out)
-    for p in (out, work):
-        subprocess.run(["rm", "-rf", str(p)], check=True)
-
-    proc = subprocess.Popen(_cli(out, work), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(list((work / "shards").glob("*.done.json"))) < kill_after_shards and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list((work / "shards").glob("*.done.json")))
+    expected, done, report = kill_and_resume(_cli(out, work), out, work, env, kill_after_shards)
     assert 0 < done < 6, "the kill must land mid-run"
-    subprocess.run(_cli(out, work), check=True, env=env, capture_output=True, cwd=ROOT)
-    report = json.loads((work / "run_report.json").read_text())
     assert report["shards"]["reused"] >= kill_after_shards
     assert files_of(out) == expected
 

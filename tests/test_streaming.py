@@ -6,8 +6,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Script, serve
-from test_pipeline import files_of
+from test_pipeline import files_of, kill_and_resume
 from test_synthesize import Scripted
 
 from ipt_data import Synthesizer
@@ -172,20 +170,8 @@ def test_a_kill_while_streaming_resumes_byte_identically(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out, work = tmp_path / "out", tmp_path / "work"
     try:
-        subprocess.run(_augment_cli(out, url), check=True, env=env, capture_output=True, cwd=ROOT)
-        expected = files_of(out)
-        subprocess.run(["rm", "-rf", str(out), str(work)], check=True)
-
-        proc = subprocess.Popen(_augment_cli(out, url), env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while len(list((work / "shards").glob("*.done.json"))) < 2 and time.time() < deadline:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        done = len(list((work / "shards").glob("*.done.json")))
+        expected, done, report = kill_and_resume(_augment_cli(out, url), out, work, env, 2)
         assert 0 < done < 10, "the kill must land mid-run"
-        subprocess.run(_augment_cli(out, url), check=True, env=env, capture_output=True, cwd=ROOT)
-        report = json.loads((work / "run_report.json").read_text())
         assert report["shards"]["reused"] >= 2
         assert files_of(out) == expected
     finally:
