@@ -22,11 +22,12 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from side_by_side import augment_runner, interleaved, recorded_prompts
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -95,84 +96,34 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"meta": meta, "engines": results}, indent=1))
 
 
-def augment_runner(args, model, corpus: Path, tmp: Path, engine: str, options: dict):
-    """`run(pipeline) -> (seconds, completion tokens, prompts)` of `augment` into a fresh folder."""
-    from ipt_data.config import AugmentConfig
-    from ipt_data.run import augment
-
-    stages: dict[str, dict] = {}  # pipeline -> the last run's seconds by stage
-
-    def run(pipeline: str) -> tuple[float, int, int]:
-        out = tmp / f"out-{engine}-{pipeline}"
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(tmp / f"out-{engine}-{pipeline}.work", ignore_errors=True)
-        config = AugmentConfig(
-            dataset=str(corpus),
-            model=model,
-            engine=engine,
-            engine_options=options,
-            rounds=args.rounds,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            shard_size=args.shard_size,
-            pipeline=pipeline,
-            output=str(out),
-        )
-        start = time.perf_counter()
-        report = augment(config, progress=False)
-        seconds = time.perf_counter() - start
-        assert report["accounted"], "every row must be accounted for"
-        stages[pipeline] = {k: round(v, 3) for k, v in report["seconds"].items()}
-        return seconds, report["completion_tokens"], report["chunks"]
-
-    run.stages = stages
-    return run
+def compared(args, sides: dict) -> dict:
+    """`sides` in interleaved repeats; each row also as a multiple of bare's generated tokens/s."""
+    rows = interleaved(sides, args.repeats)
+    for r in rows.values():
+        del r["around"]
+        r["x_bare"] = r["tokens_per_s"] / rows["bare"]["tokens_per_s"]
+    return rows
 
 
-def recorded_prompts(engine, run, model) -> list[list[int]]:
-    """The prompts `augment` sends, recorded in a warm-up run (which also warms caches and compiles); not the
-    pre-flight's one-token probe."""
+def runner(args, model, corpus: Path, tmp: Path, engine: str, options: dict):
+    return augment_runner(
+        tmp,
+        engine,
+        dataset=str(corpus),
+        model=model,
+        engine=engine,
+        engine_options=options,
+        rounds=args.rounds,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+    )
+
+
+def probe_of(model: str) -> list[int]:
     from ipt_data.budget import get_encoder
 
-    probe = get_encoder(model).context_ids(["Ping."])[0]
-    seen: list[list[int]] = []
-    submit = engine.submit
-
-    def spy(prompt, **kwargs):
-        seen.append(list(prompt))
-        return submit(prompt, **kwargs)
-
-    engine.submit = spy
-    try:
-        run("stream")
-    finally:
-        del engine.submit
-    return [p for p in seen if len(p) > 1 and p != probe]
-
-
-def interleaved(args, sides: dict) -> dict:
-    """Each side `args.repeats` times, interleaved; median seconds, and tokens/s from the median."""
-    runs: dict[str, list] = {name: [] for name in sides}
-    for _ in range(args.repeats):
-        for name, fn in sides.items():
-            runs[name].append(fn())
-            print(f"    {name}: {runs[name][-1][0]:.2f} s", flush=True)
-    rows = {}
-    for name, values in runs.items():
-        seconds = statistics.median(v[0] for v in values)
-        tokens, prompts = values[0][1], values[0][2]
-        rows[name] = {
-            "seconds": seconds,
-            "all_seconds": [v[0] for v in values],
-            "tokens": tokens,
-            "prompts": prompts,
-            "tokens_per_s": tokens / seconds,
-            "prompts_per_s": prompts / seconds,
-        }
-    bare = rows["bare"]["tokens_per_s"]
-    for r in rows.values():
-        r["x_bare"] = r["tokens_per_s"] / bare
-    return rows
+    return get_encoder(model).context_ids(["Ping."])[0]
 
 
 def bench_vllm(args, model, corpus, tmp) -> dict:
@@ -184,8 +135,8 @@ def bench_vllm(args, model, corpus, tmp) -> dict:
     start = time.perf_counter()
     engine = load_engine(model, "vllm", max_model_len=4096, **options)  # cached: augment uses this one
     startup = time.perf_counter() - start
-    run = augment_runner(args, model, corpus, tmp, "vllm", options)
-    prompts = recorded_prompts(engine, run, model)
+    run = runner(args, model, corpus, tmp, "vllm", options)
+    prompts = recorded_prompts(engine, run, probe_of(model))
     params = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, detokenize=False)
 
     def bare() -> tuple[float, int, int]:
@@ -194,7 +145,7 @@ def bench_vllm(args, model, corpus, tmp) -> dict:
         return time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in outs), len(prompts)
 
     print(f"vllm: {len(prompts)} prompts; bare, augment (stream), augment (rounds)")
-    rows = interleaved(
+    rows = compared(
         args, {"bare": bare, "augment (stream)": lambda: run("stream"), "augment (rounds)": lambda: run("rounds")}
     )
     clear_cache()
@@ -211,8 +162,8 @@ def bench_openai(args, model, corpus, tmp) -> dict:
         startup = time.perf_counter() - start
         options = {"base_url": url, "served_model": "synth", "prompt_format": "token_ids"}
         engine = load_engine(model, "openai", max_model_len=4096, **options)
-        run = augment_runner(args, model, corpus, tmp, "openai", options)
-        prompts = recorded_prompts(engine, run, model)
+        run = runner(args, model, corpus, tmp, "openai", options)
+        prompts = recorded_prompts(engine, run, probe_of(model))
 
         def bare() -> tuple[float, int, int]:
             start = time.perf_counter()
@@ -222,7 +173,7 @@ def bench_openai(args, model, corpus, tmp) -> dict:
             return time.perf_counter() - start, sum(c.completion_tokens for c in outs), len(prompts)
 
         print(f"openai against vllm serve: {len(prompts)} prompts; bare, augment (stream), augment (rounds)")
-        rows = interleaved(
+        rows = compared(
             args, {"bare": bare, "augment (stream)": lambda: run("stream"), "augment (rounds)": lambda: run("rounds")}
         )
         clear_cache()

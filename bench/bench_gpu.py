@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from side_by_side import augment_runner, interleaved, recorded_prompts
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -205,9 +207,7 @@ def main() -> None:
 
     from ipt_data.budget import get_encoder
     from ipt_data.chunk import chunk_batch
-    from ipt_data.config import AugmentConfig
     from ipt_data.engines import clear_cache, load_engine
-    from ipt_data.run import augment
     from ipt_data.synthesize import Synthesizer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
@@ -237,24 +237,9 @@ def main() -> None:
         for b in range(0, len(chunks["text"]), args.batch_size)
     ]
 
-    def run_augment(pipeline: str):
-        def run() -> tuple[float, int, int]:
-            out = tmp / f"out-{pipeline}"
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(tmp / f"out-{pipeline}.work", ignore_errors=True)
-            aug = AugmentConfig(
-                dataset=str(corpus),
-                **synth_options,
-                batch_size=args.batch_size,
-                shard_size=args.shard_size,
-                pipeline=pipeline,
-                output=str(out),
-            )
-            start = time.perf_counter()
-            report = augment(aug, progress=False)
-            return time.perf_counter() - start, report["completion_tokens"], report["chunks"]
-
-        return run
+    run = augment_runner(
+        tmp, "gpu", dataset=str(corpus), batch_size=args.batch_size, shard_size=args.shard_size, **synth_options
+    )
 
     def synthesize() -> tuple[float, int, int]:
         start = time.perf_counter()
@@ -262,17 +247,7 @@ def main() -> None:
         tokens = sum(t for out in outs for t in out["completion_tokens"])
         return time.perf_counter() - start, tokens, len(chunks["text"])
 
-    # warm-up, recording the prompts augment sends (not the pre-flight's probe)
-    probe, seen, submit = encoder.context_ids(["Ping."])[0], [], engine.submit
-
-    def spy(prompt, **kwargs):
-        seen.append(list(prompt))
-        return submit(prompt, **kwargs)
-
-    engine.submit = spy
-    run_augment("stream")()
-    del engine.submit
-    prompts = [p for p in seen if p != probe]
+    prompts = recorded_prompts(engine, run, probe=encoder.context_ids(["Ping."])[0])
     shots = [sum(tok == encoder.bos_id for tok in p) - 1 for p in prompts]  # demos in each prompt
     sampling = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, ignore_eos=True, detokenize=False)
 
@@ -284,32 +259,25 @@ def main() -> None:
     sides = {
         "bare LLM.generate": bare,
         "synthesize (stream)": synthesize,
-        "augment (stream)": run_augment("stream"),
-        "augment (rounds)": run_augment("rounds"),
+        "augment (stream)": lambda: run("stream"),
+        "augment (rounds)": lambda: run("rounds"),
     }
-    runs: dict[str, list] = {name: [] for name in sides}
-    for _ in range(args.repeats):
-        for name, fn in sides.items():
-            with Occupancy(engine.llm) as occupancy:
-                seconds, tokens, n = fn()
-            runs[name].append((seconds, tokens, n, occupancy.mean))
-            print(f"    {name}: {seconds:.2f} s", flush=True)
+    runs = interleaved(sides, args.repeats, around=lambda: Occupancy(engine.llm))
     clear_cache()
     shutil.rmtree(tmp, ignore_errors=True)
 
     max_num_seqs = engine.max_num_seqs
     prompt_tokens = sum(len(p) for p in prompts)
-    rows = {}
-    for name, values in runs.items():
-        seconds = statistics.median(v[0] for v in values)
-        tokens, n = values[0][1], values[0][2]
-        rows[name] = {
-            "seconds": seconds,
-            "gen_tokens_per_s": tokens / seconds,
-            "prompts_per_s": n / seconds,
-            "occupancy": statistics.fmean(v[3] for v in values) / max_num_seqs,
-            "gpu_hours_per_1b_raw_tokens": seconds * 1e9 / raw_tokens / 3600,
+    rows = {
+        name: {
+            "seconds": r["seconds"],
+            "gen_tokens_per_s": r["tokens_per_s"],
+            "prompts_per_s": r["prompts_per_s"],
+            "occupancy": statistics.fmean(o.mean for o in r["around"]) / max_num_seqs,
+            "gpu_hours_per_1b_raw_tokens": r["seconds"] * 1e9 / raw_tokens / 3600,
         }
+        for name, r in runs.items()
+    }
     flops = 2 * n_params * (prompt_tokens + len(prompts) * args.max_new_tokens)
     bound = flops / (peak * 1e12) if peak else None
     print(
