@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Protocol
 
 from ipt_data.errors import ConfigError
@@ -37,8 +37,6 @@ class LocalExecutor:
     name, in_process = "local", True
 
     def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         tasks = iter(tasks)
         first = next(tasks, None)
         if first is None:  # every shard done already: no engine needed
@@ -89,7 +87,7 @@ class ProcessExecutor:
 
     def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
         import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures import ProcessPoolExecutor
 
         context = mp.get_context("spawn")  # CUDA cannot be forked
         pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(self.processes)]
