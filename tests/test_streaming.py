@@ -155,6 +155,8 @@ def _augment_cli(out: Path, url: str) -> list[str]:
         str(out),
         "--work-dir",
         str(out.parent / "work"),
+        "--max-in-flight",  # the flag as a user types it; 3 chains per shard, so it holds none back
+        "3",
         "--no-progress",
     ]
 
