@@ -1,9 +1,13 @@
 """The `openai` engine against a scripted OpenAI-compatible server on 127.0.0.1: retries, timeouts,
 token-id and text prompts, the concurrency bound. (tests/test_vllm.py runs it against real vLLM.)"""
 
-from conftest import GOLDENS, HANG
+import time
+from types import SimpleNamespace
+
+from conftest import GOLDENS, HANG, assert_received_the_goldens
 
 from ipt_data import Synthesizer
+from ipt_data.engines import openai
 from ipt_data.engines.openai import OpenAIEngine
 from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
@@ -30,6 +34,21 @@ def test_429_and_5xx_are_retried(script):
     script.failures = [429, 503, 500]
     out = eng.generate([[1, 2, 3]], max_new_tokens=5)
     assert out[0].finish_reason == "stop" and len(script.requests) == 4
+
+
+def test_a_reset_is_retried_in_full_and_only_a_refusal_makes_later_requests_try_once(script, monkeypatch):
+    """An overloaded server resets connections (its listen backlog full): later requests keep all their
+    retries. Nothing listening (connection refused) is what makes them try once, so a dead server fails fast."""
+    script.resets = 3  # the first request's two attempts, then the second's first
+    eng = engine(script, prompt_format="token_ids", retries=1, concurrency=1)
+    assert [c.finish_reason for c in eng.generate([[1, 5], [1, 6]], max_new_tokens=5)] == ["error", "stop"]
+
+    pauses = []
+    monkeypatch.setattr(openai, "time", SimpleNamespace(sleep=pauses.append, monotonic=time.monotonic))
+    dead = OpenAIEngine(TINY_SYNTHESIZER, base_url="http://127.0.0.1:9/v1", retries=2, backoff=1.0, concurrency=1)
+    assert [c.finish_reason for c in dead.generate([[1, 5], [1, 6]], max_new_tokens=5)] == ["error", "error"]
+    assert len(pauses) == 2 and all(0.5 <= p / 2**k < 1.5 for k, p in enumerate(pauses))  # the second: one try
+    assert pauses != [1.0, 2.0]  # jittered by the request, so a burst that failed together retries spread out
 
 
 def test_a_hanging_prompt_times_out_alone(script):
@@ -75,7 +94,7 @@ def test_synthesize_through_the_openai_engine(script):
 def test_the_server_receives_the_golden_ids(script):
     """SPEC 1: the token ids a server receives are exactly the goldens' (transformers 4.44's) for the same texts."""
     cases = [c for c in GOLDENS["prompts"] if not c["demos"] and c["text"].strip()]
-    Synthesizer(
+    out = Synthesizer(
         model=TINY_SYNTHESIZER,
         engine="openai",
         rounds=1,
@@ -83,5 +102,5 @@ def test_the_server_receives_the_golden_ids(script):
         max_new_tokens=4,
         engine_options={"base_url": script.url, "retries": 1, "backoff": 0.01, "prompt_format": "token_ids"},
     )({"text": [c["text"] for c in cases]})
-    sent = sorted(body["prompt"] for body, _ in script.requests)
-    assert len(cases) > 50 and sent == sorted(c["ids"] for c in cases)
+    assert len(cases) > 50
+    assert_received_the_goldens([body["prompt"] for body, _ in script.requests], cases, out)

@@ -16,8 +16,9 @@ Options: `base_url` (else `OPENAI_BASE_URL`, default http://127.0.0.1:8000/v1), 
 `concurrency` (requests in flight, 512: more than the server batches, e.g. vLLM's max_num_seqs), `timeout`
 (seconds per request, 600), `retries` (5), `backoff` (1.0 s),
 `retry_seconds` (a request's retries stop after this long in all, 120), `prompt_format` ("auto", "token_ids"
-or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth). Once a request finds no server at all,
-later requests try once until one succeeds, so a dead server costs seconds, not minutes per few rows.
+or "text"), `headers` (extra HTTP headers, e.g. a gateway's own auth). Once a request's connections are refused
+(no server listening) through all its retries, later requests try once until one succeeds, so a dead server
+costs seconds, not minutes per few rows; a reset connection (an overloaded server) is retried in full.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -44,6 +46,20 @@ class _Refused(Exception):
     def __init__(self, status: int, body: str):
         super().__init__(f"HTTP {status}: {body[:300]}")
         self.status = status
+
+
+def _refused(error: Exception) -> bool:
+    """Whether the connection was refused: nothing listens there. A reset is not that: an overloaded server
+    (its listen backlog full) resets new connections, and those requests deserve all their retries."""
+    return isinstance(error, ConnectionRefusedError) or isinstance(
+        getattr(error, "reason", None), ConnectionRefusedError
+    )
+
+
+def _jitter(data: bytes, attempt: int) -> float:
+    """A factor in [0.5, 1.5), fixed by the request body and attempt: requests that failed together (a
+    burst the server could not take) retry spread over time, not all at once; no random state involved."""
+    return 0.5 + zlib.crc32(data + bytes([attempt & 0xFF])) / 2**32
 
 
 class OpenAIEngine:
@@ -188,13 +204,12 @@ class OpenAIEngine:
                 error: Exception = exc
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 error = exc
-            pause = self.backoff * 2**attempt
+            pause = self.backoff * 2**attempt * _jitter(data, attempt)
             if attempt + 1 < attempts and time.monotonic() - started + pause <= self.retry_seconds:
                 time.sleep(pause)
             elif attempt + 1 < attempts:
                 break
-        refused = isinstance(error, ConnectionError) or isinstance(getattr(error, "reason", None), ConnectionError)
-        if refused:  # no server listening (not a slow one)
+        if _refused(error):  # no server listening (not a slow or overloaded one)
             if not self._unreachable:
                 log.warning("no answer from %s (%s): later requests try once until one succeeds", self.url, error)
             self._unreachable = True
