@@ -322,12 +322,16 @@ def _as_dataset_path(path: str) -> str:
     return path
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # a real server's backlog; socketserver's 5 resets connections under a burst
+
+
 class LocalHub:
     """`with LocalHub() as hub:` serves on `hub.url` (127.0.0.1, a free port) in a thread."""
 
     def __init__(self):
         self.state = HubState()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+        self.server = _Server(("127.0.0.1", 0), _handler(self.state))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
