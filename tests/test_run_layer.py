@@ -230,5 +230,7 @@ def test_the_readme_extension_examples_work(tmp_path, monkeypatch, capsys):
     )
     report = augment(config, progress=False)
     assert report["shards"]["total"] == report["shards"]["added"] == 2 and report["accounted"]
+    seconds = report["seconds"]  # the shard phase on the clock, beside its stages summed over shards
+    assert 0 < seconds["setup"] + seconds["shards_wall"] <= seconds["total"]
     printed = capsys.readouterr().out
     assert "shard 1 from row 4" in printed and "publishing" in printed and (out / "README.md").exists()

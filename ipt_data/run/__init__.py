@@ -93,6 +93,7 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
             yield task
 
     work_fn = ShardWork(config, str(work.path), bar.update_synth if executor.in_process else None)
+    shards_started = time.perf_counter()
     try:
         for result in executor.run(work_fn, unfinished()):
             stats[result.k] = result.stats
@@ -107,7 +108,9 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
         counts["dropped"] += 1
     log.info("shards: %s", counts)
     report = merged(stats)
-    report.setdefault("seconds", {})["setup"] = setup_s
+    # a shard stage's seconds add up its shards, which may run at once (two streaming, or one per GPU):
+    # `shards_wall` is how long the shard phase took on the clock
+    report.setdefault("seconds", {}).update(setup=setup_s, shards_wall=time.perf_counter() - shards_started)
     report["shards"] = dict(counts)
     if retry:
         report["retry_shards"], report["output"] = sorted(retry), None
