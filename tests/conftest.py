@@ -93,7 +93,7 @@ def serve(script: Script):
                 if failure:
                     return self._reply(failure, {"error": "scripted failure"})
                 if isinstance(prompt, list) and HANG in prompt:
-                    time.sleep(3)
+                    time.sleep(10)
                 n = len(prompt) if isinstance(prompt, list) else len(prompt.split())
                 text = f" <QUE> How long? <ANS> {n} </END>"
                 self._reply(
@@ -146,6 +146,9 @@ def script():
     yield s
     server.shutdown()
     server.server_close()
+    from ipt_data.engines import clear_cache
+
+    clear_cache()  # no later test gets an engine cached for this server's address (a port may be reused)
 
 
 def tiny_config(**values):

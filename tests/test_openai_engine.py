@@ -13,7 +13,7 @@ from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 
 def engine(script, **kw):
-    options = dict(base_url=script.url, retries=3, backoff=0.01, timeout=1.0, concurrency=4)
+    options = dict(base_url=script.url, retries=3, backoff=0.01, timeout=10.0, concurrency=4)  # 10 s: a loaded CI
     options.update(kw)
     return OpenAIEngine(TINY_SYNTHESIZER, **options)
 
@@ -52,7 +52,7 @@ def test_a_reset_is_retried_in_full_and_only_a_refusal_makes_later_requests_try_
 
 
 def test_a_hanging_prompt_times_out_alone(script):
-    eng = engine(script, prompt_format="token_ids", timeout=0.5, retries=1)
+    eng = engine(script, prompt_format="token_ids", timeout=2.0, retries=1)  # the others answer in 0.05 s
     out = eng.generate([[1, 2], [1, HANG], [1, 3, 4]], max_new_tokens=5)
     assert [c.finish_reason for c in out] == ["stop", "error", "stop"]
     assert "attempts" in out[1].error

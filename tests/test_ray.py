@@ -91,10 +91,13 @@ def test_a_killed_actor_loses_nothing(tmp_path, local_ray):
         shards = Path(cfg.resolved_work_dir()) / "shards"
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            if len(list(shards.glob("*.done.json"))) >= 2 and _actor_pids():
-                pid = _actor_pids()[0]
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+            pids = _actor_pids() if len(list(shards.glob("*.done.json"))) >= 2 else []
+            if pids:
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                except ProcessLookupError:  # it ended between pgrep and the kill: try the next one
+                    pass
             time.sleep(0.05)
 
     thread = threading.Thread(target=kill_one_actor_mid_run, daemon=True)

@@ -119,6 +119,8 @@ def run_cli(inputs: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_a_killed_run_resumes_to_the_same_model_and_evaluation(inputs, tmp_path, capsys):
+    from ipt_data.train.loop import last_complete_checkpoint
+
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert main(run_cli(inputs, whole)) == 0
     capsys.readouterr()
@@ -127,10 +129,9 @@ def test_a_killed_run_resumes_to_the_same_model_and_evaluation(inputs, tmp_path,
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = resumed / "checkpoints" / "checkpoint-8"
     deadline = time.time() + 240
-    while not (checkpoint / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # let it write the whole checkpoint, then kill it mid-run
-    proc.send_signal(signal.SIGKILL)
+    while last_complete_checkpoint(checkpoint.parent) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-run: 8 of 12 steps written, maybe while it writes the next checkpoint
     proc.wait()
     assert not (resumed / "train_report.json").exists(), "the run finished before it could be killed"
     assert main(run_cli(inputs, resumed)) == 0
@@ -144,11 +145,13 @@ def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
     from ipt_data.train.loop import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "none") is None
-    for step, whole in ((4, True), (8, True), (12, False)):  # killed while writing checkpoint-12
+    for step, state in ((4, "{}"), (8, "{}"), (12, None)):  # killed while writing checkpoint-12
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"")
-        if whole:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    (tmp_path / "checkpoint-12" / "trainer_state.json").write_text('{"best_metric": null, "log_hi')  # cut short
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
 
 

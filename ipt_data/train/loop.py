@@ -10,6 +10,7 @@ exact full-vocabulary cross-entropy at a fraction of the cost.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -67,9 +68,18 @@ def _sparse_loss_trainer(base, used: list[int]):
 
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest `checkpoint-N` under `folder` that was written whole: the Trainer writes `trainer_state.json`
-    last and not atomically, so a run killed while saving leaves a newest checkpoint without it."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()] if folder.exists() else []
+    last and not atomically, so a run killed while saving leaves a newest checkpoint without it, or with the
+    file cut short."""
+    done = [p for p in folder.glob("checkpoint-*") if _whole_json(p / "trainer_state.json")] if folder.exists() else []
     return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if done else None
+
+
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _unused(vocab: int, used: list[int]) -> torch.Tensor:
