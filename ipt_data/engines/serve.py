@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,21 @@ def local_vllm_server(
     start_timeout: float = 300.0,
 ) -> Iterator[str]:
     """Start `vllm serve model` on a free local port with `args`, wait until it lists its model, yield
-    `http://127.0.0.1:PORT/v1`, and stop it on exit. Its output goes to `log_path` (else is dropped)."""
+    `http://127.0.0.1:PORT/v1`, and stop it on exit. Its output goes to `log_path` (else to a temporary file,
+    removed after). A port taken by another process between our pick and vLLM's bind is picked again."""
+    with tempfile.TemporaryDirectory(prefix="ipt-vllm-serve-") as tmp:
+        log_file = Path(log_path) if log_path else Path(tmp) / "vllm-serve.log"
+        for attempt in range(3):
+            proc, url = _start(model, served_name, max_model_len, args, log_file, env)
+            try:
+                if _wait_ready(proc, url, log_file, start_timeout, last=attempt == 2):
+                    yield url
+                    return
+            finally:
+                _stop(proc)
+
+
+def _start(model, served_name, max_model_len, args, log_file: Path, env) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -53,28 +68,36 @@ def local_vllm_server(
         served_name or model,
         *args,
     ]
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + start_timeout
-        while True:
-            if proc.poll() is not None:
-                raise EngineUnavailableError(f"vllm serve exited with {proc.returncode} (its log: {log_path})")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if json.loads(r.read())["data"]:
-                        break
-            except OSError:
-                if time.time() > deadline:
-                    raise EngineUnavailableError(f"vllm serve did not come up in {start_timeout:.0f} s") from None
-                time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
+    with open(log_file, "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log_file: Path, timeout: float, last: bool) -> bool:
+    """True once the server lists its model; False when it exited because its port was taken (and this is
+    not the `last` try); otherwise an `EngineUnavailableError`."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            log = log_file.read_text(errors="replace")
+            if not last and "address already in use" in log.lower():
+                return False
+            tail = "\n".join(log.splitlines()[-15:])
+            raise EngineUnavailableError(f"vllm serve exited with {proc.returncode}; the end of its log:\n{tail}")
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if log_path:
-            log.close()
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                if json.loads(r.read())["data"]:
+                    return True
+        except OSError:
+            if time.time() > deadline:
+                raise EngineUnavailableError(f"vllm serve did not come up in {timeout:.0f} s") from None
+            time.sleep(1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
