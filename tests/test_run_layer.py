@@ -209,6 +209,24 @@ def test_the_run_logs_to_its_work_folder_and_restores_progress_bars(tmp_path):
     assert "run started" in log and "run finished" in log
 
 
+def test_a_rerun_removes_what_killed_writers_left_over_an_hour_ago(tmp_path):
+    import os
+    import time
+
+    from ipt_data.run import augment
+
+    config = tiny_config(limit=4, output=str(tmp_path / "o"), overwrite=True)
+    augment(config, progress=False)
+    shards = tmp_path / "o.work" / "shards"
+    old, recent = shards / "00000.parquet.111-222.tmp", shards / "00000.parquet.333-444.tmp"
+    for tmp in (old, recent):
+        tmp.write_bytes(b"half a parquet file")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    augment(config, progress=False)
+    assert not old.exists() and recent.exists()  # a recent one may be a live writer's, on another host
+    assert "left by a writer that was stopped mid-write" in (tmp_path / "o.work" / "run.log").read_text()
+
+
 def test_the_readme_extension_examples_work(tmp_path, monkeypatch, capsys):
     """The README's "Extending" code, run as written: an executor and a sink, through `augment`."""
     import re

@@ -1,6 +1,7 @@
 """The work folder of a run: `run.json` (the shard fingerprint), `shards/NNNNN.parquet` + `.rejects.jsonl` +
 `.done.json` (written last: a shard is done when its marker exists; it records the hash of the input rows the
-shard was made from, and the shard's stats), and `run.log`.
+shard was made from, and the shard's stats), and `run.log`. A shard is written to a temporary file per writer,
+then renamed; a run removes the temporary files that writers killed mid-write left over an hour ago.
 
 A rerun reuses a done shard only when its input rows hash the same; a folder whose parameters differ is
 refused, unless it holds no shard yet (a run that failed before writing one locks nothing)."""
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +22,9 @@ import pyarrow.parquet as pq
 from ipt_data.config import code_versions
 from ipt_data.errors import WorkDirMismatchError
 from ipt_data.redact import redact
+
+log = logging.getLogger(__name__)
+STALE_TMP_SECONDS = 3600.0  # a shard's temporary file this old has no writer left
 
 
 class WorkDir:
@@ -34,6 +40,18 @@ class WorkDir:
         work = cls(path)
         work._check_parameters(config)
         return work
+
+    def remove_stale_temporaries(self, older_than: float = STALE_TMP_SECONDS) -> None:
+        """Remove the temporary files of writers killed mid-write (a shard is written in seconds, so one
+        untouched for an hour has no writer left, on this host or another sharing the folder)."""
+        now = time.time()
+        for tmp in (self.path / "shards").glob("*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > older_than:
+                    tmp.unlink()
+                    log.info("removed %s, left by a writer that was stopped mid-write", tmp.name)
+            except FileNotFoundError:  # another run's cleanup got there first
+                pass
 
     def _check_parameters(self, config) -> None:
         run = self.path / "run.json"
