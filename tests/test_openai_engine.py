@@ -45,10 +45,14 @@ def test_a_reset_is_retried_in_full_and_only_a_refusal_makes_later_requests_try_
 
     pauses = []
     monkeypatch.setattr(openai, "time", SimpleNamespace(sleep=pauses.append, monotonic=time.monotonic))
-    dead = OpenAIEngine(TINY_SYNTHESIZER, base_url="http://127.0.0.1:9/v1", retries=2, backoff=1.0, concurrency=1)
+    nowhere = dict(base_url="http://127.0.0.1:9/v1", retries=2, backoff=1.0, prompt_format="token_ids")
+    dead = OpenAIEngine(TINY_SYNTHESIZER, concurrency=1, **nowhere)
     assert [c.finish_reason for c in dead.generate([[1, 5], [1, 6]], max_new_tokens=5)] == ["error", "error"]
     assert len(pauses) == 2 and all(0.5 <= p / 2**k < 1.5 for k, p in enumerate(pauses))  # the second: one try
-    assert pauses != [1.0, 2.0]  # jittered by the request, so a burst that failed together retries spread out
+    # pauses are spread by the request: two prompts that failed together do not retry together
+    other = OpenAIEngine(TINY_SYNTHESIZER, **nowhere)
+    assert other.generate([[1, 6]], max_new_tokens=5)[0].finish_reason == "error"
+    assert len(pauses) == 4 and pauses[2] != pauses[0] and 0.5 <= pauses[2] < 1.5
 
 
 def test_a_hanging_prompt_times_out_alone(script):

@@ -129,7 +129,7 @@ def test_a_killed_run_resumes_to_the_same_model_and_evaluation(inputs, tmp_path,
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = resumed / "checkpoints" / "checkpoint-8"
     deadline = time.time() + 240
-    while last_complete_checkpoint(checkpoint.parent) is None and proc.poll() is None and time.time() < deadline:
+    while _step(last_complete_checkpoint(checkpoint.parent)) < 8 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # mid-run: 8 of 12 steps written, maybe while it writes the next checkpoint
     proc.wait()
@@ -139,6 +139,10 @@ def test_a_killed_run_resumes_to_the_same_model_and_evaluation(inputs, tmp_path,
     assert a["evaluation"] == b["evaluation"]
     assert (whole / "model.safetensors").read_bytes() == (resumed / "model.safetensors").read_bytes()
     assert not (resumed / "checkpoints").exists()  # a finished run leaves only the model
+
+
+def _step(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):

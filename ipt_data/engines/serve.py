@@ -7,6 +7,7 @@ block, yielding its OpenAI base URL (for the `openai` engine on one machine, the
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -41,7 +42,7 @@ def local_vllm_server(
         for attempt in range(3):
             proc, url = _start(model, served_name, max_model_len, args, log_file, env)
             try:
-                if _wait_ready(proc, url, log_file, start_timeout, last=attempt == 2):
+                if _wait_ready(proc, url, served_name or model, log_file, start_timeout, last=attempt == 2):
                     yield url
                     return
             finally:
@@ -73,25 +74,31 @@ def _start(model, served_name, max_model_len, args, log_file: Path, env) -> tupl
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, log_file: Path, timeout: float, last: bool) -> bool:
-    """True once the server lists its model; False when it exited because its port was taken (and this is
-    not the `last` try); otherwise an `EngineUnavailableError`."""
+def _wait_ready(proc: subprocess.Popen, url: str, name: str, log_file: Path, timeout: float, last: bool) -> bool:
+    """True once our process is running and the port lists `name`; False when it exited because its port
+    was taken (and this is not the `last` try); otherwise an `EngineUnavailableError`."""
     deadline = time.time() + timeout
     while True:
         if proc.poll() is not None:
             log = log_file.read_text(errors="replace")
             if not last and "address already in use" in log.lower():
                 return False
-            tail = "\n".join(log.splitlines()[-15:])
-            raise EngineUnavailableError(f"vllm serve exited with {proc.returncode}; the end of its log:\n{tail}")
+            raise EngineUnavailableError(f"vllm serve exited with {proc.returncode}; {_tail(log)}")
         try:
             with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                if json.loads(r.read())["data"]:
-                    return True
-        except OSError:
-            if time.time() > deadline:
-                raise EngineUnavailableError(f"vllm serve did not come up in {timeout:.0f} s") from None
-            time.sleep(1)
+                served = [m.get("id") for m in json.loads(r.read())["data"]]
+            if name in served and proc.poll() is None:
+                return True
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError, AttributeError):
+            pass  # not up yet, or something else answers on the port: ours exits or comes up in time
+        if time.time() > deadline:
+            log = log_file.read_text(errors="replace")
+            raise EngineUnavailableError(f"vllm serve did not come up in {timeout:.0f} s; {_tail(log)}")
+        time.sleep(1)
+
+
+def _tail(log: str, lines: int = 15) -> str:
+    return "the end of its log:\n" + "\n".join(log.splitlines()[-lines:])
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -57,8 +57,8 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
         executor = executor or get_executor(config)
         with run_log(work.path, collect_secrets(config.to_dict())):
             log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
-            work.remove_stale_temporaries()
             try:
+                work.remove_stale_temporaries()
                 if executor.in_process or config.engine == "openai":
                     probe_engine(config)
                 return _run(config, source, work, encoder, progress, executor, started)
