@@ -44,7 +44,6 @@ from ipt_data.engines import Completion, Engine, StreamingEngine, generate_isola
 from ipt_data.engines.base import resolved
 from ipt_data.errors import ConfigError, RunStoppedError
 from ipt_data.options import SynthesisOptions
-from ipt_data.redact import scrub
 from ipt_data.schema import row_keys, synthesis_features, text_problem
 
 log = logging.getLogger(__name__)
@@ -146,7 +145,7 @@ class Synthesizer(SynthesisOptions):
                     ids, max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=self.seed
                 )
             except Exception as exc:  # noqa: BLE001 - a prompt the engine cannot take fails alone
-                future = resolved(Completion.failed(len(ids), scrub(f"{type(exc).__name__}: {exc}")))
+                future = resolved(Completion.raised(len(ids), exc))
             in_flight[future] = (state, chain, i, len(ids))
             future.add_done_callback(answers.put)
 
@@ -208,7 +207,7 @@ def _result(future: Future, n_prompt: int) -> Completion:
     try:
         return future.result()
     except Exception as exc:  # noqa: BLE001 - an engine's future that raised: that prompt fails alone
-        return Completion.failed(n_prompt, scrub(f"{type(exc).__name__}: {exc}"))
+        return Completion.raised(n_prompt, exc)
 
 
 @dataclass

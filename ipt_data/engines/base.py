@@ -34,6 +34,16 @@ class Completion:
     def failed(cls, prompt_tokens: int, error: str) -> Completion:
         return cls("", "error", prompt_tokens, 0, error)
 
+    @classmethod
+    def raised(cls, prompt_tokens: int, exc: BaseException) -> Completion:
+        """The error completion of a prompt whose engine call raised `exc`."""
+        return cls.failed(prompt_tokens, describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` of an engine's exception, secrets scrubbed (it lands in the data's status column)."""
+    return scrub(f"{type(exc).__name__}: {exc}")
+
 
 @runtime_checkable
 class Engine(Protocol):
@@ -83,7 +93,7 @@ def generate_isolated(
     except Exception as exc:  # noqa: BLE001 - isolate the failing prompt(s), keep the rest
         if len(prompts) == 1:
             log.warning("a prompt of %d tokens failed alone: %s: %s", len(prompts[0]), type(exc).__name__, exc)
-            return [Completion.failed(len(prompts[0]), scrub(f"{type(exc).__name__}: {exc}"))]
+            return [Completion.raised(len(prompts[0]), exc)]
         log.warning("a batch of %d prompts failed (%s: %s); retrying its halves", len(prompts), type(exc).__name__, exc)
         half = len(prompts) // 2
         return generate_isolated(generate, prompts[:half]) + generate_isolated(generate, prompts[half:])

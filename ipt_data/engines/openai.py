@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ipt_data.engines.base import Completion, unservable
-from ipt_data.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class OpenAIEngine:
                 return self._post({**body, "prompt": ids}, len(ids))
             return self._post({**body, "prompt": self._text(ids), "add_special_tokens": False}, len(ids))
         except Exception as exc:  # noqa: BLE001 - one prompt's failure is that prompt's status
-            return Completion.failed(len(ids), scrub(f"{type(exc).__name__}: {exc}"))
+            return Completion.raised(len(ids), exc)
 
     def _format(self, probe: list[int]) -> str:
         """ "auto" asks the server once, with a one-token prompt, whether it takes token ids."""

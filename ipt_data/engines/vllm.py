@@ -27,8 +27,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from ipt_data.budget import get_encoder
-from ipt_data.engines.base import Completion, MissingExtraError, resolved, unservable
-from ipt_data.redact import scrub
+from ipt_data.engines.base import Completion, MissingExtraError, describe, resolved, unservable
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +134,13 @@ class _Pump:
         self.closed = False
 
     def submit(self, prompt: list[int], params) -> Future[Completion]:
-        future: Future[Completion] = Future()
         with self.lock:
             if self.closed:
-                future.set_result(Completion.failed(len(prompt), "the vllm engine is closed"))
-                return future
+                return resolved(Completion.failed(len(prompt), "the vllm engine is closed"))
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="ipt-vllm-pump", daemon=True)
                 self.thread.start()
+            future: Future[Completion] = Future()
             self.inbox.put((prompt, params, future))
         return future
 
@@ -163,7 +161,7 @@ class _Pump:
             log.error("the vLLM step loop stopped: %s: %s", type(exc).__name__, exc)
             with self.lock:
                 self.closed = True  # later prompts are answered with an error at once
-            self._fail_running(scrub(f"the vllm step loop stopped: {type(exc).__name__}: {exc}"))
+            self._fail_running(f"the vllm step loop stopped: {describe(exc)}")
             self._fail_queued("the vllm step loop stopped")
 
     def _pump(self) -> None:
@@ -194,7 +192,7 @@ class _Pump:
                     llm_engine.abort_request(list(self.running))
                 except Exception:  # noqa: BLE001, S110 - a dead engine cannot abort; its prompts fail below anyway
                     pass
-                self._fail_running(scrub(f"{type(exc).__name__}: {exc}"))
+                self._fail_running(describe(exc))
                 continue
             finished = [out for out in outputs if out.finished and out.request_id in self.running]
             if finished:
@@ -213,7 +211,7 @@ class _Pump:
             llm_engine.add_request(request_id, self.engine._vllm.TokensPrompt(prompt_token_ids=prompt), params)
         except Exception as exc:  # noqa: BLE001 - a prompt vLLM refuses fails alone
             log.warning("vLLM refused a prompt of %d tokens: %s: %s", len(prompt), type(exc).__name__, exc)
-            _settle(future, Completion.failed(len(prompt), scrub(f"{type(exc).__name__}: {exc}")))
+            _settle(future, Completion.raised(len(prompt), exc))
             return
         self.running[request_id] = (future, len(prompt))
         future.add_done_callback(lambda f: f.cancelled() and self.cancelled.put(request_id))
