@@ -30,11 +30,12 @@ class Streaming(Scripted):
     most prompts outstanding at once. Prompts of a text holding POISON make `submit` raise (`poison="submit"`)
     or their future raise (`poison="future"`)."""
 
-    def __init__(self, encoder, poison="submit", hold=None):
+    def __init__(self, encoder, poison="submit", hold=None, release_on=range(17, 24)):
         super().__init__(encoder)
         self.poison, self.sent, self.outstanding, self.most = poison, [], 0, 0
         self.hold = hold  # the text whose answer waits for `released`; recorded in `sent` as "answered"
-        self.released = threading.Event()  # set once a prompt of a chain's last text (17-23) has gone out
+        self.released = threading.Event()  # set once a prompt of a text in `release_on` has gone out
+        self.release_on = release_on  # by default the chains' last texts of the first batch (17-23)
         self.lock = threading.Lock()
         self.threads = []
 
@@ -46,7 +47,7 @@ class Streaming(Scripted):
         with self.lock:
             self.sent.append(k)
             self.outstanding += 1
-            if 17 <= k <= 23:
+            if k in self.release_on:
                 self.released.set()
             self.most = max(self.most, self.outstanding)
         future = Future()
@@ -212,7 +213,7 @@ def test_a_server_dying_while_two_shards_stream_stops_the_run(tmp_path, script, 
 def test_a_stopped_stream_raises_soon_and_cancels_what_it_queued(encoder):
     from ipt_data.errors import RunStoppedError
 
-    engine, stop = Streaming(encoder, hold=0), threading.Event()
+    engine, stop = Streaming(encoder, hold=0, release_on=()), threading.Event()  # held until the stop
     threading.Timer(0.1, stop.set).start()
     started = time.time()
     with pytest.raises(RunStoppedError):
