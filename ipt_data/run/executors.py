@@ -46,21 +46,25 @@ class LocalExecutor:
             for task in itertools.chain([first], tasks):
                 yield work(task)
             return
-        busy: set = set()
+        busy: dict[Future, int] = {}
         try:
             for task in itertools.chain([first], tasks):
-                busy.add(_in_daemon_thread(work, task))
-                if len(busy) >= at_once:  # wait before reading the next shard: at most `at_once` held
-                    done, busy = wait(busy, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            while busy:
-                done, busy = wait(busy, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+                busy[_in_daemon_thread(work, task)] = task.k
+                yield from _finished(busy, below=at_once)  # before reading the next shard: at most `at_once` held
+            yield from _finished(busy, below=1)
         finally:
             if busy:  # the run stopped (an error, Ctrl-C): the other shard stops too, writing nothing
                 work.stop()
+
+
+def _finished(busy: dict[Future, int], below: int) -> Iterator[ShardResult]:
+    """Wait until fewer than `below` of the `busy` futures are running; yield the results of those that
+    finished, removed from `busy`."""
+    while busy and len(busy) >= below:
+        done, _ = wait(busy, return_when=FIRST_COMPLETED)
+        for future in done:
+            busy.pop(future)
+            yield future.result()
 
 
 def _in_daemon_thread(fn: Callable, *args) -> Future:
@@ -91,22 +95,14 @@ class ProcessExecutor:
 
         context = mp.get_context("spawn")  # CUDA cannot be forked
         pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(self.processes)]
-        busy: dict = {}  # future -> rank
+        busy: dict[Future, int] = {}  # future -> rank
         try:
             for task in tasks:
-                if len(busy) >= 2 * self.processes:
-                    done, _ = wait(busy, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        busy.pop(future)
-                        yield future.result()
+                yield from _finished(busy, below=2 * self.processes)
                 load = [sum(r == rank for r in busy.values()) for rank in range(self.processes)]
                 rank = load.index(min(load))
                 busy[pools[rank].submit(work, task, rank)] = rank
-            while busy:
-                done, _ = wait(busy, return_when=FIRST_COMPLETED)
-                for future in done:
-                    busy.pop(future)
-                    yield future.result()
+            yield from _finished(busy, below=1)
         finally:
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
