@@ -41,7 +41,7 @@ from typing import Any
 from ipt_data import wire
 from ipt_data.budget import PromptEncoder, get_encoder, prompt_budget
 from ipt_data.engines import Completion, Engine, StreamingEngine, generate_isolated, load_engine
-from ipt_data.engines.base import resolved
+from ipt_data.engines.base import drained, resolved
 from ipt_data.errors import ConfigError, RunStoppedError
 from ipt_data.options import SynthesisOptions
 from ipt_data.schema import row_keys, synthesis_features, text_problem
@@ -171,12 +171,7 @@ class Synthesizer(SynthesisOptions):
                     if not more:  # an unfinished batch with nothing in flight: an engine broke its contract
                         raise RuntimeError("synthesis lost track of a prompt (an engine answered one twice?)")
                     continue
-                done = [_next(answers, stop)]  # the next answer, then every other one already back
-                while True:
-                    try:
-                        done.append(answers.get_nowait())
-                    except queue.Empty:
-                        break
+                done = [_next(answers, stop), *drained(answers)]  # the next answer, then every other one back
                 answered: dict[int, tuple[_Batch, list]] = {}
                 for future in done:
                     state, chain, i, n_prompt = in_flight.pop(future)

@@ -11,6 +11,7 @@ prompt as soon as its previous one is back and the engine's batch never waits fo
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -97,6 +98,16 @@ def generate_isolated(
         log.warning("a batch of %d prompts failed (%s: %s); retrying its halves", len(prompts), type(exc).__name__, exc)
         half = len(prompts) // 2
         return generate_isolated(generate, prompts[:half]) + generate_isolated(generate, prompts[half:])
+
+
+def drained(q: queue.SimpleQueue) -> list:
+    """Everything in `q` now, in order, without waiting."""
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
 
 
 def resolved(completion: Completion) -> Future[Completion]:

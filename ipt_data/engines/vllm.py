@@ -27,7 +27,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from ipt_data.budget import get_encoder
-from ipt_data.engines.base import Completion, MissingExtraError, describe, resolved, unservable
+from ipt_data.engines.base import Completion, MissingExtraError, describe, drained, resolved, unservable
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +217,7 @@ class _Pump:
         future.add_done_callback(lambda f: f.cancelled() and self.cancelled.put(request_id))
 
     def _drop_cancelled(self, llm_engine) -> None:
-        cancelled = []
-        while True:
-            try:
-                rid = self.cancelled.get_nowait()
-            except queue.Empty:
-                break
-            if rid in self.running:
-                cancelled.append(rid)
+        cancelled = [rid for rid in drained(self.cancelled) if rid in self.running]
         if cancelled:
             llm_engine.abort_request(cancelled)
             for rid in cancelled:
@@ -236,11 +229,7 @@ class _Pump:
         self.running.clear()
 
     def _fail_queued(self, reason: str) -> None:
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+        for item in drained(self.inbox):
             if item is not None:
                 prompt, _, future = item
                 _settle(future, Completion.failed(len(prompt), reason))
