@@ -6,6 +6,15 @@ text that contains `<s>` or `</s>` is tokenized as plain text. The tokenizer its
 string at its special tokens before anything else, and every text part of our markup starts
 with a space, so for clean texts the ids equal those of the whole prompt string tokenized with
 `add_special_tokens=False`: exactly one BOS, at the start.
+
+Tokenized once: where the file allows the exact piecewise path (`ipt_data.pieces`: the synthesizer's does),
+a text's own ids (`text_ids`) are all its prompt and its demo need. The text part of a prompt is
+` <CON> {text} </CON>\n\n`; its normalized form is cut before the mark of the space after `<CON>` and,
+when the text does not end in a space or a mark, before the mark of the space before `</CON>`. No merge
+crosses such a cut, so its ids are the ids of ` <CON>`, then the text's ids as the text is encoded alone
+(the mark the normalizer prepends to it is the space after `<CON>`), then the ids that ` </CON>\n\n` (and a
+demo's pairs) contribute after the text. A text that ends in a space or a mark is encoded whole, as is
+every text when the path is off (`IPT_DATA_FAST_TOKENIZER=0`, or a file that does not qualify).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +30,20 @@ from tokenizers import Tokenizer
 
 from ipt_data import wire
 from ipt_data.errors import ConfigError
+from ipt_data.pieces import MARK, PieceEncoder
 
 log = logging.getLogger(__name__)
 
 WINDOW = 200_000  # characters: longer texts are counted (and chunked) window by window, in bounded memory
 DEFAULT_MAX_MODEL_LEN = 4096
 DEFAULT_MAX_NEW_TOKENS = 400
+FAST_ENV = "IPT_DATA_FAST_TOKENIZER"  # "0": the file's own pipeline for every text (same ids, slower)
+
+
+def fast_path_wanted() -> bool:
+    """Whether encoders use the exact piecewise path where the tokenizer file allows it (`IPT_DATA_FAST_TOKENIZER`,
+    on unless "0"; benchmarks turn it off to measure the file's own pipeline)."""
+    return os.environ.get(FAST_ENV, "1") != "0"
 
 
 def prompt_budget(max_model_len: int = DEFAULT_MAX_MODEL_LEN, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> int:
@@ -98,10 +116,11 @@ class PromptEncoder:
     synthesizer's own `tokenizer.json` (a model name or path, a `tokenizers.Tokenizer`, or a
     transformers fast tokenizer)."""
 
-    def __init__(self, tokenizer: Any, trust_remote_code: bool = False):
+    def __init__(self, tokenizer: Any, trust_remote_code: bool = False, fast: bool | None = None):
         if isinstance(tokenizer, PromptEncoder):
             tokenizer, trust_remote_code = tokenizer.source, tokenizer.trust_remote_code
         self.source, self.trust_remote_code = tokenizer, trust_remote_code  # it pickles as these
+        self.fast = fast_path_wanted() if fast is None else fast
         self.tokenizer = _as_tokenizer(tokenizer, trust_remote_code)  # the file's pipeline, as it is
         backend = Tokenizer.from_str(self.tokenizer.to_str())
         backend.no_padding()
@@ -110,6 +129,14 @@ class PromptEncoder:
         self._backend = backend
         self.special_ids = {s: self._special_id(s) for s in (wire.BOS, wire.EOS)}
         self.bos_id, self.eos_id = self.special_ids[wire.BOS], self.special_ids[wire.EOS]
+        self.pieces: PieceEncoder | None = None
+        if self.fast:
+            self.pieces, problem = PieceEncoder.for_tokenizer(backend)
+            if problem:
+                log.info("the tokenizer's own pipeline encodes every text (no exact piecewise path: %s)", problem)
+        if self.pieces is not None:
+            self._open = self.pieces.encode([wire.CON_OPEN.rstrip(" ")])[0].tolist()  # " <CON>"
+            self._close = self.pieces.encode_continuation([wire.after_text()])[0].tolist()
 
     def _special_id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
@@ -118,26 +145,36 @@ class PromptEncoder:
         return token_id
 
     def __reduce__(self):  # pickles as its source (datasets fingerprints and ships fn_kwargs)
-        return (PromptEncoder, (self.source, self.trust_remote_code))
+        return (PromptEncoder, (self.source, self.trust_remote_code, self.fast))
 
     def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
         """Plain-text ids, batched; no special tokens added or parsed."""
+        return [ids.tolist() for ids in self.text_ids(texts)]
+
+    def text_ids(self, texts: Sequence[str]) -> list[array]:
+        """Plain-text ids (`array("i")`, 4 bytes a token), batched; no special tokens added or parsed."""
         if not texts:
             return []
-        return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+        if self.pieces is not None:
+            return self.pieces.encode(texts)
+        return [array("i", e.ids) for e in self._backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def count_texts(self, texts: Sequence[str]) -> list[int]:
         """Token counts. A text over `WINDOW` characters is counted in windows cut before a space (the
         space's own token then counted as the tokenizer would mid-text), so a 50 MB text costs the memory
         of a 200,000-character one."""
-        short = iter(len(ids) for ids in self.encode_texts([t for t in texts if len(t) <= WINDOW]))
+        short_texts = [t for t in texts if len(t) <= WINDOW]
+        if self.pieces is not None:
+            short = iter(self.pieces.count(short_texts))
+        else:
+            short = iter(len(e.ids) for e in self._backend.encode_batch_fast(short_texts, add_special_tokens=False))
         return [self._count_long(t) if len(t) > WINDOW else next(short) for t in texts]
 
     def _count_long(self, text: str) -> int:
         pieces = cut_before_spaces(text, WINDOW)
         prepends = self.count_texts(["x"]) != self.count_texts([" x"])  # the normalizer adds "▁" to every part
         body = [p[1:] if prepends and k and p.startswith(" ") else p for k, p in enumerate(pieces)]
-        return sum(len(self.encode_texts([p])[0]) for p in body)
+        return sum(self.count_texts(body))
 
     def encode_parts_batch(self, prompts: Sequence[Sequence[tuple[str, str]]]) -> list[list[int]]:
         """Ids of several prompts given as `wire.prompt_parts`, with one batched tokenizer call."""
@@ -154,14 +191,55 @@ class PromptEncoder:
     def encode_prompt(self, text: str, demos: Sequence[wire.Demo] = ()) -> list[int]:
         return self.encode_parts_batch([wire.prompt_parts(text, demos)])[0]
 
-    def context_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids of the single-text prompt `<s> <CON> text </CON>\\n\\n` of each text."""
-        return [[self.bos_id, *ids] for ids in self.encode_texts([wire.context_body(t) for t in texts])]
+    @property
+    def reuses_ids(self) -> bool:
+        """Whether a text's own ids (`text_ids`) are what its prompt and demo are assembled from (see the
+        module doc); when not, every prompt part is encoded whole, and computing them first is waste."""
+        return self.pieces is not None
 
-    def demo_ids(self, examples: Sequence[wire.Demo]) -> list[list[int]]:
-        """Ids of each `(text, pairs)` rendered as an earlier example: `<s> ... pairs</s>`."""
-        bodies = [wire.demo_body(t, p) for t, p in examples]
-        return [[self.bos_id, *ids, self.eos_id] for ids in self.encode_texts(bodies)]
+    def joins(self, text: str) -> bool:
+        """Whether `text`'s prompt and demo ids are assembled from its own ids (see the module doc)."""
+        return self.pieces is not None and bool(text) and text[-1] not in (" ", MARK)
+
+    def context_ids(self, texts: Sequence[str], text_ids: Sequence[array] | None = None) -> list[list[int]]:
+        """Ids of the single-text prompt `<s> <CON> text </CON>\\n\\n` of each text; `text_ids`, each text's
+        `text_ids`, spare encoding the texts again."""
+        bodies = self._bodies(
+            texts, text_ids, lambda joined: [self._close] * len(joined), lambda k: wire.context_body(texts[k])
+        )
+        return [[self.bos_id, *body] for body in bodies]
+
+    def context_lengths(self, texts: Sequence[str], text_ids: Sequence[array] | None = None) -> list[int]:
+        """`len` of each of `context_ids(texts, text_ids)`."""
+        if text_ids is None or self.pieces is None:
+            return [len(ids) for ids in self.context_ids(texts)]
+        extra = 1 + len(self._open) + len(self._close)
+        whole = iter(self.context_ids([t for t in texts if not self.joins(t)]))
+        return [len(ids) + extra if self.joins(t) else len(next(whole)) for t, ids in zip(texts, text_ids, strict=True)]
+
+    def demo_ids(self, examples: Sequence[wire.Demo], text_ids: Sequence[array] | None = None) -> list[list[int]]:
+        """Ids of each `(text, pairs)` rendered as an earlier example: `<s> ... pairs</s>`; `text_ids` as in
+        `context_ids`."""
+        texts = [t for t, _ in examples]
+
+        def tails(joined: list[int]) -> list[array]:  # " </CON>\n\n" and the pairs, after each joined text
+            return self.pieces.encode_continuation([wire.after_text(examples[k][1]) for k in joined])
+
+        bodies = self._bodies(texts, text_ids, tails, lambda k: wire.demo_body(*examples[k]))
+        return [[self.bos_id, *body, self.eos_id] for body in bodies]
+
+    def _bodies(self, texts, text_ids, tails, whole_body) -> list[list[int]]:
+        """The ids after BOS of each text's prompt part: ` <CON>`'s, the text's own and `tails(joined)`'s for the
+        texts that join (when `text_ids` are given), the whole body's (`whole_body(k)`) for the rest."""
+        n = len(texts)
+        joined = [k for k in range(n) if text_ids is not None and self.joins(texts[k])]
+        out: list[list[int] | None] = [None] * n
+        for k, tail in zip(joined, tails(joined) if joined else [], strict=True):
+            out[k] = [*self._open, *text_ids[k], *tail]
+        rest = [k for k in range(n) if out[k] is None]
+        for k, ids in zip(rest, self.text_ids([whole_body(k) for k in rest]), strict=True):
+            out[k] = ids.tolist()
+        return out
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of `ids` by the file's own decoder (a completion: special tokens skipped)."""
@@ -203,8 +281,8 @@ def cut_before_spaces(text: str, size: int) -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_encoder(name_or_path: str, trust_remote_code: bool) -> PromptEncoder:
-    return PromptEncoder(name_or_path, trust_remote_code)
+def _cached_encoder(name_or_path: str, trust_remote_code: bool, fast: bool) -> PromptEncoder:
+    return PromptEncoder(name_or_path, trust_remote_code, fast)
 
 
 def get_encoder(tokenizer: Any, trust_remote_code: bool = False) -> PromptEncoder:
@@ -212,5 +290,5 @@ def get_encoder(tokenizer: Any, trust_remote_code: bool = False) -> PromptEncode
     if isinstance(tokenizer, PromptEncoder):
         return tokenizer
     if isinstance(tokenizer, str):
-        return _cached_encoder(tokenizer, trust_remote_code)
+        return _cached_encoder(tokenizer, trust_remote_code, fast_path_wanted())
     return PromptEncoder(tokenizer)

@@ -146,6 +146,7 @@ def chunk_batch(
     max_prompt_tokens: int | None = None,
     text_column: str = "text",
     id_column: str | None = None,
+    ids_column: str | None = None,
 ) -> dict[str, list]:
     """`Dataset.map(batched=True)` stage: split texts too long for one prompt into chunks.
 
@@ -153,6 +154,9 @@ def chunk_batch(
     else a hash of the text) and `chunk` (index within the document); `text_column` holds the
     chunk. Other columns are repeated on every chunk of their row. Values that are not
     non-empty strings pass through as one chunk, for `synthesize_batch` to give a status.
+    `ids_column` (`schema.TEXT_IDS`, in memory only: `augment` uses it) also gives each chunk's own token ids,
+    the ones its length was counted with, for the `Synthesizer` to build its prompt and demo from (None where
+    the encoder cannot reuse them).
     """
     if text_column not in batch:
         raise KeyError(f"no text column {text_column!r}; the columns are {sorted(batch)}")
@@ -166,10 +170,13 @@ def chunk_batch(
     else:
         doc_ids = [content_id(t) for t in texts]
     valid = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip() and len(t) <= WINDOW]
-    lengths = dict(zip(valid, map(len, encoder.context_ids([texts[i] for i in valid])), strict=True))
+    valid_texts = [texts[i] for i in valid]
+    text_ids = encoder.text_ids(valid_texts) if encoder.reuses_ids else None  # tokenized once, here
+    lengths = dict(zip(valid, encoder.context_lengths(valid_texts, text_ids), strict=True))
     lengths.update({i: budget + 1 for i, t in enumerate(texts) if isinstance(t, str) and len(t) > WINDOW})
+    own_ids = dict(zip(valid, text_ids or [], strict=False))
     out: dict[str, list] = {k: [] for k in batch}
-    out.update(doc_id=[], chunk=[])
+    out.update(doc_id=[], chunk=[], **({ids_column: []} if ids_column else {}))
     for row, text in enumerate(texts):
         pieces = chunk_text(text, encoder, budget) if lengths.get(row, 0) > budget else [text]
         for k, piece in enumerate(pieces):
@@ -177,4 +184,7 @@ def chunk_batch(
                 out[col].append(piece if col == text_column else values[row])
             out["doc_id"].append(doc_ids[row])
             out["chunk"].append(k)
+        if ids_column:
+            split = len(pieces) > 1 and encoder.reuses_ids
+            out[ids_column] += encoder.text_ids(pieces) if split else [own_ids.get(row)] * len(pieces)
     return out

@@ -14,6 +14,9 @@ import pyarrow as pa
 
 MISSING = type("Missing", (), {"__repr__": lambda self: "<missing>"})()  # a column a row lacks
 
+# chunk_batch(ids_column=TEXT_IDS) -> Synthesizer: each chunk's own token ids, passed in memory so that a text
+# is tokenized once (`array("i")` values: an in-process hand-over, never written; the Synthesizer drops it)
+TEXT_IDS = "_ipt_text_ids"
 TEMPLIFY_COLUMNS = ("text", "kind", "n_pairs", "layout", "inverted", "pairs", "source", "fallback_pairs")
 # a rendered pair: the synthesizer's pair, the task it was rendered as, whether its answer is in its text
 RENDERED_PAIR = pa.struct(

@@ -44,7 +44,7 @@ from ipt_data.engines import Completion, Engine, StreamingEngine, generate_isola
 from ipt_data.engines.base import drained, resolved
 from ipt_data.errors import ConfigError, RunStoppedError
 from ipt_data.options import SynthesisOptions
-from ipt_data.schema import row_keys, synthesis_features, text_problem
+from ipt_data.schema import TEXT_IDS, row_keys, synthesis_features, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,24 @@ class _Batch:
     def __init__(self, synth: Synthesizer, batch: dict[str, list], encoder: PromptEncoder):
         if synth.text_column not in batch:
             raise KeyError(f"no text column {synth.text_column!r}; the columns are {sorted(batch)}")
-        self.batch, self.encoder, self.budget = batch, encoder, synth.budget
+        given_ids = batch.get(TEXT_IDS)  # each text's own ids, from chunk_batch(ids_column=TEXT_IDS)
+        self.batch = {k: v for k, v in batch.items() if k != TEXT_IDS}
+        self.encoder, self.budget = encoder, synth.budget
         texts = list(batch[synth.text_column])
         self.rows = rows = _Rows(texts, row_keys(batch, texts))
         valid = [i for i in range(len(texts)) if rows.status[i] is None]
         self.context: dict[int, list[int]] = {}
+        self.text_ids: dict[int, Any] = {}  # row -> its text's own ids, when the encoder builds prompts from them
         if valid:
-            self.context = dict(zip(valid, encoder.context_ids([texts[i] for i in valid]), strict=True))
+            valid_texts = [texts[i] for i in valid]
+            if encoder.reuses_ids:
+                own = [given_ids[i] for i in valid] if given_ids is not None else [None] * len(valid)
+                missing = [k for k, ids in enumerate(own) if ids is None]
+                for k, ids in zip(missing, encoder.text_ids([valid_texts[k] for k in missing]), strict=True):
+                    own[k] = ids
+                self.text_ids = dict(zip(valid, own, strict=True))
+            own_ids = [self.text_ids[i] for i in valid] if self.text_ids else None
+            self.context = dict(zip(valid, encoder.context_ids(valid_texts, own_ids), strict=True))
             for i in valid:
                 if len(self.context[i]) > self.budget:
                     rows.status[i] = (
@@ -244,7 +255,7 @@ class _Batch:
         i = g[r]
         prev = g[r - 1] if r > 0 else None
         demos = [*self.carried[prev], prev] if prev is not None and rows.pairs[prev] else []
-        ids = [tok for m in demos for tok in self.demo_ids[m]] + self.context[i]
+        ids = [*itertools.chain.from_iterable(self.demo_ids[m] for m in demos), *self.context[i]]
         if demos and len(ids) > self.budget:  # the chain breaks: prompt alone, start anew
             log.debug("chain of row %s breaks: %d prompt tokens > %d", rows.keys[i], len(ids), self.budget)
             chain.start, demos, ids = r, [], self.context[i]
@@ -260,7 +271,8 @@ class _Batch:
             self.rows.record(i, completion)
         got = [i for _, i, _ in results if self.rows.pairs[i]]
         texts = self.rows.texts
-        for i, ids in zip(got, self.encoder.demo_ids([(texts[i], self.rows.pairs[i]) for i in got]), strict=True):
+        own = [self.text_ids[i] for i in got] if self.text_ids else None
+        for i, ids in zip(got, self.encoder.demo_ids([(texts[i], self.rows.pairs[i]) for i in got], own), strict=True):
             self.demo_ids[i] = ids
         going = []
         for chain, _, _ in results:

@@ -34,12 +34,17 @@ def render_pairs(pairs: Iterable[Pair]) -> str:
 
 def context_body(text: str) -> str:
     """The text that follows BOS in a single-text prompt: ` <CON> {text} </CON>\\n\\n`."""
-    return f"{CON_OPEN}{text}{CON_CLOSE}\n\n"
+    return CON_OPEN + text + after_text()
 
 
 def demo_body(text: str, pairs: Sequence[Pair]) -> str:
     """The text between BOS and EOS of an earlier example carried in an M-shot prompt."""
-    return context_body(text) + render_pairs(pairs)
+    return CON_OPEN + text + after_text(pairs)
+
+
+def after_text(pairs: Sequence[Pair] = ()) -> str:
+    """What follows the text in its part of a prompt: ` </CON>\\n\\n`, then, in an earlier example, its pairs."""
+    return f"{CON_CLOSE}\n\n" + render_pairs(pairs)
 
 
 def prompt_parts(text: str, demos: Sequence[Demo] = ()) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from ipt_data.errors import EngineUnavailableError, RunStoppedError
 from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, row_keys, text_problem
+from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS, row_keys, text_problem
 from ipt_data.sources import REJECT_KEY
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import raw_row, templify_batch
@@ -68,6 +68,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         tokenizer=encoder,
         max_model_len=config.max_model_len,
         max_new_tokens=config.max_new_tokens,
+        ids_column=TEXT_IDS,  # each chunk's ids, counted here, are the ones its prompt and demo use
     )
     seconds["chunk"] += time.perf_counter() - t
     synthesized: dict[str, list] = {}
