@@ -135,8 +135,8 @@ class PromptEncoder:
             if problem:
                 log.info("the tokenizer's own pipeline encodes every text (no exact piecewise path: %s)", problem)
         if self.pieces is not None:
-            self._open = self.pieces.encode([wire.CON_OPEN.rstrip(" ")])[0].tolist()  # " <CON>"
-            self._close = self.pieces.encode_continuation([wire.after_text()])[0].tolist()
+            self._open = array("i", [self.bos_id]) + self.pieces.encode([wire.CON_OPEN.rstrip(" ")])[0]  # <s> <CON>
+            self._close = self.pieces.encode_continuation([wire.after_text()])[0]
 
     def _special_id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
@@ -204,16 +204,15 @@ class PromptEncoder:
     def context_ids(self, texts: Sequence[str], text_ids: Sequence[array] | None = None) -> list[list[int]]:
         """Ids of the single-text prompt `<s> <CON> text </CON>\\n\\n` of each text; `text_ids`, each text's
         `text_ids`, spare encoding the texts again."""
-        bodies = self._bodies(
+        return self._prompt_parts(
             texts, text_ids, lambda joined: [self._close] * len(joined), lambda k: wire.context_body(texts[k])
         )
-        return [[self.bos_id, *body] for body in bodies]
 
     def context_lengths(self, texts: Sequence[str], text_ids: Sequence[array] | None = None) -> list[int]:
         """`len` of each of `context_ids(texts, text_ids)`."""
         if text_ids is None or self.pieces is None:
             return [len(ids) for ids in self.context_ids(texts)]
-        extra = 1 + len(self._open) + len(self._close)
+        extra = len(self._open) + len(self._close)
         whole = iter(self.context_ids([t for t in texts if not self.joins(t)]))
         return [len(ids) + extra if self.joins(t) else len(next(whole)) for t, ids in zip(texts, text_ids, strict=True)]
 
@@ -225,20 +224,20 @@ class PromptEncoder:
         def tails(joined: list[int]) -> list[array]:  # " </CON>\n\n" and the pairs, after each joined text
             return self.pieces.encode_continuation([wire.after_text(examples[k][1]) for k in joined])
 
-        bodies = self._bodies(texts, text_ids, tails, lambda k: wire.demo_body(*examples[k]))
-        return [[self.bos_id, *body, self.eos_id] for body in bodies]
+        return self._prompt_parts(texts, text_ids, tails, lambda k: wire.demo_body(*examples[k]), end=[self.eos_id])
 
-    def _bodies(self, texts, text_ids, tails, whole_body) -> list[list[int]]:
-        """The ids after BOS of each text's prompt part: ` <CON>`'s, the text's own and `tails(joined)`'s for the
-        texts that join (when `text_ids` are given), the whole body's (`whole_body(k)`) for the rest."""
+    def _prompt_parts(self, texts, text_ids, tails, whole_body, end: Sequence[int] = ()) -> list[list[int]]:
+        """BOS, then ` <CON>`'s ids, the text's own and `tails(joined)`'s for the texts that join (when `text_ids`
+        are given), the whole body's (`whole_body(k)`) for the rest; then `end`."""
         n = len(texts)
         joined = [k for k in range(n) if text_ids is not None and self.joins(texts[k])]
         out: list[list[int] | None] = [None] * n
         for k, tail in zip(joined, tails(joined) if joined else [], strict=True):
-            out[k] = [*self._open, *text_ids[k], *tail]
+            own = text_ids[k] if isinstance(text_ids[k], array) else array("i", text_ids[k])
+            out[k] = (self._open + own + tail).tolist() + list(end)
         rest = [k for k in range(n) if out[k] is None]
         for k, ids in zip(rest, self.text_ids([whole_body(k) for k in rest]), strict=True):
-            out[k] = ids.tolist()
+            out[k] = [self.bos_id, *ids.tolist(), *end]
         return out
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:

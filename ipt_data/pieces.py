@@ -97,38 +97,36 @@ class PieceEncoder:
         return (None, problem) if problem else (cls(tokenizer), None)
 
     def _resolved(self, keys: list[list[str]], assemble) -> list:
-        """`assemble(memo, keys)` for each text's keys; pieces not yet remembered are run through BPE in one batch
-        for all the texts that have any."""
+        """`assemble(memo, keys)` for each text's keys, the pieces not yet remembered first run through BPE in one
+        batch."""
         memo = self._memo
-        out: list = [None] * len(keys)
-        pending = []
-        for i, k in enumerate(keys):
-            try:
-                out[i] = assemble(memo, k)
-            except KeyError:
-                pending.append(i)
-        if pending:
-            table = self._learn(memo, [keys[i] for i in pending])
-            for i in pending:
-                out[i] = assemble(table, keys[i])
-        return out
+        missing = set().union(*keys).difference(memo.ids) if keys else set()
+        long = self._learn(memo, missing) if missing else []
+        try:
+            out = []
+            for k in keys:
+                try:
+                    out.append(assemble(memo, k))
+                except KeyError:  # a long piece another thread had learned too and dropped: learn them alone
+                    table = Memo()
+                    self._learn(table, set(k))
+                    out.append(assemble(table, k))
+            return out
+        finally:
+            for key in long:  # too long to keep (one huge word): remembered for this call only
+                memo.ids.pop(key, None)
+                memo.lengths.pop(key, None)
 
-    def _learn(self, memo: Memo, keys_per_text: list[list[str]]) -> Memo:
-        """Every piece of `keys_per_text` with its ids: new ones run through BPE (in one batch) and remembered."""
-        needed = set().union(*keys_per_text)
-        missing = [k for k in needed if k not in memo.ids]
-        encoded = self._model.encode_batch_fast([MARK + k for k in missing], add_special_tokens=False)
-        found = {k: array("i", e.ids).tobytes() for k, e in zip(missing, encoded, strict=True)}
-        table = Memo()
-        for k in needed:
-            table.ids[k] = found[k] if k in found else memo.ids[k]
-            table.lengths[k] = len(table.ids[k]) // 4
-        if len(memo.ids) + len(found) > MAX_ENTRIES:  # start over; a thread still reading the old memo keeps it
-            self._memo = Memo()
-        kept = [k for k in found if len(k) <= MAX_CACHED]
-        self._memo.ids.update((k, table.ids[k]) for k in kept)
-        self._memo.lengths.update((k, table.lengths[k]) for k in kept)
-        return table
+    def _learn(self, memo: Memo, missing: set[str]) -> list[str]:
+        """Runs the `missing` pieces through BPE (in one batch) into `memo`; returns those too long to keep."""
+        missing_keys = list(missing)
+        encoded = self._model.encode_batch_fast([MARK + k for k in missing_keys], add_special_tokens=False)
+        if memo is self._memo and len(memo.ids) + len(missing_keys) > MAX_ENTRIES:
+            self._memo = Memo()  # later calls start over; this one (and any thread reading it) ends with the old
+        for key, e in zip(missing_keys, encoded, strict=True):
+            memo.ids[key] = array("i", e.ids).tobytes()
+            memo.lengths[key] = len(e.ids)
+        return [k for k in missing_keys if len(k) > MAX_CACHED]
 
     def encode(self, texts: Sequence[str]) -> list[array]:
         """Ids of each text (`array("i")`), as the file's pipeline encodes it on its own (its normalizer prepends

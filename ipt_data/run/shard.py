@@ -4,12 +4,13 @@ in this process or another: `work(task, rank)` -> `ShardResult`."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -55,44 +56,69 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, and its first engine error (or None).
 
     `synth(batches)` yields each batch's synthesized columns in order (`Synthesizer.stream`): the shard's
-    batches of `batch_size` chunks go to it together, so a streaming engine is kept busy across them."""
+    batches of `batch_size` chunks go to it together, so a streaming engine is kept busy across them. Nothing
+    of ours keeps the engine waiting longer than it must: rows are chunked a batch at a time as the synthesizer
+    asks for them (the first prompts go out after one batch is chunked, not the whole shard), the rows kept raw
+    are counted once the first batch is in the engine, and each batch is rendered and counted as soon as it
+    is back, while the engine works on the others."""
     start, rows = task.start, task.rows
     convert, raw, rejects = route(rows, start, config)
     n = len(next(iter(rows.values()))) if rows else 0
     texts = rows.get(config.text_column, [MISSING] * n)
     seconds: Counter = Counter()
-    t = time.perf_counter()
-    chunks = chunk_batch(
-        {"text": [texts[i] for i in convert]},
-        [start + i for i in convert],
-        tokenizer=encoder,
-        max_model_len=config.max_model_len,
-        max_new_tokens=config.max_new_tokens,
-        ids_column=TEXT_IDS,  # each chunk's ids, counted here, are the ones its prompt and demo use
-    )
-    seconds["chunk"] += time.perf_counter() - t
+    raw_tokens: list[int] = []
+
+    def count_raw() -> None:
+        with _timed(seconds, "count"):
+            raw_tokens.extend(encoder.count_texts([texts[i] for i in raw]))
+
+    def batches() -> Iterator[dict[str, list]]:
+        """Batches of exactly `batch_size` chunks (the last one shorter), in order, chunked when asked for."""
+        pending: dict[str, list] = {}
+        size, handed = config.batch_size, 0
+        for b in range(0, len(convert), size):
+            rows_in = convert[b : b + size]
+            with _timed(seconds, "chunk"):
+                chunks = chunk_batch(
+                    {"text": [texts[i] for i in rows_in]},
+                    [start + i for i in rows_in],
+                    tokenizer=encoder,
+                    max_model_len=config.max_model_len,
+                    max_new_tokens=config.max_new_tokens,
+                    ids_column=TEXT_IDS,  # each chunk's ids, counted here, are the ones its prompt and demo use
+                )
+            for key, values in chunks.items():
+                pending.setdefault(key, []).extend(values)
+            while len(pending["text"]) >= size:
+                yield {k: v[:size] for k, v in pending.items()}
+                pending = {k: v[size:] for k, v in pending.items()}
+                handed += 1
+                if handed == 1:
+                    count_raw()
+        if pending.get("text"):
+            yield pending
+
     synthesized: dict[str, list] = {}
+    out: dict[str, list] = {c: [] for c in (*TEMPLIFY_COLUMNS, "n_tokens")}
     t = time.perf_counter()
-    batches = (
-        {k: v[b : b + config.batch_size] for k, v in chunks.items()}
-        for b in range(0, len(chunks["text"]), config.batch_size)
-    )
-    for part in synth(batches):
+    for part in synth(batches()):
         for key, values in part.items():
             synthesized.setdefault(key, []).extend(values)
         if on_batch is not None:
             on_batch(part)
-    seconds["synthesize"] += time.perf_counter() - t
-
-    t = time.perf_counter()
-    out = templify_batch(synthesized, seed=config.seed) if synthesized else {c: [] for c in TEMPLIFY_COLUMNS}
-    seconds["templify"] += time.perf_counter() - t
-    for i in raw:
+        with _timed(seconds, "templify"):
+            rendered = templify_batch(part, seed=config.seed)
+        with _timed(seconds, "count"):
+            rendered["n_tokens"] = encoder.count_texts(rendered["text"])
+        for key, values in rendered.items():
+            out[key].extend(values)
+    seconds["synthesize"] += time.perf_counter() - t - sum(seconds.values())  # the rest of the loop's time
+    if len(raw_tokens) != len(raw):  # no batch was handed over
+        count_raw()
+    for i, n_tokens in zip(raw, raw_tokens, strict=True):
         for col, value in raw_row(texts[i], f"{start + i}:0").items():
             out[col].append(value)
-    t = time.perf_counter()
-    out["n_tokens"] = encoder.count_texts(out["text"])
-    seconds["count"] += time.perf_counter() - t
+        out["n_tokens"].append(n_tokens)
     table = pa.table({c: out[c] for c in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
     for column in config.keep_columns:  # provenance: the chosen input columns of every source row, in order
         values = rows.get(column, [None] * n)
@@ -110,7 +136,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
             "converted_with_pairs": len(docs_with_pairs),
         },
         "rejects": dict(Counter(r["reason"].split(":")[0] for r in rejects)),
-        "chunks": len(chunks["text"]),
+        "chunks": len(synthesized.get("text", [])),
         "status": dict(status),
         "pairs": sum(len(p) for p in synthesized.get("pairs", [])),
         "invalid_pairs": sum(synthesized.get("invalid_pairs", [])),
@@ -129,6 +155,15 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     }
     first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
     return table, rejects, stats, first_error
+
+
+@contextlib.contextmanager
+def _timed(seconds: Counter, stage: str):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] += time.perf_counter() - t
 
 
 def _unrendered(synthesized: dict[str, list], out: dict[str, list]) -> int:
