@@ -174,7 +174,7 @@ class PromptEncoder:
         pieces = cut_before_spaces(text, WINDOW)
         prepends = self.count_texts(["x"]) != self.count_texts([" x"])  # the normalizer adds "▁" to every part
         body = [p[1:] if prepends and k and p.startswith(" ") else p for k, p in enumerate(pieces)]
-        return sum(self.count_texts(body))
+        return sum(self.count_texts([p])[0] for p in body)  # a window at a time: bounded memory
 
     def encode_parts_batch(self, prompts: Sequence[Sequence[tuple[str, str]]]) -> list[list[int]]:
         """Ids of several prompts given as `wire.prompt_parts`, with one batched tokenizer call."""

@@ -31,7 +31,7 @@ MARK = "▁"  # U+2581, what the normalizer turns spaces into
 _PIECE = re.compile(f"{MARK}+[^{MARK}]*|[^{MARK}]+")  # a run of marks and what follows it, up to the next run
 _CROSSES = re.compile(f"[^{MARK}]{MARK}")  # a mark after another character: a merge that could cross a cut
 MAX_CACHED = 200  # characters: longer pieces (one huge word) are encoded each time, not remembered
-MAX_ENTRIES = 500_000  # distinct pieces remembered per process before the memo starts over (~60 MB)
+MAX_ENTRIES = 250_000  # distinct pieces remembered per process before the memo starts over (~200 bytes each: 50 MB)
 
 
 def piecewise_problem(spec: dict) -> str | None:
@@ -95,6 +95,10 @@ class PieceEncoder:
         """`(encoder, None)` when `tokenizer` qualifies, else `(None, why not)`."""
         problem = piecewise_problem(json.loads(tokenizer.to_str()))
         return (None, problem) if problem else (cls(tokenizer), None)
+
+    def forget(self) -> None:
+        """Drop every remembered piece (what a new process starts with; benchmarks measure from there)."""
+        self._memo = Memo()
 
     def _resolved(self, keys: list[list[str]], assemble) -> list:
         """`assemble(memo, keys)` for each text's keys, the pieces not yet remembered first run through BPE in one
