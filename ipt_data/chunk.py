@@ -156,7 +156,7 @@ def chunk_batch(
     non-empty strings pass through as one chunk, for `synthesize_batch` to give a status.
     `ids_column` (`schema.TEXT_IDS`, in memory only: `augment` uses it) also gives each chunk's own token ids,
     the ones its length was counted with, for the `Synthesizer` to build its prompt and demo from (None where
-    the encoder cannot reuse them).
+    the encoder cannot reuse them, and for the chunks of a text that was cut: the Synthesizer encodes those).
     """
     if text_column not in batch:
         raise KeyError(f"no text column {text_column!r}; the columns are {sorted(batch)}")
@@ -184,7 +184,6 @@ def chunk_batch(
                 out[col].append(piece if col == text_column else values[row])
             out["doc_id"].append(doc_ids[row])
             out["chunk"].append(k)
-        if ids_column:
-            split = len(pieces) > 1 and encoder.reuses_ids
-            out[ids_column] += encoder.text_ids(pieces) if split else [own_ids.get(row)] * len(pieces)
+        if ids_column:  # a text cut into chunks: None, each chunk encoded later with its batch (bounded memory)
+            out[ids_column] += [own_ids.get(row)] if len(pieces) == 1 else [None] * len(pieces)
     return out

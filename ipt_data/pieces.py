@@ -54,6 +54,10 @@ def piecewise_problem(spec: dict) -> str | None:
     vocab = model.get("vocab") or {}
     if MARK not in vocab:
         return f"{MARK!r} is not a token"
+    bytes_covered = model.get("byte_fallback") and all(f"<0x{b:02X}>" in vocab for b in range(256))
+    if not bytes_covered and model.get("unk_token") not in vocab:
+        # a character without a symbol is dropped, and the marks on either side of it could then merge
+        return "a character outside the vocabulary would be dropped (no byte fallback for every byte, no unk token)"
     crossing = next((token for token in vocab if _CROSSES.search(token)), None)
     if crossing is not None:
         return f"the token {crossing!r} has a {MARK!r} after another character: a merge could cross a cut"

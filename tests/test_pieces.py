@@ -144,12 +144,23 @@ def edited(change) -> dict:
         (lambda s: s["model"].update(dropout=0.1), "dropout"),
         (lambda s: s["model"].update(ignore_merges=True), "ignores merges"),
         (lambda s: s["added_tokens"].append({"id": 32000, "content": "[X]", "special": False}), "not special"),
+        (lambda s: s["model"].update(byte_fallback=False, unk_token=None), "dropped"),
+        (lambda s: (s["model"].update(unk_token=None), s["model"]["vocab"].pop("<0xFF>")), "dropped"),
     ],
 )  # fmt: skip
 def test_a_file_that_does_not_qualify_is_refused_with_its_reason(change, why):
     assert piecewise_problem(spec()) is None
     problem = piecewise_problem(edited(change))
     assert problem is not None and why in problem
+
+
+def test_a_dropped_character_would_have_changed_the_ids():
+    """Why a file that drops characters is refused: the marks around a dropped one merge in the file's pipeline."""
+    s = spec()
+    s["model"].update(byte_fallback=False, unk_token=None)
+    tok = Tokenizer.from_str(json.dumps(s))
+    assert tok.encode("ꙮ  x", add_special_tokens=False).tokens == ["▁▁", "▁x"]  # pieces "▁ꙮ", "▁▁x" would differ
+    assert PieceEncoder.for_tokenizer(tok)[0] is None
 
 
 def test_a_file_that_does_not_qualify_keeps_its_own_pipeline(tmp_path, file_pipeline):
@@ -184,3 +195,69 @@ def test_the_memo_starts_over_when_full_and_stays_exact(monkeypatch, file_pipeli
         assert [a.tolist() for a in enc.encode(texts[k : k + 100])] == file_pipeline(texts[k : k + 100])
     distinct = set().union(*map(_keys, texts))
     assert len(enc._memo.ids) < len(distinct), "the memo started over"
+
+
+class Echo:
+    """A test engine whose pairs are a function of the prompt ids it gets: any id that differs shows in the data."""
+
+    name = "echo"
+
+    def __init__(self, model, device, max_model_len=4096, **_):
+        self.max_model_len = max_model_len
+        self.prompts: list[list[int]] = []
+
+    def generate(self, prompts, *, max_new_tokens, temperature=0.0, seed=0):
+        import zlib
+
+        from ipt_data.engines import Completion
+
+        self.prompts += [list(p) for p in prompts]
+        out = []
+        for p in prompts:
+            key = zlib.crc32(bytes(str(list(p)), "ascii"))
+            text = f"<QUE> What is {key}? <ANS> It is {len(p)} tokens long. </END>\n\n<QUE> And? <ANS> {key % 7} </END>"
+            out.append(Completion(text, "stop", len(p), 20))
+        return out
+
+
+def test_augment_publishes_the_same_bytes_on_either_path(tmp_path, monkeypatch):
+    """The whole run, chunking and 2- and 3-shot prompts and token counts included, on the piecewise path and on
+    the file's own pipeline: every prompt id and every published file the same."""
+    from ipt_data import budget
+    from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
+    from ipt_data.engines import clear_cache, register_engine, unregister_engine
+    from ipt_data.fixtures import TINY_SYNTHESIZER
+    from ipt_data.run import augment
+
+    texts = [json.loads(line)["text"] for line in open(SAMPLE_CORPUS, encoding="utf-8")]
+    texts += [s for s in generated(400, seed=9) if s.strip()][:60]
+    texts += ["word " * 4000, "One sentence. " * 900 + "\n\n" + "Two words. " * 600]  # cut into chunks
+    texts += ["ends in spaces  ", "and one space ", "a mark▁"]  # encoded whole
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    engines = {}
+    register_engine("echo", lambda model, device, **o: engines.setdefault(device, Echo(model, device, **o)))
+    published = {}
+    try:
+        for fast in ("1", "0"):
+            monkeypatch.setenv("IPT_DATA_FAST_TOKENIZER", fast)
+            budget._cached_encoder.cache_clear()
+            clear_cache()
+            engines.clear()
+            out = tmp_path / f"out-{fast}"
+            config = AugmentConfig(
+                dataset=str(corpus), model=TINY_SYNTHESIZER, engine="echo", rounds=3, fraction=1.0, batch_size=16,
+                shard_size=40, output=str(out), work_dir=str(tmp_path / f"work-{fast}"),
+            )  # fmt: skip
+            augment(config, progress=False)
+            files = sorted(p for p in out.rglob("*") if p.is_file())
+            prompts = sorted(map(tuple, next(iter(engines.values())).prompts))
+            published[fast] = ({str(p.relative_to(out)): p.read_bytes() for p in files}, prompts)
+    finally:
+        unregister_engine("echo")
+        clear_cache()
+        budget._cached_encoder.cache_clear()
+    (fast_files, fast_prompts), (file_files, file_prompts) = published["1"], published["0"]
+    assert len(fast_prompts) > 50 and fast_prompts == file_prompts
+    assert fast_files.keys() == file_files.keys() and any(k.endswith(".parquet") for k in fast_files)
+    assert [k for k in fast_files if fast_files[k] != file_files[k]] == []

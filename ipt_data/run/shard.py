@@ -59,23 +59,26 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     batches of `batch_size` chunks go to it together, so a streaming engine is kept busy across them. Nothing
     of ours keeps the engine waiting longer than it must: rows are chunked a batch at a time as the synthesizer
     asks for them (the first prompts go out after one batch is chunked, not the whole shard), the rows kept raw
-    are counted once the first batch is in the engine, and each batch is rendered and counted as soon as it
-    is back, while the engine works on the others."""
+    are counted a share after each batch handed over (the engine then has work), and each batch is rendered and
+    counted as soon as it is back, while the engine works on the others."""
     start, rows = task.start, task.rows
     convert, raw, rejects = route(rows, start, config)
     n = len(next(iter(rows.values()))) if rows else 0
     texts = rows.get(config.text_column, [MISSING] * n)
-    seconds: Counter = Counter()
+    # "synthesize" is the rest of the synthesis loop's time: the engine's, and the synthesizer's own work
+    seconds: Counter = Counter(dict.fromkeys(("chunk", "synthesize", "templify", "count"), 0.0))
     raw_tokens: list[int] = []
+    size = config.batch_size
+    raw_share = -(-len(raw) // max(1, -(-len(convert) // size)))  # raw rows counted after each batch handed over
 
-    def count_raw() -> None:
+    def count_raw(limit: int) -> None:
         with _timed(seconds, "count"):
-            raw_tokens.extend(encoder.count_texts([texts[i] for i in raw]))
+            done = len(raw_tokens)
+            raw_tokens.extend(encoder.count_texts([texts[i] for i in raw[done : done + limit]]))
 
     def batches() -> Iterator[dict[str, list]]:
         """Batches of exactly `batch_size` chunks (the last one shorter), in order, chunked when asked for."""
         pending: dict[str, list] = {}
-        size, handed = config.batch_size, 0
         for b in range(0, len(convert), size):
             rows_in = convert[b : b + size]
             with _timed(seconds, "chunk"):
@@ -92,9 +95,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
             while len(pending["text"]) >= size:
                 yield {k: v[:size] for k, v in pending.items()}
                 pending = {k: v[size:] for k, v in pending.items()}
-                handed += 1
-                if handed == 1:
-                    count_raw()
+                count_raw(raw_share)  # a share at a time: the engine has work, and the stream is never held long
         if pending.get("text"):
             yield pending
 
@@ -113,8 +114,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         for key, values in rendered.items():
             out[key].extend(values)
     seconds["synthesize"] += time.perf_counter() - t - sum(seconds.values())  # the rest of the loop's time
-    if len(raw_tokens) != len(raw):  # no batch was handed over
-        count_raw()
+    count_raw(len(raw))  # what is left
     for i, n_tokens in zip(raw, raw_tokens, strict=True):
         for col, value in raw_row(texts[i], f"{start + i}:0").items():
             out[col].append(value)
