@@ -102,9 +102,18 @@ def _rendering(batch: dict[str, list], kind: str, kinds: list[str]) -> dict[str,
 def _prepare(ds, kind: str, count, text_column: str, general_columns: tuple[str, str], keep: dict):
     fn = _normalizer(kind, count, text_column, general_columns, keep)
     features = Features({**MIX_FEATURES, **keep})
+    if kind == "augmented" and text_column == "text" and _already_normalized(ds, features):
+        return ds.select_columns(list(features))  # a run's shards: nothing to rewrite (no copy of the corpus)
     if ds.column_names is None:  # a stream whose schema is not known yet
         return ds.map(fn, batched=True, with_indices=True).select_columns(list(features))
     return ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names, features=features)
+
+
+def _already_normalized(ds, features: Features) -> bool:
+    """Whether `ds` holds every column `normalize` would write, with its type (the shards of a run do: their
+    pairs are rendered pairs, their kinds and token counts set), so normalizing would copy it unchanged."""
+    have = getattr(ds, "features", None)
+    return isinstance(ds, Dataset) and have is not None and all(have.get(c) == t for c, t in features.items())
 
 
 def mix(

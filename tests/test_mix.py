@@ -103,3 +103,39 @@ def test_split_for_conversion_exact_and_streaming():
     assert sorted(a + b) == list(range(1000)) and abs(len(a) / 1000 - 0.2) < 0.04
     with pytest.raises(ValueError):
         split_for_conversion(ds, 1.5)
+
+
+def test_rows_already_in_the_mixed_form_are_taken_as_they_are(monkeypatch):
+    """A run's shards already hold every mixed column: `mix` takes them without rewriting them, and gives what
+    normalizing them row by row gives (a pair without its rendering makes that path run, and is dropped)."""
+    from ipt_data.mixing import MIX_FEATURES
+
+    rows = {
+        "text": ["a b c", "d e"],
+        "kind": ["augmented", "raw"],
+        "n_tokens": [7, 3],
+        "source": [["0:0"], ["1:0"]],
+        "n_pairs": [1, 0],
+        "layout": ["classic", "raw"],
+        "inverted": [False, False],
+        "pairs": [[{"instruction": "q", "response": "a", "task": "free_form", "copied": False}], []],
+    }
+    ready = Dataset.from_dict(rows, features=MIX_FEATURES)
+    import ipt_data.mixing as mixing
+
+    rows_normalized = []
+    real = mixing._normalizer
+
+    def spy(*args):
+        normalize = real(*args)
+        return lambda batch, indices: rows_normalized.extend(indices) or normalize(batch, indices)
+
+    monkeypatch.setattr(mixing, "_normalizer", spy)
+    out = mix(ready, seed=3)
+    assert rows_normalized == [], "a dataset already in the mixed form is not rewritten"
+    assert out.features == MIX_FEATURES and sorted(out["text"]) == ["a b c", "d e"]
+    plain = Dataset.from_dict({**rows, "pairs": [[{"instruction": "q", "response": "a"}], []]})
+    normalized = mix(plain, seed=3)
+    assert rows_normalized == [0, 1], "rows in another form are normalized"
+    assert normalized["pairs"] == [[], []]  # unrendered pairs are not rendered pairs
+    assert [r for r in out.remove_columns("pairs")] == [r for r in normalized.remove_columns("pairs")]
