@@ -1,7 +1,7 @@
 """Our own CPU work per document, and whether it slows a GPU down (issue 23).
 
     python bench/bench_overhead.py [--docs 5000] [--raw-docs 50000] [--sim-docs 3000] [--repeats 3]
-                                   [--speeds 1.375,2.75] [--out bench/results/overhead.json]
+                                   [--speeds 1.375,2.75] [--parts ab] [--out ...]
 
 Documents: English prose from the standard library's docstrings (`prose_corpus.py`, median ~330 words,
 log-normal lengths). M = 2, shard 4,096, batch 512, the tiny fixture's tokenizer (= Mistral-7B-v0.1's).
@@ -188,7 +188,7 @@ def bench_gpu(args, tmp: Path) -> dict:
     return result
 
 
-def report(cpu: dict, gpu: dict) -> None:
+def report_cpu(cpu: dict) -> None:
     print("\n(a) CPU ms per document by stage (instant engine; medians)")
     for label in ("fraction 1", "fraction 0.2", "fraction 0 (raw rows)"):
         print(f"  {label}")
@@ -199,6 +199,9 @@ def report(cpu: dict, gpu: dict) -> None:
         ratio = cpu[label]["ratio"]
         print(f"    file pipeline : piecewise = {ratio['shard_stages']:.1f}x (stages), {ratio['count']:.1f}x (count)")
     print("  plain encoding, tokens/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in cpu["encode"].items()))
+
+
+def report_gpu(gpu: dict) -> None:
     print("\n(b) simulated GPU: augment vs bare generation of the same prompts (medians)")
     for label, row in gpu.items():
         b, a = row["bare"], row["augment"]
@@ -217,12 +220,16 @@ def main() -> None:
     ap.add_argument("--sim-docs", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--speeds", type=lambda s: [float(x) for x in s.split(",")], default=[1.375, 2.75])
+    ap.add_argument("--parts", default="ab", help="a: CPU per document; b: simulated GPU")
     ap.add_argument("--out", default="bench/results/overhead.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cpu = bench_cpu(args, Path(tmp))
-        gpu = bench_gpu(args, Path(tmp))
-    report(cpu, gpu)
+        cpu = bench_cpu(args, Path(tmp)) if "a" in args.parts else {}
+        gpu = bench_gpu(args, Path(tmp)) if "b" in args.parts else {}
+    if cpu:
+        report_cpu(cpu)
+    if gpu:
+        report_gpu(gpu)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps({"machine": platform.platform(), "python": sys.version, "args": vars(args), "cpu": cpu, "gpu": gpu},
