@@ -126,6 +126,7 @@ def _print_report(report: dict) -> None:
     lines += [(f"output raw: {k}", v) for k, v in sorted(report.get("raw_texts", {}).items())]
     if "mix" in report:
         lines += [(f"general : augmented ({report['mix']['by']})", f"{report['mix']['achieved']}")]
+    lines += [(f"general rejected: {k}", v) for k, v in report.get("general_rejects", {}).items()]
     lines += [(f"seconds {k}", round(v, 2)) for k, v in report.get("seconds", {}).items()]
     width = max(len(k) for k, _ in lines)
     print("\n".join(f"{k:<{width}}  {v:>12,}" if isinstance(v, int) else f"{k:<{width}}  {v:>12}" for k, v in lines))
@@ -197,12 +198,21 @@ def main(argv: list[str] | None = None) -> int:
 
         overrides = {name: getattr(args, name) for name in AugmentConfig.names()}
         secrets = collect_secrets(overrides)
+        work = "the work folder"
         try:
             config = AugmentConfig.from_recipe(args.recipe, **overrides)
+            work = config.resolved_work_dir()
             secrets += collect_secrets(config.to_dict())
             report = augment(config, progress=not args.no_progress)
         except IptDataError as exc:  # a problem the user can fix: one line; anything else is a bug
             print(f"ipt-data: error: {scrub(str(exc), secrets)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(
+                f"ipt-data: stopped (Ctrl-C). The shards finished so far are kept in {work}; run the same command "
+                "again to go on from there",
+                file=sys.stderr,
+            )
             return 2
         if report.get("retry_shards"):
             print(

@@ -7,6 +7,8 @@ its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class IptDataError(Exception):
     """Root of every error ipt_data raises on purpose."""
@@ -53,3 +55,33 @@ class RunStoppedError(IptDataError, InterruptedError):
 
 class WorkDirMismatchError(ConfigError):
     """The work folder holds shards made with other parameters."""
+
+
+class DiskFullError(IptDataError, OSError):
+    """A disk ipt_data writes to (the output, the work folder, a temporary folder) is full or over quota.
+    Nothing partial is left behind: free space and run the same command again (it resumes)."""
+
+
+class RunLockedError(IptDataError, RuntimeError):
+    """Another run holds the work folder (or publishes to the same output) right now."""
+
+
+def storage_error(exc: OSError) -> IptDataError | None:
+    """The one-line error for a write that failed because of the storage (full, over quota, read-only, not
+    permitted), naming the file; None for any other `OSError`."""
+    if isinstance(exc, IptDataError):
+        return exc
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"no space left on the disk{where}: {exc.strerror or exc}. Nothing partial was kept; free space and run "
+            "the same command again (the shards already done are reused)"
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return OutputUnwritableError(f"cannot write{where}: {exc.strerror or exc}")
+    return None
+
+
+class DestinationUnavailableError(IptDataError, ConnectionError):
+    """The destination (the Hub, a bucket) cannot be reached or keeps failing after retries, or refuses the
+    request: nothing is published, what was sent is kept, and the same command resumes."""

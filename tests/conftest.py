@@ -62,6 +62,8 @@ class Script:
         self.token_ids = True
         self.down_after = None  # after this many requests the server is "dead": connections drop unanswered
         self.resets = 0  # the next this many requests get their connection reset (an overloaded server)
+        self.gate = threading.Event()  # cleared: requests wait, unanswered, until it is set again
+        self.gate.set()
         self.lock = threading.Lock()
 
 
@@ -72,6 +74,7 @@ def serve(script: Script):
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            script.gate.wait()
             with script.lock:
                 if script.down_after is not None and len(script.requests) >= script.down_after:
                     self.close_connection = True

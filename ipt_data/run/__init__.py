@@ -11,6 +11,7 @@ memory-mapped files. The run logs to `run.log` in the work folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,10 +20,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from ipt_data.budget import get_encoder
+from ipt_data.errors import storage_error
 from ipt_data.redact import collect_secrets
 from ipt_data.run.executors import Executor, get_executor, register_executor
 from ipt_data.run.finish import finish
 from ipt_data.run.inputs import ShardTask, ensure_model_available, input_size, iter_shards, open_input
+from ipt_data.run.lock import FolderLock
 from ipt_data.run.logs import run_log
 from ipt_data.run.preflight import preflight, probe_engine
 from ipt_data.run.progress import Progress
@@ -34,14 +37,19 @@ __all__ = ["augment", "open_run", "register_executor"]
 log = logging.getLogger(__name__)
 
 
-def open_run(config):
+def open_run(config, locks: contextlib.ExitStack):
     """`(input, work folder, encoder)`, failing early on a missing model, input or tokenizer, and on what the
-    pre-flight checks find (before the work folder exists, so a refused run leaves nothing behind)."""
+    pre-flight checks find (before the work folder exists, so a refused run leaves nothing behind). The work
+    folder, and a local output folder, are locked for this run until `locks` closes: a second run on either
+    stops here with one line naming this one."""
     ensure_model_available(config.model)
     source = open_input(config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
     preflight(config, source)
-    work = WorkDir.open(config.resolved_work_dir(), config)
+    lock = locks.enter_context(FolderLock(config.resolved_work_dir()))
+    if "://" not in config.output:  # a folder on this machine (or a shared filesystem): two runs must not publish it
+        locks.enter_context(FolderLock(config.output, what="the output folder", name=".ipt-run.lock"))
+    work = WorkDir.open(config.resolved_work_dir(), config, lock_token=lock.token)
     return source, work, encoder
 
 
@@ -53,18 +61,24 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        source, work, encoder = open_run(config)
-        executor = executor or get_executor(config)
-        with run_log(work.path, collect_secrets(config.to_dict())):
-            log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
-            try:
-                work.remove_stale_temporaries()
-                if executor.in_process or config.engine == "openai":
-                    probe_engine(config)
-                return _run(config, source, work, encoder, progress, executor, started)
-            except Exception as exc:
-                log.error("run stopped: %s: %s", type(exc).__name__, exc)  # in run.log too, scrubbed
-                raise
+        with contextlib.ExitStack() as locks:
+            source, work, encoder = open_run(config, locks)
+            executor = executor or get_executor(config)
+            with run_log(work.path, collect_secrets(config.to_dict())):
+                log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
+                try:
+                    work.remove_stale_temporaries()
+                    if executor.in_process or config.engine == "openai":
+                        probe_engine(config)
+                    return _run(config, source, work, encoder, progress, executor, started)
+                except BaseException as exc:
+                    log.error("run stopped: %s: %s", type(exc).__name__, exc)  # in run.log too, scrubbed
+                    raise
+    except OSError as exc:  # a full disk, a read-only folder: one line, not a traceback
+        one_line = storage_error(exc)
+        if one_line is None or one_line is exc:
+            raise
+        raise one_line from exc
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
@@ -93,7 +107,7 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
             counts["redone" if k in known else "added"] += 1
             yield task
 
-    work_fn = ShardWork(config, str(work.path), bar.update_synth if executor.in_process else None)
+    work_fn = ShardWork(config, str(work.path), bar.update_synth if executor.in_process else None, work.lock_token)
     shards_started = time.perf_counter()
     try:
         for result in executor.run(work_fn, unfinished()):

@@ -198,8 +198,9 @@ class ShardWork:
     """Processes and writes one shard: `work(task, rank=None)`. Picklable (sent to worker processes and Ray
     actors); `on_batch`, a progress hook for in-process runs, is not sent."""
 
-    def __init__(self, config, work_path: str, on_batch: Callable | None = None):
+    def __init__(self, config, work_path: str, on_batch: Callable | None = None, lock_token: str | None = None):
         self.config, self.work_path, self.on_batch = config, work_path, on_batch
+        self.lock_token = lock_token  # the run's hold on the work folder: checked before each shard is written
         self.stopping = threading.Event()  # set by an executor whose run stopped: shards under way write nothing
 
     def __getstate__(self):
@@ -234,6 +235,6 @@ class ShardWork:
         check_engine_errors(task.k, stats, first_error, config.max_engine_errors)
         failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
         t = time.perf_counter()
-        WorkDir(self.work_path).write(task.k, table, rejects, stats, task.input_hash, done=not failed)
+        WorkDir(self.work_path, self.lock_token).write(task.k, table, rejects, stats, task.input_hash, done=not failed)
         stats["seconds"]["write"] = time.perf_counter() - t
         return ShardResult(task.k, stats, failed, live=self.on_batch is not None)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from ipt_data.config import code_versions
 from ipt_data.errors import WorkDirMismatchError
 from ipt_data.redact import redact
+from ipt_data.run.lock import check_held
 
 log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600.0  # a shard's temporary file this old has no writer left
@@ -31,13 +32,14 @@ class WorkDir:
     """A run's work folder. `WorkDir(path)` only reads and writes shards (what workers do); `WorkDir.open(path,
     config)`, called once by the run, also checks or records the parameters in `run.json`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, lock_token: str | None = None):
         self.path = Path(path)
+        self.lock_token = lock_token  # the run's lock (`ipt_data.run.lock`): shards are written only while it holds
         (self.path / "shards").mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def open(cls, path: str, config) -> WorkDir:
-        work = cls(path)
+    def open(cls, path: str, config, lock_token: str | None = None) -> WorkDir:
+        work = cls(path, lock_token)
         work._check_parameters(config)
         return work
 
@@ -96,9 +98,14 @@ class WorkDir:
         self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str, done: bool = True
     ) -> None:
         """Write shard `k`; with `done=False` (rows to retry) it is redone by the next run."""
+        check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
-        pq.write_table(table, tmp)
+        try:
+            pq.write_table(table, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk, Ctrl-C: no half-written file is left
+            raise
         os.replace(tmp, self.shard(k, ".parquet"))
         _atomic_write(self.shard(k, ".rejects.jsonl"), "".join(json.dumps(r) + "\n" for r in redact(rejects)))
         if done:
@@ -137,5 +144,9 @@ def _jsonable(value):
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)

@@ -1,0 +1,196 @@
+"""A run's hold on a folder: `FolderLock(folder)` makes a second run that wants the same work folder (or publishes
+to the same output folder) stop at once with one line naming the run that holds it.
+
+The lock is a file (`run.lock`) created with `O_CREAT | O_EXCL`, which is atomic on local disks and on shared
+filesystems (NFSv3+, Lustre, GPFS, CephFS). It records the holder (host, pid, start time, a random token) and
+is touched every `HEARTBEAT_S` seconds while the run lives. A lock left by a run that died is stale and taken
+over: on the same host when its process is gone (or its pid now belongs to a process started later); from another
+host when it has not been touched for `STALE_S` seconds. Taking over goes through a second file
+(`run.lock.break`, also `O_EXCL`), so of two runs finding the same stale lock only one breaks it.
+
+Workers (other processes, Ray actors on other nodes) are given the token and check it before they write: a
+run whose lock was taken over writes nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ipt_data.errors import RunLockedError, RunStoppedError
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 15.0  # how often a live run touches its lock
+STALE_S = 120.0  # a lock from another host untouched this long has no run left
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read: a
+    recycled pid then shows as another process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    return started is None or _process_start(pid) in (None, started)
+
+
+class FolderLock:
+    """`with FolderLock(folder, what="the work folder"):` the folder is this run's until the block ends."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "the work folder", name: str = "run.lock"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / name
+        self.token = secrets.token_hex(8)
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._made_folder = False
+
+    # --- holding -----------------------------------------------------------------------------------------------
+    def acquire(self) -> FolderLock:
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made_folder = True
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "process_start": _process_start(os.getpid()),
+            "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "token": self.token,
+        }
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.holder()
+                if holder is None or not self._stale(holder):
+                    raise self._refusal(holder) from None
+                self._break(holder)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(record))
+                f.flush()
+                os.fsync(f.fileno())
+            self._beat = threading.Thread(target=self._heartbeat, name="ipt-lock", daemon=True)
+            self._beat.start()
+            log.info("%s %s is held by this run (%s)", self.what, self.folder, _describe(record))
+            return self
+        raise RunLockedError(f"{self.what} {self.folder} changed hands several times while this run started; retry")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        holder = self.holder()
+        if holder is not None and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+        if self._made_folder:
+            try:
+                self.folder.rmdir()  # a folder made only to hold the lock leaves no trace
+            except OSError:
+                pass
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            if not held(self.path, self.token):
+                log.error("%s %s was taken over by another run (%s)", self.what, self.folder, self._who())
+                return
+            try:
+                os.utime(self.path)
+            except OSError as exc:
+                log.warning("could not touch the lock %s: %s", self.path, exc)
+
+    # --- the others' locks -----------------------------------------------------------------------------------
+    def holder(self) -> dict | None:
+        """The lock's record, or None when there is no lock (or it is being written this instant)."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return {**json.loads(text), "age": time.time() - self.path.stat().st_mtime}
+        except (ValueError, FileNotFoundError):
+            return {"age": 0.0}  # just created, not written yet: a live run
+
+    def _stale(self, holder: dict) -> bool:
+        if "pid" not in holder:
+            return holder["age"] > STALE_S  # never written: its run died between creating and writing it
+        if holder.get("host") == socket.gethostname():
+            return not _alive(int(holder["pid"]), holder.get("process_start"))
+        return holder["age"] > STALE_S
+
+    def _break(self, stale: dict) -> None:
+        """Remove the stale lock `stale`, unless another run has replaced it meanwhile."""
+        breaker = self.path.with_name(self.path.name + ".break")
+        try:
+            fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                if time.time() - breaker.stat().st_mtime > STALE_S:
+                    breaker.unlink(missing_ok=True)  # left by a run that died while breaking a lock
+            except FileNotFoundError:
+                pass
+            time.sleep(0.2)
+            return
+        os.close(fd)
+        try:
+            now = self.holder()
+            if now is not None and now.get("token") == stale.get("token") and now.get("pid") == stale.get("pid"):
+                log.warning("%s %s: taking over the lock of a run that is gone (%s)", self.what, self.folder,
+                            _describe(stale))
+                self.path.unlink(missing_ok=True)
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    def _who(self) -> str:
+        holder = self.holder()
+        return _describe(holder) if holder else "unknown"
+
+    def _refusal(self, holder: dict | None) -> RunLockedError:
+        who = _describe(holder) if holder and "pid" in holder else "a run starting this instant"
+        return RunLockedError(
+            f"{self.what} {self.folder} is in use by another run ({who}); wait for it to end, or stop it "
+            f"(a run that died leaves a lock that the next run takes over by itself)"
+        )
+
+
+def _describe(record: dict) -> str:
+    return f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}"
+
+
+def held(path: str | os.PathLike, token: str) -> bool:
+    """Whether the lock file at `path` still carries `token`."""
+    try:
+        return json.loads(Path(path).read_text()).get("token") == token
+    except (OSError, ValueError):
+        return False
+
+
+def check_held(path: str | os.PathLike, token: str | None, what: str) -> None:
+    """Raise `RunStoppedError` when the run that handed out `token` no longer holds the lock at `path` (it died and
+    another run took the folder over): a worker of that run must not write there."""
+    if token is not None and not held(path, token):
+        raise RunStoppedError(f"{what}: the work folder's lock is no longer this run's (another run took it over)")
