@@ -4,38 +4,78 @@ and `images/` in one transaction)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ipt_data.card import dataset_card
 from ipt_data.corpus_stats import COLUMNS, CorpusStats
+from ipt_data.errors import storage_error
 from ipt_data.plots import figures
-from ipt_data.run.inputs import open_general
+from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
-from ipt_data.run.workdir import WorkDir
+from ipt_data.run.workdir import STALE_TMP_SECONDS, WorkDir
 from ipt_data.schema import KEPT_TYPE, SHARD_SCHEMA
 from ipt_data.sources import as_dataset
 
 log = logging.getLogger(__name__)
 
 
-def mix_shards(config, work: WorkDir, n_shards: int, encoder):
-    """The corpus: the shards' texts mixed with general data (if any), and the shards as one dataset."""
+MIX_FOLDER = "mix-"  # the run's mixing tables, inside the work folder, removed when the run ends
+
+
+@contextlib.contextmanager
+def mixing_folder(work: WorkDir):
+    """A fresh folder inside the work folder for the Arrow tables of the mix (the shards as one memory-mapped
+    table, the shuffled corpus), removed when the run ends, however it ends. Nothing goes to the Hugging Face
+    datasets cache. A folder a killed run left more than an hour before is removed too."""
+    for stale in work.path.glob(f"{MIX_FOLDER}*"):
+        if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=MIX_FOLDER, dir=work.path))
+    try:
+        yield folder
+    except OSError as exc:  # the work folder's disk full while the tables are written: one line, not a traceback
+        error = storage_error(exc)
+        if error is None or error is exc:
+            raise
+        raise error from exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def shards_table(files: list[str], schema: pa.Schema, folder: Path):
+    """The shards' parquet files as one Arrow file in `folder`, written batch by batch (bounded memory), and
+    that file as a memory-mapped `Dataset` (whose later tables, the shuffled corpus, `datasets` writes beside
+    it)."""
     import datasets
 
+    path = folder / "shards.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for file in files:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=10_000):
+                writer.write_batch(batch)
+    return datasets.Dataset.from_file(str(path))
+
+
+def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
+    """The corpus: the shards' texts mixed with general data (if any), and the shards as one dataset; their
+    Arrow tables are in `folder` (see `mixing_folder`)."""
     from ipt_data.mixing import mix
 
     files = work.shard_files(n_shards)
-    if files:
-        shards = datasets.Dataset.from_parquet(files)
-    else:  # no rows at all: an empty table with every column a shard would have
-        schema = SHARD_SCHEMA
+    schema = pq.read_schema(files[0]) if files else SHARD_SCHEMA
+    if not files:  # no rows at all: an empty table with every column a shard would have
         for column in config.keep_columns:
             schema = schema.append(pa.field(column, KEPT_TYPE))
-        shards = datasets.Dataset(schema.empty_table())
+    shards = shards_table(files, schema.remove_metadata(), folder)
     general = as_dataset(open_general(config)) if config.general else None
     corpus = mix(
         shards,
@@ -77,16 +117,22 @@ def achieved_mix(config, report: dict) -> dict[str, Any]:
 def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder, fingerprint: str) -> dict[str, Any]:
     """Mix, card, report and publish; fills in the report's output counts and `output`. `fingerprint` names
     the published data: the options that shape it and the hashes of the input rows of every shard."""
+    with mixing_folder(work) as folder:
+        return _finish(config, work, report, n_shards, encoder, fingerprint, folder)
+
+
+def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder, fingerprint: str, folder: Path):
     from ipt_data.sinks import publish
 
     t = time.perf_counter()
-    corpus, shards = mix_shards(config, work, n_shards, encoder)
+    corpus, shards = mix_shards(config, work, n_shards, encoder, folder)
     report["seconds"]["mix"] = time.perf_counter() - t
     t = time.perf_counter()
     numbers = corpus_stats(corpus, stable(report))
     report["output_rows"], report["output_tokens"] = numbers["rows"], numbers["tokens"]
     if config.general:
         report["mix"] = achieved_mix(config, report)
+        report["general_rejects"] = general_rejects(work.path)  # rows of the general data left out, by reason
     report["fingerprint"] = config.fingerprint()
     example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
     images = figures(numbers)
