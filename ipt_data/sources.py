@@ -8,17 +8,20 @@ by `Dataset.save_to_disk` is read with `load_from_disk`. `.txt`/`.md` files are 
 (`text_files="document"`, the default) or one per line (`"line"`). `streaming=True` gives an
 `IterableDataset`.
 
-JSON Lines files (and `.json` files whose first line is a JSON object) are read by our own line reader
-(`JsonlSource`) rather than Arrow's, because real corpora break Arrow's reader: a corrupt line (reported
-with its file and line number, or skipped and counted with `bad_lines="skip"`), values of mixed types in
-one column, lone surrogate escapes, a UTF-8 byte order mark. Rows come out as Python dicts, one per
-non-blank line; a line that cannot be a row carries the reason in `REJECT_KEY`.
+JSON Lines files (and `.json` files whose first line is a JSON object, or that hold one JSON array) are read
+by our own reader (`JsonlSource`) rather than Arrow's, because real corpora break Arrow's reader: a corrupt
+line (reported with its file and line number, or skipped and counted with `bad_lines="skip"`), a line that is
+not UTF-8 (a Latin-1 byte: the same, naming the byte and its offset), values of mixed types in one column,
+lone surrogate escapes (kept in the text, never altered: the run rejects such rows with their reason), a
+UTF-8 byte order mark. Rows come out as Python dicts, one per non-blank line or array element; a line that
+cannot be a row carries the reason in `REJECT_KEY`. A .json array is parsed one element at a time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from datasets import Dataset, IterableDataset, load_dataset
@@ -93,11 +96,28 @@ REJECT_KEY = "__ipt_reject__"
 
 
 class CorruptInputError(InputError):
-    """A line of a JSON Lines file is not JSON."""
+    """A line of a JSON Lines file (or an element of a .json array) is not JSON, or not UTF-8."""
+
+
+SKIP_HINT = "or pass --bad-lines skip to skip and count such lines"
+BLOCK = 1 << 20  # characters read at a time from a .json array
+NONSPACE = re.compile(r"[^ \t\r\n]")
+
+
+def _bad_byte(raw: str) -> tuple[int, int] | None:
+    """`(byte, offset)` of the first byte of `raw` that was not UTF-8 (read with errors="surrogateescape", such a
+    byte is a character U+DC80..U+DCFF; valid UTF-8 never decodes to one, a JSON escape "\\udce9" is ASCII)."""
+    if raw.isascii():
+        return None
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return ord(raw[exc.start]) - 0xDC00, len(raw[: exc.start].encode("utf-8"))
+    return None
 
 
 class JsonlSource:
-    """Iterates the rows of JSON Lines files (see module doc). Reiterable; reads lazily."""
+    """Iterates the rows of JSON Lines files and .json arrays (see module doc). Reiterable; reads lazily."""
 
     def __init__(self, files: list[str], bad_lines: str = "error", storage_options: dict | None = None):
         if bad_lines not in ("error", "skip"):
@@ -111,23 +131,105 @@ class JsonlSource:
             with fsspec.open(
                 path, "rt", encoding="utf-8", errors="surrogateescape", compression="infer", **self.storage_options
             ) as f:
-                for number, line in enumerate(f, 1):
-                    if number == 1:
-                        line = line.removeprefix("\ufeff")  # a byte order mark
-                    if not line.strip():
+                yield from (self._array(f, path) if json_layout(path) == "array" else self._lines(f, path))
+
+    def _lines(self, f, path: str):
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            bad = _bad_byte(line)
+            if bad is not None:
+                yield self._not_utf8(where, bad)
+                continue
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte order mark
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if self.bad_lines == "error":
+                    raise CorruptInputError(
+                        f"{where}: corrupt JSON at column {exc.colno} ({exc.msg.removesuffix(' at')}); "
+                        f"fix the line, {SKIP_HINT}"
+                    ) from exc
+                yield {REJECT_KEY: f"corrupt_json: {where}: {exc.msg.removesuffix(' at')}"}
+                continue
+            yield _row(row)
+
+    def _not_utf8(self, where: str, bad: tuple[int, int], unit: str = "line") -> dict:
+        """A row that is not UTF-8 (a Latin-1 or Windows-1252 byte): an error, or with --bad-lines skip a reject
+        naming the byte and its offset in the line (in a .json array: in the element)."""
+        byte, offset = bad
+        if self.bad_lines == "error":
+            raise CorruptInputError(
+                f"{where}: not UTF-8: byte 0x{byte:02x} at offset {offset} of the {unit} (Latin-1 or Windows-1252 "
+                f"text?); convert the file (e.g. iconv -f latin1 -t utf-8), {SKIP_HINT}"
+            )
+        return {REJECT_KEY: f"invalid_utf8: {where}: byte 0x{byte:02x} at offset {offset} of the {unit}"}
+
+    def _array(self, f, path: str):
+        """The elements of a .json array, parsed one at a time (memory holds one element and a block), each
+        string as it is written (a lone surrogate escape stays in the text, to be rejected with its reason). A
+        corrupt element is an error whatever --bad-lines says: where the next element starts is unknown."""
+        decoder = json.JSONDecoder()
+        buf, pos, line, eof = f.read(BLOCK).removeprefix("\ufeff"), 0, 1, False
+
+        def more() -> bool:  # read the next block; False at the end of the file
+            nonlocal buf, pos, eof
+            block = "" if eof else f.read(BLOCK)
+            eof = not block
+            buf, pos = buf[pos:] + block, 0
+            return not eof
+
+        def skip_space() -> str:  # the next character that is not white space ("" at the end of the file)
+            nonlocal pos, line
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    line += buf[pos] == "\n"
+                    pos += 1
+                if pos < len(buf) or not more():
+                    return buf[pos : pos + 1]
+
+        def corrupt(what: str, at: int):
+            return CorruptInputError(
+                f"{path}:{line + buf.count(chr(10), pos, at)}: corrupt JSON ({what}); a .json array cannot skip a "
+                "corrupt element: fix it, or convert the file to JSON Lines"
+            )
+
+        if skip_space() != "[":
+            raise corrupt("not a JSON array", pos)
+        pos += 1
+        if skip_space() == "]":
+            return
+        while True:
+            skip_space()
+            while True:  # decode the element; read more while it (or what follows it) is not in the buffer yet
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as exc:
+                    if more():
                         continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        where = f"{path}:{number}"
-                        if self.bad_lines == "error":
-                            raise CorruptInputError(
-                                f"{where}: corrupt JSON at column {exc.colno} ({exc.msg.removesuffix(' at')}); "
-                                "fix the line, or pass --bad-lines skip to skip and count such lines"
-                            ) from exc
-                        yield {REJECT_KEY: f"corrupt_json: {where}: {exc.msg}"}
-                        continue
-                    yield row if isinstance(row, dict) else {REJECT_KEY: f"not_an_object: {type(row).__name__}"}
+                    raise corrupt(exc.msg.removesuffix(" at"), exc.pos) from exc
+                if NONSPACE.search(buf, end) or not more():  # a number may go on in the next block
+                    break
+            where = f"{path}:{line}"
+            bad = _bad_byte(buf[pos:end])
+            line += buf.count("\n", pos, end)
+            pos = end
+            yield _row(value) if bad is None else self._not_utf8(where, bad, "element")
+            sep = skip_space()
+            if sep == "]":
+                pos += 1
+                if skip_space():
+                    raise corrupt("extra data after the array", pos)
+                return
+            if sep != ",":
+                raise corrupt("expected ',' or ']' after an element", pos)
+            pos += 1
+
+
+def _row(value) -> dict:
+    return value if isinstance(value, dict) else {REJECT_KEY: f"not_an_object: {type(value).__name__}"}
 
 
 def as_dataset(source) -> Dataset | IterableDataset:
@@ -138,25 +240,30 @@ def as_dataset(source) -> Dataset | IterableDataset:
 
 
 def _is_jsonl(files: list[str]) -> bool:
-    """JSON Lines by name, or `.json` files whose first non-blank line is a whole JSON object."""
+    """Files our reader reads: JSON Lines by name, or `.json` files holding JSON Lines or one array."""
     return all(
-        f.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")) or _first_line_object(f) for f in files
+        f.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")) or json_layout(f) is not None
+        for f in files
     )
 
 
-def _first_line_object(path: str) -> bool:
+def json_layout(path: str) -> str | None:
+    """For a `.json` file: "lines" when its first non-blank line is a whole JSON object, "array" when it starts
+    with `[`, else None (left to `datasets`)."""
     import fsspec
 
     if not path.lower().endswith((".json", ".json.gz")):
-        return False
+        return None
     with fsspec.open(path, "rt", encoding="utf-8-sig", errors="replace", compression="infer") as f:
         for line in f:
             if line.strip():
+                if line.lstrip().startswith("["):
+                    return "array"
                 try:
-                    return isinstance(json.loads(line), dict)
+                    return "lines" if isinstance(json.loads(line), dict) else None
                 except json.JSONDecodeError:
-                    return False
-    return False
+                    return None
+    return None
 
 
 def _saved_to_disk(fs, root: str) -> bool:
