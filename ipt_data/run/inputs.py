@@ -1,16 +1,21 @@
-"""Opening a run's input and cutting it into shards of `shard_size` rows (the same shards streamed or not)."""
+"""Opening a run's input and cutting it into shards of `shard_size` rows (the same shards streamed or not);
+reading the general data, each row usable or rejected with its reason."""
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ipt_data.errors import ModelUnavailableError
-from ipt_data.schema import MISSING
-from ipt_data.sources import REJECT_KEY, JsonlSource, load_source
+from ipt_data.schema import MISSING, text_problem
+from ipt_data.sources import REJECT_KEY, JsonlSource, json_layout, load_source
+
+GENERAL_FOLDER = "general"  # in the work folder: the general data's usable rows and its rejects
 
 
 @dataclass
@@ -60,8 +65,8 @@ def open_input(config):
     )
 
 
-def open_general(config):
-    """The general instruction data, as the config names it (read lazily where the reader allows)."""
+def read_general(config):
+    """The general instruction data as `load_source` opens it (read lazily where the reader allows)."""
     return load_source(
         config.general,
         config=config.general_config,
@@ -69,6 +74,92 @@ def open_general(config):
         trust_remote_code=config.trust_remote_code,
         bad_lines=config.bad_lines,
     )
+
+
+def general_problem(row: dict, columns: tuple[str, str]) -> str | None:
+    """Why a row of the general data is not usable (a reject reason, as for input rows), or None."""
+    if REJECT_KEY in row:  # a line the reader could not make a row of (with --bad-lines skip)
+        return row[REJECT_KEY]
+    for column in columns:
+        value = row.get(column, MISSING)
+        problem = text_problem(value)
+        if problem:
+            return {
+                "missing_text_column": f"missing_column: {column!r}",
+                "empty_text": f"empty_text: {column!r} is empty",
+                "invalid_text": f"invalid_text: {column!r} holds {type(value).__name__}, not text",
+                "invalid_unicode": f"invalid_unicode: lone surrogate in {column!r}",
+            }[problem.split(":")[0]]
+    return None
+
+
+def general_rows(source, columns: tuple[str, str]) -> Iterator[tuple[int, dict, str | None]]:
+    """`(row number, row, reject reason or None)` for every row of the general data, streamed (a `Dataset` a
+    batch of its two columns at a time). A corrupt line raises, unless --bad-lines skip made it a reject."""
+    from datasets import Dataset
+
+    if isinstance(source, Dataset) and all(c in source.column_names for c in columns):
+        rows = (
+            dict(zip(columns, values, strict=True))
+            for batch in source.select_columns(list(columns)).iter(batch_size=10_000)
+            for values in zip(*(batch[c] for c in columns), strict=True)
+        )
+    else:
+        rows = iter(source)
+    for number, row in enumerate(rows):
+        yield number, row, general_problem(row, columns)
+
+
+def open_general(config):
+    """The general data's usable rows, for the mix: a memory-mapped `Dataset` of the two `general_columns`
+    and `GENERAL_ROW` (each row's number in the general data), written batch by batch to `general/rows.arrow`
+    in the work folder (bounded memory); the other rows go to `general/rejects.jsonl`, each with its reason
+    (counted by `general_rejects`). Rows keep their order: general data without rejects mixes as before."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    from datasets import Dataset
+
+    from ipt_data.mixing import GENERAL_ROW
+    from ipt_data.redact import redact
+
+    folder = Path(config.resolved_work_dir()) / GENERAL_FOLDER
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's rows, and the mix's caches made from them
+    folder.mkdir(parents=True)
+    q, r = config.general_columns
+    schema = pa.schema([(q, pa.string()), (r, pa.string()), (GENERAL_ROW, pa.int64())])
+    batch: dict[str, list] = {q: [], r: [], GENERAL_ROW: []}
+    with (
+        pa.OSFile(str(folder / "rows.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, schema) as writer,
+        open(folder / "rejects.jsonl", "w", encoding="utf-8") as rejects,
+    ):
+        for number, row, reason in general_rows(read_general(config), config.general_columns):
+            if reason is not None:
+                value = ascii({c: row[c] for c in config.general_columns if c in row})[:200]
+                rejects.write(json.dumps(redact({"row": number, "reason": reason, "value": value})))
+                rejects.write("\n")
+                continue
+            for column, value in ((q, row[q]), (r, row[r]), (GENERAL_ROW, number)):
+                batch[column].append(value)
+            if len(batch[q]) == 10_000:
+                writer.write_batch(pa.record_batch(batch, schema=schema))
+                batch = {c: [] for c in batch}
+        writer.write_batch(pa.record_batch(batch, schema=schema))
+    return Dataset.from_file(str(folder / "rows.arrow"))
+
+
+def general_rejects(work_path) -> dict[str, int]:
+    """The general data's rejected rows by reason (as `open_general` wrote them), for the run report."""
+    import json
+
+    path = Path(work_path) / GENERAL_FOLDER / "rejects.jsonl"
+    if not path.exists():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        counts = Counter(json.loads(line)["reason"].split(":")[0] for line in f)
+    return dict(sorted(counts.items()))
 
 
 def first_row(source) -> dict | None:
@@ -85,11 +176,16 @@ def input_size(source, limit: int | None) -> int | None:
 
     if isinstance(source, Dataset):
         n = len(source)
-    elif isinstance(source, JsonlSource) and all(os.path.isfile(f) and not f.endswith(".gz") for f in source.files):
+    elif isinstance(source, JsonlSource) and all(_lines_file(f) for f in source.files):
         n = sum(_count_rows(f) for f in source.files)
     else:
         return None
     return n if limit is None else min(limit, n)
+
+
+def _lines_file(path: str) -> bool:
+    """A local, uncompressed file of one row per line (not a .json array)."""
+    return os.path.isfile(path) and not path.endswith(".gz") and json_layout(path) != "array"
 
 
 def _count_rows(path: str) -> int:

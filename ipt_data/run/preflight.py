@@ -1,15 +1,18 @@
 """Checks made before any synthesis, each failing in seconds with one clear line: the destination is allowed
 and writable (overwrite rules, Hub repo id and token), the output is not a folder that holds the input or the
-work folder, the general data is readable with text in its columns, and the engine answers one request."""
+work folder, the general data is readable, with text in its columns, to its last row, and the engine answers one
+request."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 
 from ipt_data.errors import ConfigError, EngineUnavailableError, InputError
-from ipt_data.run.inputs import first_row, open_general
+from ipt_data.run.inputs import first_row, general_rows, read_general
 from ipt_data.sinks import sink_for
+from ipt_data.sources import CorruptInputError
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +61,13 @@ def _text_column_present(config, source) -> None:
 
 
 def check_general(config) -> None:
-    """The general data opens, has both `general_columns`, and they hold text."""
+    """The general data opens, its first row has both `general_columns`, and it is read in full, streamed: a
+    corrupt line (or one not UTF-8) stops the run here, naming it, unless --bad-lines skip; rows that are not
+    usable (a question or response missing, empty or not text) are counted, to be left out of the mix with
+    their reasons, as input rows are; general data without a usable row is an error."""
     try:
-        first = first_row(open_general(config))
+        source = read_general(config)
+        first = first_row(source)
     except (OSError, ValueError) as exc:
         raise InputError(f"the general data {config.general!r} cannot be opened: {exc}") from exc
     if first is None:
@@ -71,9 +78,23 @@ def check_general(config) -> None:
             f"the general data {config.general!r} has no column(s) {missing}; its columns are {sorted(first)} "
             "(set --general-columns QUESTION,RESPONSE)"
         )
-    for column in config.general_columns:
-        if not isinstance(first[column], str):
-            raise InputError(f"the general data's {column!r} column holds {type(first[column]).__name__}, not text")
+    usable, rejected, example = 0, Counter(), None
+    try:
+        for number, _, reason in general_rows(source, config.general_columns):
+            if reason is None:
+                usable += 1
+            else:
+                rejected[reason.split(":")[0]] += 1
+                example = example or f"row {number}: {reason}"
+    except CorruptInputError as exc:
+        raise CorruptInputError(f"the general data: {exc}") from exc
+    if not usable:
+        raise InputError(
+            f"the general data {config.general!r} has no usable row: {rejected.total()} rejected "
+            f"({dict(rejected)}; the first, {example})"
+        )
+    if rejected:
+        log.warning("the general data: %d usable rows, %s rejected (the first, %s)", usable, dict(rejected), example)
 
 
 def probe_engine(config) -> None:
