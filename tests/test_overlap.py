@@ -138,3 +138,46 @@ def test_a_worker_whose_run_lost_the_lock_writes_nothing(tmp_path):
         with pytest.raises(RunStoppedError, match="no longer this run's"):
             work.write(1, table, [], {}, "h")
     assert work.shard(0, ".done.json").exists() and not work.shard(1, ".parquet").exists()
+
+
+def test_ctrl_c_is_one_line_and_the_lock_is_released(tmp_path, script):
+    a = corpus(tmp_path / "a.jsonl", "ALPHA")
+    script.gate.clear()  # the run waits on the server: Ctrl-C comes mid-run
+    run = subprocess.Popen(
+        cli(script.url, a, tmp_path / "out"),
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = tmp_path / "out.work" / "run.lock"
+    try:
+        deadline = time.monotonic() + 300
+        while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run.send_signal(signal.SIGINT)
+        error = run.communicate(timeout=120)[1]
+    finally:
+        script.gate.set()
+    assert run.returncode == 2 and len(error.strip().splitlines()) == 1, error
+    assert "stopped (Ctrl-C)" in error and str(tmp_path / "out.work") in error
+    assert not lock.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_while_writing_shards_is_one_line_and_leaves_nothing_partial(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from ipt_data.cli import main
+    from ipt_data.run import workdir
+
+    def full(table, where, **kw):
+        Path(where).write_bytes(b"PAR1 half")  # the disk fills up mid-file
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(workdir.pq, "write_table", full)
+    a = corpus(tmp_path / "a.jsonl", "ALPHA")
+    args = ["augment", "--dataset", str(a), "--model", TINY_SYNTHESIZER, "--engine", "hf", "--max-new-tokens", "8"]
+    assert main([*args, "--output", str(tmp_path / "out"), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "no space left on the disk" in error, error
+    shards = tmp_path / "out.work" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == [] and not (tmp_path / "out.work" / "run.lock").exists()

@@ -56,10 +56,14 @@ def open_run(config, locks: contextlib.ExitStack):
 def augment(config, *, progress: bool = True, executor: Executor | None = None) -> dict[str, Any]:
     """Run the whole job; returns the run report (also written to the work folder and published)."""
     import datasets
+    from transformers.utils import logging as transformers_logging
 
     started = time.perf_counter()
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    model_bars_were_on = transformers_logging.is_progress_bar_enabled()
+    if not progress:  # nor the engine's "Loading weights" bar
+        transformers_logging.disable_progress_bar()
     try:
         with contextlib.ExitStack() as locks:
             source, work, encoder = open_run(config, locks)
@@ -82,6 +86,8 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
+        if model_bars_were_on:
+            transformers_logging.enable_progress_bar()
 
 
 def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Executor, started: float) -> dict:
