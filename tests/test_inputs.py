@@ -159,3 +159,31 @@ def test_the_achieved_mix_ratio_is_reported_and_a_shortfall_warned(tmp_path, cap
     assert mix["requested"] == 1.0 and 0 < mix["achieved"] < 0.2 and mix["short"]
     assert f"{mix['achieved']} by tokens (asked for 1.0; the general data ran short)" in (out / "README.md").read_text()
     assert "pairs invalid (not parsed)" in printed.out and "output raw: not_selected" in printed.out
+
+
+def test_bytes_that_are_not_utf8_are_named_and_json_arrays_keep_their_text(tmp_path, capsys):
+    good = [json.dumps({"text": t}).encode() for t in synthetic_texts(4, seed=6)]
+    latin = b'{"text": "Anna bakes bread in a caf\xe9 every day."}'  # one Latin-1 byte, at offset 35 of line 3
+    escaped = b'{"text": "a lone surrogate \\ud800 here, as JSON allows"}'
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(b"\n".join([*good[:2], latin, escaped, *good[2:]]) + b"\n")
+    assert cli(corpus, tmp_path / "o1") == 2  # like a corrupt line: an error naming it, by default
+    err = capsys.readouterr().err
+    assert "c.jsonl:3: not UTF-8: byte 0xe9 at offset 35" in err and err.count("\n") == 1
+    assert cli(corpus, tmp_path / "o2", "--bad-lines", "skip") == 0  # ... or a reject that says what it is
+    rejects = [json.loads(x)["reason"] for x in (tmp_path / "o2.work" / "rejects.jsonl").read_text().splitlines()]
+    assert rejects == [
+        f"invalid_utf8: {corpus}:3: byte 0xe9 at offset 35 of the line",
+        "invalid_unicode: lone surrogate",
+    ]
+
+    array = tmp_path / "rows.json"  # a .json array: the lone surrogate is kept, so the row is rejected, not altered
+    texts = synthetic_texts(3, seed=7)
+    rows = [{"text": texts[0]}, {"text": "Zorblat \ud800 quivers."}, {"text": texts[1]}]
+    array.write_text(json.dumps(rows, indent=2))
+    assert cli(array, tmp_path / "o3") == 0
+    assert report_of(tmp_path / "o3")["rejects"] == {"invalid_unicode": 1}
+    from datasets import load_dataset
+
+    data = load_dataset("parquet", data_files=str(tmp_path / "o3" / "data" / "*.parquet"), split="train")
+    assert not any("Zorblat" in t for t in data["text"])
