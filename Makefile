@@ -55,9 +55,11 @@ test-core: install lint
 augment: install
 	$(BIN)/ipt-data augment --recipe $(RECIPE) --dataset $(DATASET) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
-# The whole pipeline offline on the bundled corpus with the tiny fixture (seconds on CPU).
+# The whole pipeline offline on the bundled corpus with the tiny fixture (seconds on CPU). The README's offline
+# line with the same settings and output (tests/test_readme.py checks both), so either reruns the other's folder.
+DEMO_FLAGS := --engine-options '{"batch_size": 64}' --keep-columns id --output ./out/demo
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/ipt-data augment --recipe recipes/cpu-demo.yaml --output ./out/demo --overwrite --examples 3
+	HF_HUB_OFFLINE=1 $(BIN)/ipt-data augment --recipe recipes/cpu-demo.yaml $(DEMO_FLAGS) --overwrite --examples 3
 
 # Benchmarks, side by side in one run each (not tests); tables on stdout, JSON in bench/results/.
 bench: install install-vllm
