@@ -47,6 +47,8 @@ class HubState:
         self.blobs: dict[str, bytes] = {}  # sha256 -> bytes
         self.lfs_uploads = 0
         self.fail_next_commits = 0  # inject failures: the next N commits answer 500
+        self.commit_failures: list[int] = []  # inject failures: the next commits answer these statuses, in order
+        self.refuse_create: int | None = None  # inject: creating a repo answers this status
         self.authorizations: set[str] = set()  # Authorization headers seen on writes
         self.read_only: set[str] = set()  # Authorization headers refused on writes (403)
         self.lock = threading.Lock()
@@ -197,6 +199,8 @@ def _handler(state: HubState):
                 repo_id = f"{req.get('organization') or 'tester'}/{req['name']}"
                 if req.get("type") not in (None, "dataset", "model"):
                     return self._json(400, {"error": "this server holds dataset and model repos only"})
+                if state.refuse_create is not None and repo_id not in state.repos:
+                    return self._json(state.refuse_create, {"error": "You have reached the maximum number of repos"})
                 with state.lock:
                     if repo_id in state.repos:
                         return self._json(
@@ -275,6 +279,8 @@ def _handler(state: HubState):
             if repo is None:
                 return self._missing(repo_id)
             with state.lock:
+                if state.commit_failures:
+                    return self._json(state.commit_failures.pop(0), {"error": "injected failure"})
                 if state.fail_next_commits > 0:
                     state.fail_next_commits -= 1
                     return self._json(500, {"error": "injected failure"})

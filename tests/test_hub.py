@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hub_server import LocalHub
+from hub_server import LocalHub, Repo
 from test_stats import check_card
 
 from ipt_data.config import SAMPLE_CORPUS
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_local_test_token_not_real"
 
 
-def run_child(hub: LocalHub, tmp_path: Path, code: str) -> str:
+def run_child(hub: LocalHub, tmp_path: Path, code: str, **env_extra: str) -> str:
     env = {
         **os.environ,
         "HF_ENDPOINT": hub.url,
@@ -34,6 +34,7 @@ def run_child(hub: LocalHub, tmp_path: Path, code: str) -> str:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "NO_PROXY": "127.0.0.1",
+        **env_extra,
     }
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
@@ -206,3 +207,77 @@ def test_train_synthesizer_pushes_the_model_folder_to_the_hub(hub, tmp_path):
     assert {"README.md", "config.json", "model.safetensors", "tokenizer.json", "train_report.json"} <= set(repo.files)
     assert not [f for f in repo.files if f.startswith("checkpoints/")] and repo.commits == 1
     assert TOKEN not in repo.files["README.md"].decode()
+
+
+def augment_runs(hub: LocalHub, tmp_path: Path, runs: list[tuple[str, ...]], **env_extra: str) -> list[dict]:
+    """Each run `(repo, *flags)` through `ipt_data.cli.main` in one child process (one work folder): its exit
+    code, its stderr, and the work folder's shards after it. The retries' pauses are skipped, not their count."""
+    work = str(tmp_path / "work")
+    out = run_child(
+        hub,
+        tmp_path,
+        f"""
+        import contextlib, io, json, pathlib, types
+        import ipt_data.sinks.base as base
+        base.time = types.SimpleNamespace(sleep=lambda seconds: None)
+        from ipt_data.cli import main
+        for repo, *flags in {runs!r}:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(["augment", "--recipe", "recipes/cpu-demo.yaml", "--limit", "8", "--work-dir", {work!r},
+                           "--output", f"hf://datasets/tester/{{repo}}", "--no-progress", *flags])
+            report = pathlib.Path({work!r}, "run_report.json")
+            shards = json.loads(report.read_text())["shards"] if report.exists() else None
+            print("RUN", json.dumps({{"rc": rc, "err": err.getvalue(), "shards": shards}}))
+        """,
+        **env_extra,
+    )
+    results = [json.loads(line[len("RUN ") :]) for line in out.splitlines() if line.startswith("RUN ")]
+    for r in results:
+        assert "Traceback" not in r["err"], r["err"]
+        r["line"] = (r["err"].strip().splitlines() or [""])[-1]
+    return results
+
+
+def test_private_on_an_existing_public_repo_is_refused_before_synthesis_or_published_public_with_a_warning(
+    hub, tmp_path
+):
+    hub.state.repos["tester/pub"] = Repo("tester/pub", private=False)
+    refused, overwritten = augment_runs(hub, tmp_path, [("pub", "--private"), ("pub", "--private", "--overwrite")])
+    assert refused["rc"] == 2 and refused["line"].startswith("ipt-data: error: hf://datasets/tester/pub is a public")
+    assert "--overwrite" in refused["line"] and refused["shards"] is None  # nothing synthesized
+    assert overwritten["rc"] == 0
+    repo = hub.state.repos["tester/pub"]
+    assert not repo.private and repo.commits == 1 and "README.md" in repo.files
+    assert "hf://datasets/tester/pub is public and stays public" in (tmp_path / "work" / "run.log").read_text()
+
+
+def test_a_hub_refusing_or_failing_the_push_is_one_line_and_the_rerun_publishes_without_synthesis(hub, tmp_path):
+    hub.state.commit_failures = [403] + [500] * 5  # a token that lost its rights; then a Hub failing every retry
+    forbidden, failing, rerun = augment_runs(hub, tmp_path, [("flaky",)] * 3)
+    assert forbidden["rc"] == 2 and "pushing to hf://datasets/tester/flaky: the Hub refused (403)" in forbidden["line"]
+    assert failing["rc"] == 2 and "pushing to hf://datasets/tester/flaky failed after 5 attempts" in failing["line"]
+    for failed in (forbidden, failing):
+        assert "the repo is unchanged: run the same command again" in failed["line"]
+    assert hub.state.commit_failures == []  # the 403 was not retried; the 500s were, five times
+    assert rerun["rc"] == 0 and rerun["shards"]["reused"] == rerun["shards"]["total"] > 0
+    repo = hub.state.repos["tester/flaky"]
+    assert repo.commits == 1 and any(f.startswith("data/") for f in repo.files)
+
+
+def test_a_hub_that_cannot_create_the_repo_is_offline_or_down_fails_the_preflight_in_one_line(hub, tmp_path):
+    hub.state.refuse_create = 400
+    (refused,) = augment_runs(hub, tmp_path / "refused", [("new",)])
+    assert refused["rc"] == 2 and "You have reached the maximum number of repos" in refused["line"]
+    (offline,) = augment_runs(hub, tmp_path / "offline", [("new",)], HF_HUB_OFFLINE="1")
+    assert offline["rc"] == 2 and "HF_HUB_OFFLINE is set" in offline["line"]
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    (down,) = augment_runs(hub, tmp_path / "down", [("new",)], HF_ENDPOINT=endpoint)
+    assert down["rc"] == 2 and "checking hf://datasets/tester/new failed after 5 attempts" in down["line"]
+    for r in (refused, offline, down):
+        assert r["line"].startswith("ipt-data: error: ") and r["shards"] is None
+    assert "tester/new" not in hub.state.repos

@@ -6,13 +6,21 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import yaml
 
-from ipt_data.errors import IptDataError, OutputExistsError
+from ipt_data.errors import (
+    DestinationUnavailableError,
+    DiskFullError,
+    IptDataError,
+    OutputExistsError,
+    OutputUnwritableError,
+    storage_error,
+)
 
 log = logging.getLogger(__name__)
 MANIFEST = ".ipt_publish.json"
@@ -58,11 +66,22 @@ def shard_name(i: int, n: int, local_file: str) -> str:
 
 
 def write_shards(dataset, n: int, folder: str) -> list[tuple[str, str]]:
-    """`(name, local path)` of each of the `n` parquet files of `dataset`, written under `folder`."""
+    """`(name, local path)` of each of the `n` parquet files of `dataset`, written under `folder` (a temporary
+    folder, removed by the caller). A full or read-only disk there is one line naming the folder and TMPDIR."""
     out = []
     for i in range(n):
         local = os.path.join(folder, f"{i}.parquet")
-        dataset.shard(n, i, contiguous=True).to_parquet(local)
+        try:
+            dataset.shard(n, i, contiguous=True).to_parquet(local)
+        except OSError as exc:
+            final = storage_error(exc)
+            if final is None:
+                raise
+            raise type(final)(
+                f"cannot write the data files to publish into the temporary folder {folder}: "
+                f"{exc.strerror or exc}; free space there or set TMPDIR to a folder on a disk with room, then run "
+                "the same command again (a run's shards are kept: nothing is synthesized again)"
+            ) from exc
         out.append((shard_name(i, n, local), local))
     return out
 
@@ -112,19 +131,75 @@ def with_dataset_info(card: str | None, dataset, download_size: int) -> str | No
     return "---\n" + yaml.safe_dump(info, sort_keys=False, allow_unicode=True) + card[len("---\n") :]
 
 
-def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 1.0, what: str = "upload") -> T:
-    """`fn()`, retried with exponential backoff on network and server errors (not on client errors)."""
+def _first_line(exc: BaseException) -> str:
+    """What the server said (a Hub error's message), else the exception's first line."""
+    said = (getattr(exc, "server_message", None) or "").strip()
+    return said.splitlines()[0] if said else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _network_error(exc: BaseException) -> bool:
+    """A failure that may heal by itself: the network, a timeout, a server error (httpx's transport errors
+    are not `OSError`s; `huggingface_hub` raises them)."""
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError, RuntimeError)):
+        return True
+    transports = (getattr(sys.modules.get(name), "TransportError", None) for name in ("httpx2", "httpx"))
+    return any(isinstance(t, type) and isinstance(exc, t) for t in transports)
+
+
+def lasting_error(exc: BaseException, what: str) -> IptDataError | None:
+    """The one-line error for a failure that retrying cannot heal, or None (it may heal, or it is a bug): a full
+    or read-only disk (`storage_error`), offline mode, a request the server refuses (a 4xx: 401/403 are a
+    token's rights)."""
+    if isinstance(exc, IptDataError):
+        return exc
+    if isinstance(exc, OSError) and exc.filename2:  # a copy: the disk that failed is the destination's
+        exc = OSError(exc.errno, exc.strerror, exc.filename2)
+    if isinstance(exc, OSError) and (final := storage_error(exc)) is not None:
+        return type(final)(f"{what}: {final}")
+    if type(exc).__name__ == "OfflineModeIsEnabled":  # huggingface_hub's, raised before any request
+        return DestinationUnavailableError(
+            f"{what}: HF_HUB_OFFLINE is set, so the Hub cannot be reached; unset it to publish there, or choose "
+            "a local --output"
+        )
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return OutputUnwritableError(
+            f"{what}: the Hub refused ({status}): {_first_line(exc)}; check HF_TOKEN (`huggingface-cli login`) "
+            "and that it may write there"
+        )
+    if status is not None and status < 500 and status not in (408, 429):
+        return DestinationUnavailableError(f"{what}: refused ({status}): {_first_line(exc)}")
+    return None
+
+
+def with_retries(
+    fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 1.0, what: str = "upload", then: str = ""
+) -> T:
+    """`fn()`, retried with exponential backoff on network and server errors. What cannot heal fails at once
+    as one line (`lasting_error`: a full or read-only disk, offline mode, a client error); a failure still
+    there after the last attempt is a `DestinationUnavailableError`. `then` (what the user may do next) ends
+    every message but a full disk's, which says it already."""
+
+    def final(error: IptDataError) -> IptDataError:
+        if then and not isinstance(error, DiskFullError):
+            error.args = (f"{error}; {then}",)
+        return error
+
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except IptDataError:  # a refusal of ours (not ours to replace, not allowed) does not heal either
             raise
-        except (OSError, ConnectionError, TimeoutError, RuntimeError) as exc:  # network and server errors
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status is not None and status < 500 and status not in (408, 429):
-                raise  # a client error (auth, not found, bad request) does not heal by retrying
+        except Exception as exc:
+            lasting = lasting_error(exc, what)
+            if lasting is not None:
+                raise final(lasting) from exc
+            if not _network_error(exc):
+                raise  # a bug: its traceback
             if attempt == attempts:
-                raise RuntimeError(f"{what} failed after {attempts} attempts: {exc}") from exc
+                raise final(
+                    DestinationUnavailableError(f"{what} failed after {attempts} attempts: {_first_line(exc)}")
+                ) from exc
             log.warning("%s failed (attempt %d of %d): %s; retrying", what, attempt, attempts, exc)
             time.sleep(base_delay * 2 ** (attempt - 1))
     raise AssertionError("unreachable")

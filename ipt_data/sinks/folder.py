@@ -14,16 +14,25 @@ import os
 import tempfile
 from typing import Any
 
+from ipt_data.errors import IptDataError
 from ipt_data.sinks.base import (
     MANIFEST,
     as_bytes,
     dataset_files,
     foreign_refusal,
+    lasting_error,
     manifest,
     n_shards,
     with_dataset_info,
     with_retries,
     write_shards,
+)
+
+# what a failed publish leaves: the manifest already claims every file this publish may leave, so a rerun
+# finishes it (files sent already are not sent again)
+RERUN = (
+    "the output is left as ours and resumable: run the same command again to finish publishing (a run's shards "
+    "are kept in its work folder: nothing is synthesized again)"
 )
 
 
@@ -46,6 +55,19 @@ class FolderSink:
         return json.loads(self.fs.cat_file(path)).get("files", []) if self.fs.exists(path) else None
 
     def check(self, overwrite: bool, private: bool = False) -> None:
+        """Refuses a foreign dataset without `overwrite`, and a destination that cannot be written, in seconds,
+        with one line (read-only, not permitted, full: `lasting_error`)."""
+        try:
+            self._check(overwrite)
+        except IptDataError:
+            raise
+        except OSError as exc:
+            lasting = lasting_error(exc, f"checking that {self.destination} can be written")
+            if lasting is None:
+                raise
+            raise lasting from exc
+
+    def _check(self, overwrite: bool) -> None:
         ours, foreign = self._ours(), dataset_files(self._files())
         if ours is None and foreign and not overwrite:
             raise foreign_refusal(self.destination, foreign)
@@ -53,16 +75,30 @@ class FolderSink:
         self.fs.makedirs(self.root, exist_ok=True)
         self.fs.pipe_file(probe, b"")  # fails here, in seconds, if the destination is not writable
         self.fs.rm(probe)
-        if not existed and self.fs.exists(self.root):  # leave no trace before there is anything to publish
+        # leave no trace before there is anything to publish (unless another run put its lock there meanwhile)
+        if not existed and self.fs.exists(self.root) and not self.fs.ls(self.root, detail=False):
             self.fs.rm(self.root, recursive=True)
+
+    def _discard(self, path: str) -> None:
+        """Remove a temporary file of ours that a failed write left (best effort: the failure is what counts)."""
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        except Exception:  # noqa: BLE001 - the write's own error is raised
+            pass
 
     def _write_text(self, name: str, text: str | bytes) -> None:
         """A small file, atomically: a reader sees the old or the new one, never half of it."""
         tmp = f"{self.root}/.ipt-tmp-{name.replace('/', '_')}"
         if "/" in name:
             self.fs.makedirs(f"{self.root}/{name.rsplit('/', 1)[0]}", exist_ok=True)
-        with_retries(lambda: self.fs.pipe_file(tmp, as_bytes(text)), what=name)
-        with_retries(lambda: self.fs.mv(tmp, f"{self.root}/{name}"), what=name)
+        what = f"writing {self.root}/{name}"
+        try:
+            with_retries(lambda: self.fs.pipe_file(tmp, as_bytes(text)), what=what, then=RERUN)
+            with_retries(lambda: self.fs.mv(tmp, f"{self.root}/{name}"), what=what, then=RERUN)
+        except BaseException:
+            self._discard(tmp)  # a full disk, Ctrl-C: no half-written file is left
+            raise
 
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:
         fs, root = self.fs, self.root
@@ -83,16 +119,20 @@ class FolderSink:
                 partial = f"{root}/.ipt-upload-{i}.partial"  # outside data/: never read as data
 
                 def put(local=local, path=path, partial=partial):
-                    fs.put_file(local, partial)
-                    fs.mv(partial, path)
+                    try:
+                        fs.put_file(local, partial)
+                        fs.mv(partial, path)
+                    except BaseException:
+                        self._discard(partial)  # a full disk, Ctrl-C: no half-written file is left
+                        raise
 
-                with_retries(put, what=f"writing {path}")
+                with_retries(put, what=f"writing {path}", then=RERUN)
             size = sum(os.path.getsize(local) for _, local in shards)
         files = {**extra_files, **({"README.md": with_dataset_info(card, dataset, size)} if card else {})}
         for name, text in files.items():
             self._write_text(name, text)
         for stale in sorted(old - set(new)):  # while the manifest still claims them, so a retry finishes this
             if fs.exists(f"{root}/{stale}"):
-                with_retries(lambda stale=stale: fs.rm(f"{root}/{stale}"), what=f"removing {stale}")
+                with_retries(lambda stale=stale: fs.rm(f"{root}/{stale}"), what=f"removing {stale}", then=RERUN)
         self._write_text(MANIFEST, manifest(fingerprint, new))
         return self.destination

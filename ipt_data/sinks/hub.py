@@ -5,17 +5,20 @@ and the manifest go up, and our stale files go away, in ONE commit: readers neve
 or data without its card. Blobs the server already has are not sent again, so an interrupted push resumes
 cheaply. A repo holding a dataset that is not ours (no `.ipt_publish.json`) is refused unless `overwrite`,
 which replaces its `data/` files and `README.md` and nothing else. `check` validates the repo id and the
-token's right to write before any synthesis. The token comes from `token`, else `HF_TOKEN` or
-`huggingface-cli login`.
+token's right to write before any synthesis. `private` makes a new repo private; an existing repo keeps its
+visibility (never changed here), so `private` for a public one is refused, or with `overwrite` published
+public with a warning. A push that fails leaves the repo as it was, in one line. The token comes from
+`token`, else `HF_TOKEN` or `huggingface-cli login`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 
-from ipt_data.errors import ConfigError, OutputUnwritableError
+from ipt_data.errors import ConfigError
 from ipt_data.sinks.base import (
     MANIFEST,
     as_bytes,
@@ -28,7 +31,13 @@ from ipt_data.sinks.base import (
     write_shards,
 )
 
+log = logging.getLogger(__name__)
 KEEP = {".gitattributes"}  # files any new repo has
+# a push is one commit: when it fails the repo is as it was, and the blobs sent are kept by the Hub
+RERUN = (
+    "the repo is unchanged: run the same command again to publish (a run's shards are kept in its work folder: "
+    "nothing is synthesized again; files the Hub has already are not sent again)"
+)
 
 
 def hub_repo_id(destination: str, hub: bool = False) -> str | None:
@@ -63,8 +72,10 @@ class HubSink:
 
     def check(self, overwrite: bool, private: bool = False) -> None:
         """Fail in seconds, with one clear line, on a malformed repo id, a token that may not write the repo
-        (401/403), or a foreign dataset without `overwrite`."""
-        from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+        (401/403), a Hub that cannot be reached (offline mode; network errors are retried first), a foreign
+        dataset without `overwrite`, or `private` asked of a public repo (creating a repo makes it private; an
+        existing one keeps its visibility): refused, or with `overwrite` published public with a warning."""
+        from huggingface_hub.errors import HFValidationError
         from huggingface_hub.utils import validate_repo_id
 
         where = f"hf://datasets/{self.repo_id}"
@@ -74,24 +85,32 @@ class HubSink:
                 raise HFValidationError("a dataset repo id is <user or org>/<name>")
         except HFValidationError as exc:
             raise ConfigError(f"{where}: not a valid Hub repo id: {exc}") from exc
-        try:
+
+        def look() -> tuple[set[str], list[str] | None, bool | None]:
             self.api.create_repo(self.repo_id, repo_type="dataset", private=private, exist_ok=True)
             files = self._files()
-        except HfHubHTTPError as exc:
-            status = getattr(exc.response, "status_code", None)
-            raise OutputUnwritableError(
-                f"{where}: the Hub refused ({status}): {str(exc).splitlines()[0]}; check HF_TOKEN "
-                "(`huggingface-cli login`) and that it may write to this repo"
-            ) from exc
-        if self._ours(files) is None and dataset_files(files) and not overwrite:
+            info = self.api.repo_info(self.repo_id, repo_type="dataset")
+            return files, self._ours(files), info.private
+
+        files, ours, is_private = with_retries(look, what=f"checking {where}")
+        if ours is None and dataset_files(files) and not overwrite:
             raise foreign_refusal(where, dataset_files(files))
+        if private and is_private is False:
+            if not overwrite:
+                raise ConfigError(
+                    f"{where} is a public repo and --private does not change an existing repo's visibility; make "
+                    "it private in its settings on the Hub first, pass --overwrite to publish to it as it is "
+                    "(public), or choose another output"
+                )
+            log.warning("%s is public and stays public: --private does not change an existing repo's visibility", where)
 
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         api, repo_id = self.api, self.repo_id
-        files_now = self._files()
-        ours = self._ours(files_now)
+        where = f"hf://datasets/{repo_id}"
+        files_now = with_retries(self._files, what=f"listing {where}", then=RERUN)
+        ours = with_retries(lambda: self._ours(files_now), what=f"reading {where}/{MANIFEST}", then=RERUN)
         old = set(ours) if ours is not None else set(dataset_files(files_now))
         n = n_shards(dataset, max_shard_rows)
         with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +128,7 @@ class HubSink:
                 lambda: api.create_commit(
                     repo_id, operations, repo_type="dataset", commit_message="Upload ipt_data corpus"
                 ),
-                what=f"push to {repo_id}",
+                what=f"pushing to {where}",
+                then=RERUN,
             )
         return f"hf://datasets/{repo_id}"
