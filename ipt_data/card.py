@@ -21,6 +21,13 @@ LOCAL_ONLY = ("overwrite", "work_dir", "output", "ray_address")  # about the mac
 LOCAL_PATHS = ("dataset", "model", "tokenizer", "general")  # shown by name when they are local paths
 
 
+RAW_WHY = {  # why a published text is raw (the run report's `raw_texts`)
+    "not_selected": "not selected for conversion (--fraction)",
+    "no_pairs": "no pair parsed from the synthesizer's output",
+    "engine_error": "the engine failed on them (--on-engine-error raw)",
+}
+
+
 def reproduce_command(config: dict[str, Any]) -> str:
     """The `ipt-data augment` command line that reruns a config (secrets never included, at any depth)."""
     parts = ["ipt-data", "augment"]
@@ -154,6 +161,7 @@ def dataset_card(
                 "completion tokens": synthesis.get("completion_tokens", 0),
             }
             | {f"chunks synthesized: {k}": v for k, v in synthesis.get("status", {}).items()}
+            | {f"texts raw: {RAW_WHY.get(k, k)}": v for k, v in synthesis.get("raw_texts", {}).items()}
             | {f"rejected: {k}": v for k, v in synthesis.get("rejects", {}).items()},
             ("what", "count"),
         ),

@@ -16,6 +16,7 @@ import typing
 
 from ipt_data.config import AugmentConfig
 from ipt_data.errors import IptDataError
+from ipt_data.notices import to_stderr
 from ipt_data.redact import collect_secrets, scrub
 
 
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             config = AugmentConfig.from_recipe(args.recipe, **overrides)
             work = config.resolved_work_dir()
             secrets += collect_secrets(config.to_dict())
-            report = augment(config, progress=not args.no_progress)
+            with to_stderr():
+                report = augment(config, progress=not args.no_progress)
         except IptDataError as exc:  # a problem the user can fix: one line; anything else is a bug
             print(f"ipt-data: error: {scrub(str(exc), secrets)}", file=sys.stderr)
             return 2
@@ -214,18 +216,18 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        if report.get("retry_shards"):
-            print(
-                f"ipt-data: the engine failed on rows of shards {report['retry_shards']}; nothing was "
-                "published. Run the same command again to retry them.",
-                file=sys.stderr,
-            )
-            return 3
         _print_report(report)
         if report.get("mix", {}).get("short"):
             print(
                 f"ipt-data: warning: the general data ran short: general : augmented is {report['mix']['achieved']} "
                 f"by {report['mix']['by']}, {report['mix']['requested']} was asked for",
+                file=sys.stderr,
+            )
+        engine_raw = report.get("raw_texts", {}).get("engine_error", 0)
+        if engine_raw:
+            print(
+                f"ipt-data: warning: {engine_raw:,} texts are published raw because the engine failed on them "
+                "(--on-engine-error raw); without that option they are retried",
                 file=sys.stderr,
             )
         if report.get("rows", {}).get("converted") and not report.get("pairs"):

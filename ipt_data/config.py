@@ -79,16 +79,24 @@ class AugmentConfig(SynthesisOptions, Recipe):
         help="a corrupt JSON line: error (names the line) or skip (counted in the rejects)",
     )
     on_engine_error: str = option(
-        "raw",
+        "retry",
         scope=RUN,
-        choices=("raw", "retry"),
-        help="rows the engine failed on: raw (kept as raw text) or retry (redone by the next run)",
+        choices=("retry", "raw"),
+        help="prompts the engine failed on: retry (their batches are sent again within the run; if the engine "
+        "stays down the run stops, nothing published, and the next run goes on) or raw (their texts are published "
+        "raw, counted in the card as raw because of the engine)",
+    )
+    engine_retries: int = option(
+        3, scope=RUN, help="with --on-engine-error retry: how many times a batch the engine failed on is sent again"
+    )
+    engine_retry_wait: float = option(
+        10.0, scope=RUN, help="seconds before the first retry of a failed batch; doubled before each next one"
     )
     max_engine_errors: float = option(
         0.1,
         scope=RUN,
-        help="stop the run (nothing published, the shard left for the next run) when the engine fails on more "
-        "than this share of a shard's prompts",
+        help="with --on-engine-error raw: stop the run (nothing published, the shard left for the next run) when "
+        "the engine fails on more than this share of a shard's prompts",
     )
     work_dir: str | None = option(
         None, scope=RUN, help="checkpoint folder (default: <output>.work); on Ray, on storage every node sees"
@@ -118,6 +126,8 @@ class AugmentConfig(SynthesisOptions, Recipe):
             raise ConfigError(f"fraction must be in [0, 1], got {self.fraction}")
         if min(self.shard_size, self.batch_size, self.gpus) < 1:
             raise ConfigError("shard_size, batch_size and gpus must be >= 1")
+        if self.engine_retries < 0 or self.engine_retry_wait < 0:
+            raise ConfigError("engine_retries and engine_retry_wait cannot be negative")
         check_choices(self)
 
     def to_dict(self) -> dict[str, Any]:

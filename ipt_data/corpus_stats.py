@@ -210,6 +210,7 @@ def _synthesis(report: dict[str, Any] | None, fallback: int, rendered: int) -> d
             "invalid_pair_rate": _share(report.get("invalid_pairs", 0), written),
             "rejects": dict(sorted(report.get("rejects", {}).items())),
             "rows": report.get("rows", {}),
+            "raw_texts": dict(sorted(report.get("raw_texts", {}).items())),
             "chunks": report.get("chunks", 0),
             "pairs": report.get("pairs", 0),
             "prompt_tokens": report.get("prompt_tokens", 0),

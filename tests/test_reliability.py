@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -152,15 +153,23 @@ class FaultyEngine:
         if len(prompts) > 4:
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
         for p in prompts:
-            if not self.state["healed"] and any(p[i : i + len(self.poison)] == self.poison for i in range(len(p))):
+            if self._fails(p):
+                if len(prompts) == 1:  # the prompt fails alone (a batch that fails is split down to its prompts)
+                    self.state["failed_alone"][tuple(p)] = self.state["failed_alone"].get(tuple(p), 0) + 1
                 raise ValueError("the engine crashed on this prompt (simulated)")
         return self.inner.generate(prompts, **kwargs)
+
+    def _fails(self, p) -> bool:
+        if self.state["healed"] or self.state["failed_alone"].get(tuple(p), 0) >= self.state["fail_times"]:
+            return False
+        return any(p[i : i + len(self.poison)] == self.poison for i in range(len(p)))
 
 
 @pytest.fixture()
 def faulty():
     """`engine="faulty"` for this test only; returns its state (`healed`)."""
-    state = {"healed": False}
+    # `fail_times`: a poisoned prompt heals after failing alone so many times
+    state = {"healed": False, "fail_times": 10**9, "failed_alone": {}}
     register_engine("faulty", lambda model, device, **options: FaultyEngine(model, device, state, **options))
     yield state
     unregister_engine("faulty")
@@ -179,7 +188,7 @@ def faulty_corpus(tmp_path) -> Path:
 def test_engine_faults_cost_only_their_rows(tmp_path):
     out = Synthesizer(
         model=TINY_SYNTHESIZER,
-        engine=FaultyEngine(TINY_SYNTHESIZER, "cpu", {"healed": False}),
+        engine=FaultyEngine(TINY_SYNTHESIZER, "cpu", {"healed": False, "fail_times": 10**9, "failed_alone": {}}),
         rounds=2,
         max_new_tokens=64,
     )({"text": [p["text"] for p in map(json.loads, faulty_corpus(tmp_path).open())]})
@@ -189,30 +198,45 @@ def test_engine_faults_cost_only_their_rows(tmp_path):
     assert sum(s == "ok" for s in status) >= 7  # the out-of-memory batches were split, not failed
 
 
-def test_engine_errors_become_raw_text_or_are_retried_on_rerun(tmp_path, faulty):
+def published_files(out: Path) -> dict:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_engine_errors_are_kept_raw_only_when_asked(tmp_path, faulty, capsys):
     corpus = faulty_corpus(tmp_path)
-    report = augment(
-        base_config(tmp_path, dataset=str(corpus), engine="faulty", output=str(tmp_path / "raw")), progress=False
-    )
+    out = tmp_path / "raw"
+    assert run_cli(corpus, out, "--engine", "faulty", "--on-engine-error", "raw", "--max-new-tokens", "48") == 0
+    report = json.loads((out / "run_report.json").read_text())
     assert report["status"]["engine_error"] == 2 and report["accounted"]
-    texts = [json.loads(x)["text"] for x in corpus.open()]
-    import pyarrow.parquet as pq
+    assert report["raw_texts"]["engine_error"] >= 1  # counted apart from texts with no pair parsed
+    assert "published raw because the engine failed on them" in capsys.readouterr().err
+    card = (out / "README.md").read_text()
+    shown = f"| texts raw: the engine failed on them (--on-engine-error raw) | {report['raw_texts']['engine_error']} |"
+    assert shown in card
 
-    shard_rows = [
-        r for p in sorted((tmp_path / "raw.work" / "shards").glob("*.parquet")) for r in pq.read_table(p).to_pylist()
-    ]
-    assert any(r["kind"] == "raw" and r["text"] == texts[3] for r in shard_rows)  # kept, as raw text
 
-    config = base_config(
-        tmp_path, dataset=str(corpus), engine="faulty", on_engine_error="retry", output=str(tmp_path / "retry")
-    )
-    first = augment(config, progress=False)
-    assert first["retry_shards"] == [0, 1] and first["output"] is None
-    assert not (tmp_path / "retry").exists()  # nothing published yet
+def test_engine_errors_are_retried_within_the_run_then_left_for_the_next(tmp_path, faulty, capsys):
+    corpus = faulty_corpus(tmp_path)
+    fast = ("--engine", "faulty", "--engine-retry-wait", "0.01", "--max-new-tokens", "48")
     faulty["healed"] = True
-    second = augment(config, progress=False)
-    assert "engine_error" not in second["status"] and second["output"] == str(tmp_path / "retry")
-    assert second["rows"]["in"] == 10
+    assert run_cli(corpus, tmp_path / "uninterrupted", *fast) == 0
+    expected = published_files(tmp_path / "uninterrupted")
+
+    faulty["healed"] = False  # down through the retries: the run stops, nothing published, the rerun goes on
+    assert run_cli(corpus, tmp_path / "out", *fast) == 2
+    error = capsys.readouterr().err
+    assert re.search(r"the engine still failed on \d+ of \d+ prompts after 3 retries", error), error
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "out.work" / "shards").glob("*.done.json"))
+    faulty["healed"] = True
+    assert run_cli(corpus, tmp_path / "out", *fast) == 0
+    assert published_files(tmp_path / "out") == expected
+
+    # each poisoned prompt fails once, then works: healed within this run's retries (a chain's later prompt holding
+    # the poisoned text is new, and fails once too, one retry later)
+    faulty.update(healed=False, fail_times=1, failed_alone={})
+    assert run_cli(corpus, tmp_path / "healed", *fast) == 0
+    assert published_files(tmp_path / "healed") == expected
+    assert len(faulty["failed_alone"]) >= 2 and set(faulty["failed_alone"].values()) == {1}  # they did fail
 
 
 def test_a_crash_while_publishing_resumes(tmp_path, monkeypatch):

@@ -196,13 +196,25 @@ def test_a_dead_server_fails_the_preflight_and_one_dying_mid_run_stops_it(tmp_pa
     assert openai_run(corpus, tmp_path / "dead", "http://127.0.0.1:9/v1") == 2  # nothing listens there
     assert "no completions server answers" in capsys.readouterr().err and time.time() - t < 30
 
-    script.down_after = 1 + 8 + 3  # the probe, shard 0's 8 prompts (2 rounds of 4), then 3 prompts of shard 1
-    # one shard at a time (rounds), so the server dies in shard 1 exactly; streaming overlaps shards 0 and 1
-    assert openai_run(corpus, tmp_path / "out", script.url, "--pipeline", "rounds") == 2
-    assert "the engine failed on" in capsys.readouterr().err
+    fast = ("--engine-retry-wait", "0.01")
+    assert openai_run(corpus, tmp_path / "uninterrupted", script.url, *fast) == 0
+    expected = published(tmp_path / "uninterrupted")["files"]
+    # 3 shards of 8 texts, 8 prompts each (4 chains, 2 rounds), after the probe: the server dies at the last
+    # prompt of shard 0 (a shard that had been marked done with 1 row raw), in shard 1, and at the very end
+    for i, down_after in enumerate((1 + 7, 1 + 8 + 3, 1 + 24 - 2)):
+        script.down_after = len(script.requests) + down_after  # counted from now
+        out = tmp_path / f"out-{i}"
+        assert openai_run(corpus, out, script.url, *fast) == 2, down_after
+        error = capsys.readouterr().err  # the engine's retries fail, or the openai engine finds the server gone
+        assert "the engine still failed on" in error or "no completions server answers" in error
+        assert not out.exists()  # nothing published
+        script.down_after = None  # the server is back
+        assert openai_run(corpus, out, script.url, *fast) == 0
+        assert published(out)["files"] == expected, down_after
+    script.down_after = len(script.requests) + 1 + 8 + 3  # one shard at a time (rounds): it dies in shard 1
+    assert openai_run(corpus, tmp_path / "out", script.url, "--pipeline", "rounds", *fast) == 2
     done = sorted(p.name for p in (tmp_path / "out.work" / "shards").glob("*.done.json"))
-    assert done == ["00000.done.json"] and not (tmp_path / "out").exists()  # nothing published
-    script.down_after = None  # the server is back
-    assert openai_run(corpus, tmp_path / "out", script.url) == 0
-    assert openai_run(corpus, tmp_path / "uninterrupted", script.url) == 0
-    assert published(tmp_path / "out")["files"] == published(tmp_path / "uninterrupted")["files"]
+    assert done == ["00000.done.json"] and not (tmp_path / "out").exists()
+    script.down_after = None
+    assert openai_run(corpus, tmp_path / "out", script.url, *fast) == 0
+    assert published(tmp_path / "out")["files"] == expected

@@ -162,6 +162,8 @@ def _other_value(f: dataclasses.Field, hint):
         "max_new_tokens": (200, "200"),
         "general_ratio": (1.5, "1.5"),
         "max_engine_errors": (0.5, "0.5"),
+        "engine_retry_wait": (0.5, "0.5"),
+        "engine_retries": (5, "5"),
     }
     if f.name in special:
         return special[f.name]

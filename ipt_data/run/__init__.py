@@ -94,7 +94,6 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     setup_s = time.perf_counter() - started  # model check, input opened, tokenizer loaded
     bar = Progress(input_size(source, config.limit), progress)
     stats: dict[int, dict] = {}
-    retry: list[int] = []
     counts = {"total": 0, "reused": 0, "redone": 0, "added": 0, "dropped": 0}
     hashes: dict[int, str] = {}  # shard -> hash of its input rows
     known = work.known()  # shards an earlier run wrote
@@ -119,9 +118,6 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
         for result in executor.run(work_fn, unfinished()):
             stats[result.k] = result.stats
             bar.add_shard(result.stats, counted_live=result.live, shard=result.k)
-            if result.failed:
-                retry.append(result.k)
-                log.warning("shard %d: the engine failed on some rows; it is left for the next run", result.k)
     finally:
         bar.close()
     for k in sorted(k for k in known if k >= counts["total"]):  # their input rows are gone
@@ -133,10 +129,6 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     # `shards_wall` is how long the shard phase took on the clock
     report.setdefault("seconds", {}).update(setup=setup_s, shards_wall=time.perf_counter() - shards_started)
     report["shards"] = dict(counts)
-    if retry:
-        report["retry_shards"], report["output"] = sorted(retry), None
-        (work.path / "run_report.json").write_text(dumps(report))
-        return report  # nothing is published until a rerun has retried the failed rows
     data_fingerprint = hashlib.sha256(
         json.dumps([config.output_fingerprint(), [hashes[k] for k in sorted(hashes)]]).encode()
     ).hexdigest()[:16]

@@ -38,7 +38,7 @@ class ShardActor:
             result = self.work(ShardTask(int(k), int(start), rows, str(input_hash)))
             Path(path).unlink(missing_ok=True)
             out["k"].append(int(k))
-            out["result"].append(json.dumps([result.stats, result.failed]))
+            out["result"].append(json.dumps(result.stats))
         return out
 
 
@@ -107,8 +107,7 @@ class RayExecutor:
             )
             try:
                 for row in out.iter_rows():
-                    stats, failed = json.loads(row["result"])
-                    yield ShardResult(int(row["k"]), stats, bool(failed))
+                    yield ShardResult(int(row["k"]), json.loads(row["result"]))
             except Exception as exc:
                 ours = _ours(exc)
                 if ours is None:

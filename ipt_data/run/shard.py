@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -26,12 +27,13 @@ from ipt_data.sources import REJECT_KEY
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import raw_row, templify_batch
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ShardResult:
     k: int
     stats: dict
-    failed: bool  # rows the engine failed on are to be retried by the next run: the shard is not done
     live: bool = False  # its pairs and tokens were already reported batch by batch
 
 
@@ -52,7 +54,7 @@ def route(rows: dict[str, list], start: int, config) -> tuple[list[int], list[in
     return convert, raw, rejects
 
 
-def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None) -> tuple:
+def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None, stop=None) -> tuple:
     """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, and its first engine error (or None).
 
     `synth(batches)` yields each batch's synthesized columns in order (`Synthesizer.stream`): the shard's
@@ -60,7 +62,11 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     of ours keeps the engine waiting longer than it must: rows are chunked a batch at a time as the synthesizer
     asks for them (the first prompts go out after one batch is chunked, not the whole shard), the rows kept raw
     are counted a share after each batch handed over (the engine then has work), and each batch is rendered and
-    counted as soon as it is back, while the engine works on the others."""
+    counted as soon as it is back, while the engine works on the others.
+
+    With `on_engine_error="retry"`, a batch the engine failed on is sent again (the same chunks, so the same
+    prompts) up to `engine_retries` times, waiting `engine_retry_wait` seconds, doubled each time (`stop` cuts
+    the wait short); the batches keep their place, so the shard is the one an engine that never failed makes."""
     start, rows = task.start, task.rows
     convert, raw, rejects = route(rows, start, config)
     n = len(next(iter(rows.values()))) if rows else 0
@@ -70,6 +76,8 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     raw_tokens: list[int] = []
     size = config.batch_size
     raw_share = -(-len(raw) // max(1, -(-len(convert) // size)))  # raw rows counted after each batch handed over
+    retrying = config.on_engine_error == "retry"
+    handed: list[dict | None] = []  # each batch as handed over, kept until it is back without an engine error
 
     def count_raw(limit: int) -> None:
         with _timed(seconds, "count"):
@@ -93,27 +101,61 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
             for key, values in chunks.items():
                 pending.setdefault(key, []).extend(values)
             while len(pending["text"]) >= size:
-                yield {k: v[:size] for k, v in pending.items()}
+                yield _handed({k: v[:size] for k, v in pending.items()})
                 pending = {k: v[size:] for k, v in pending.items()}
                 count_raw(raw_share)  # a share at a time: the engine has work, and the stream is never held long
         if pending.get("text"):
-            yield pending
+            yield _handed(pending)
 
-    synthesized: dict[str, list] = {}
-    out: dict[str, list] = {c: [] for c in (*TEMPLIFY_COLUMNS, "n_tokens")}
-    t = time.perf_counter()
-    for part in synth(batches()):
-        for key, values in part.items():
-            synthesized.setdefault(key, []).extend(values)
+    def _handed(batch: dict[str, list]) -> dict[str, list]:
+        handed.append(batch if retrying else None)
+        return batch
+
+    parts: dict[int, dict[str, list]] = {}  # batch -> its synthesized columns
+    rendered: dict[int, dict[str, list]] = {}  # batch -> its rendered rows
+    failing: dict[int, dict[str, list]] = {}  # batch -> what came back, with engine errors
+
+    def take(i: int, part: dict[str, list], final: bool = False) -> None:
+        if retrying and not final and any(str(s).startswith("engine_error") for s in part["synth_status"]):
+            failing[i] = part  # sent again below; rendered as it is if it never succeeds
+            return
+        parts[i], handed[i] = part, None
         if on_batch is not None:
             on_batch(part)
         with _timed(seconds, "templify"):
-            rendered = templify_batch(part, seed=config.seed)
+            rendered[i] = templify_batch(part, seed=config.seed)
         with _timed(seconds, "count"):
-            rendered["n_tokens"] = encoder.count_texts(rendered["text"])
-        for key, values in rendered.items():
-            out[key].extend(values)
+            rendered[i]["n_tokens"] = encoder.count_texts(rendered[i]["text"])
+
+    t = time.perf_counter()
+    for i, part in enumerate(synth(batches())):
+        take(i, part)
+    for attempt in range(1, config.engine_retries + 1 if retrying else 1):
+        if not failing or (stop is not None and stop.is_set()):
+            break
+        wait = config.engine_retry_wait * 2 ** (attempt - 1)
+        log.warning(
+            "shard %d: the engine failed on %d batch(es); sending them again in %.0f s (retry %d of %d)",
+            task.k, len(failing), wait, attempt, config.engine_retries,
+        )  # fmt: skip
+        if stop is not None:
+            stop.wait(wait)
+        else:
+            time.sleep(wait)
+        again = sorted(failing)
+        failing.clear()
+        for i, part in zip(again, synth(iter([handed[i] for i in again])), strict=True):
+            take(i, part)
+    for i, part in sorted(failing.items()):  # the engine stayed down: counted as they came back
+        take(i, part, final=True)
     seconds["synthesize"] += time.perf_counter() - t - sum(seconds.values())  # the rest of the loop's time
+    synthesized: dict[str, list] = {}
+    out: dict[str, list] = {c: [] for c in (*TEMPLIFY_COLUMNS, "n_tokens")}
+    for i in sorted(parts):  # in batch order, whichever came back first
+        for key, values in parts[i].items():
+            synthesized.setdefault(key, []).extend(values)
+        for key, values in rendered[i].items():
+            out[key].extend(values)
     count_raw(len(raw))  # what is left
     for i, n_tokens in zip(raw, raw_tokens, strict=True):
         for col, value in raw_row(texts[i], f"{start + i}:0").items():
@@ -126,6 +168,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         table = table.append_column(column, pa.array(kept, type=KEPT_TYPE))
 
     status = Counter(s.split(":")[0] for s in synthesized.get("synth_status", []))
+    n_raw, engine_raw = sum(k == "raw" for k in out["kind"]), _engine_raw(synthesized, out)
     docs_with_pairs = {d for d, p in zip(synthesized.get("doc_id", []), synthesized.get("pairs", []), strict=True) if p}
     stats = {
         "rows": {
@@ -147,9 +190,9 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         "prompt_tokens": sum(synthesized.get("prompt_tokens", [])),
         "completion_tokens": sum(synthesized.get("completion_tokens", [])),
         "texts": dict(Counter(out["kind"])),
-        # why a published text is raw: its row was not selected for conversion (--fraction), or it got no
-        # pairs (the synthesizer wrote none that parse, or the engine failed on it)
-        "raw_texts": {"not_selected": len(raw), "no_pairs": sum(k == "raw" for k in out["kind"]) - len(raw)},
+        # why a published text is raw: its row was not selected for conversion (--fraction), it got no pairs
+        # that parse, or the engine failed on it (kept raw only with --on-engine-error raw)
+        "raw_texts": {"not_selected": len(raw), "no_pairs": n_raw - len(raw) - engine_raw, "engine_error": engine_raw},
         "layouts": dict(Counter(lay for lay, k in zip(out["layout"], out["kind"], strict=True) if k == "augmented")),
         "seconds": dict(seconds),
     }
@@ -164,6 +207,15 @@ def _timed(seconds: Counter, stage: str):
         yield
     finally:
         seconds[stage] += time.perf_counter() - t
+
+
+def _engine_raw(synthesized: dict[str, list], out: dict[str, list]) -> int:
+    """Published raw texts whose chunk the engine failed on."""
+    if not synthesized:
+        return 0
+    keys = row_keys(synthesized, synthesized["text"])
+    failed = {key for key, s in zip(keys, synthesized["synth_status"], strict=True) if s.startswith("engine_error")}
+    return sum(kind == "raw" and src[-1] in failed for kind, src in zip(out["kind"], out["source"], strict=True))
 
 
 def _unrendered(synthesized: dict[str, list], out: dict[str, list]) -> int:
@@ -181,16 +233,26 @@ def _value(values: list, i: int) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
 
 
-def check_engine_errors(k: int, stats: dict, first_error: str | None, share: float) -> None:
-    """Stop the run, the shard not written, when the engine failed on more than `share` of its prompts (and
-    on more than 2), or on every one of them: a dead or broken engine must not publish raw texts as if
-    synthesized."""
+def check_engine_errors(k: int, stats: dict, first_error: str | None, config) -> None:
+    """Stop the run, the shard not written, when the engine failed on prompts of it: with
+    `on_engine_error="retry"` (the default) on any, after its retries; with `raw`, on more than
+    `max_engine_errors` of them (and more than 2), or on every one. A dead or broken engine must not publish
+    raw texts as if synthesized."""
     errors, prompts = stats["status"].get("engine_error", 0), stats["chunks"]
-    if errors > max(2, share * prompts) or (errors and errors == prompts):
+    if not errors:
+        return
+    again = "run the same command again once the engine is back (the shards done are kept; only the others are made)"
+    if config.on_engine_error == "retry":
+        raise EngineUnavailableError(
+            f"shard {k}: the engine still failed on {errors} of {prompts} prompts after {config.engine_retries} "
+            f"retries, e.g. {first_error}. Nothing was published and the shard is not done: {again}"
+        )
+    share = config.max_engine_errors
+    if errors > max(2, share * prompts) or errors == prompts:
         raise EngineUnavailableError(
             f"shard {k}: the engine failed on {errors} of {prompts} prompts (more than {share:.0%}; "
-            f"--max-engine-errors sets it), e.g. {first_error}. Nothing was published and the shard is not "
-            "done: run the same command again once the engine is back"
+            f"--max-engine-errors sets it), e.g. {first_error}. Nothing was published and the shard is not done: "
+            f"{again}"
         )
 
 
@@ -228,13 +290,12 @@ class ShardWork:
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
         on_batch = functools.partial(self.on_batch, shard=task.k) if self.on_batch is not None else None
         table, rejects, stats, first_error = process_shard(
-            task, config, lambda batches: synth.stream(batches, rank, self.stopping), encoder, on_batch
+            task, config, lambda batches: synth.stream(batches, rank, self.stopping), encoder, on_batch, self.stopping
         )
         if self.stopping.is_set():
             raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
-        check_engine_errors(task.k, stats, first_error, config.max_engine_errors)
-        failed = bool(config.on_engine_error == "retry" and stats["status"].get("engine_error"))
+        check_engine_errors(task.k, stats, first_error, config)
         t = time.perf_counter()
-        WorkDir(self.work_path, self.lock_token).write(task.k, table, rejects, stats, task.input_hash, done=not failed)
+        WorkDir(self.work_path, self.lock_token).write(task.k, table, rejects, stats, task.input_hash)
         stats["seconds"]["write"] = time.perf_counter() - t
-        return ShardResult(task.k, stats, failed, live=self.on_batch is not None)
+        return ShardResult(task.k, stats, live=self.on_batch is not None)

@@ -94,10 +94,8 @@ class WorkDir:
         for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".input.jsonl"):
             self.shard(k, suffix).unlink(missing_ok=True)
 
-    def write(
-        self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str, done: bool = True
-    ) -> None:
-        """Write shard `k`; with `done=False` (rows to retry) it is redone by the next run."""
+    def write(self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str) -> None:
+        """Write shard `k`, then mark it done."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
@@ -108,9 +106,8 @@ class WorkDir:
             raise
         os.replace(tmp, self.shard(k, ".parquet"))
         _atomic_write(self.shard(k, ".rejects.jsonl"), "".join(json.dumps(r) + "\n" for r in redact(rejects)))
-        if done:
-            marker = {"input_hash": input_hash, "stats": stats}
-            _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
+        marker = {"input_hash": input_hash, "stats": stats}
+        _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def shard_files(self, n: int) -> list[str]:
         """The non-empty shard files (a shard whose rows were all rejected holds no rows)."""
