@@ -250,6 +250,7 @@ def test_private_on_an_existing_public_repo_is_refused_before_synthesis_or_publi
     repo = hub.state.repos["tester/pub"]
     assert not repo.private and repo.commits == 1 and "README.md" in repo.files
     assert "hf://datasets/tester/pub is public and stays public" in (tmp_path / "work" / "run.log").read_text()
+    assert "ipt-data: warning: hf://datasets/tester/pub is public and stays public" in overwritten["err"]
 
 
 def test_a_hub_refusing_or_failing_the_push_is_one_line_and_the_rerun_publishes_without_synthesis(hub, tmp_path):

@@ -19,6 +19,7 @@ import os
 import tempfile
 
 from ipt_data.errors import ConfigError
+from ipt_data.notices import NOTICE
 from ipt_data.sinks.base import (
     MANIFEST,
     as_bytes,
@@ -102,7 +103,11 @@ class HubSink:
                     "it private in its settings on the Hub first, pass --overwrite to publish to it as it is "
                     "(public), or choose another output"
                 )
-            log.warning("%s is public and stays public: --private does not change an existing repo's visibility", where)
+            log.warning(
+                "%s is public and stays public: --private does not change an existing repo's visibility",
+                where,
+                extra=NOTICE,
+            )
 
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
