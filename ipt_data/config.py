@@ -99,7 +99,10 @@ class AugmentConfig(SynthesisOptions, Recipe):
         "the engine fails on more than this share of a shard's prompts",
     )
     work_dir: str | None = option(
-        None, scope=RUN, help="checkpoint folder (default: <output>.work); on Ray, on storage every node sees"
+        None,
+        scope=RUN,
+        help="checkpoint folder (default: <output>.work, or .ipt-work inside an output named . or ..); on Ray, on "
+        "storage every node sees",
     )
     publish_rejects: bool = option(
         False,
@@ -151,6 +154,8 @@ class AugmentConfig(SynthesisOptions, Recipe):
         if self.work_dir:
             return self.work_dir
         if "://" not in self.output:
+            if os.path.basename(os.path.normpath(self.output)) in (".", ".."):  # `--output .`: inside it, hidden
+                return os.path.join(self.output, ".ipt-work")
             return self.output.rstrip("/") + ".work"
         name = self.output.rstrip("/").rsplit("/", 1)[-1]
         return str(Path("ipt-work") / f"{name}-{hashlib.sha256(self.output.encode()).hexdigest()[:8]}")

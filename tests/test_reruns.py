@@ -218,3 +218,22 @@ def test_a_dead_server_fails_the_preflight_and_one_dying_mid_run_stops_it(tmp_pa
     script.down_after = None
     assert openai_run(corpus, tmp_path / "out", script.url, *fast) == 0
     assert published(tmp_path / "out")["files"] == expected
+
+
+def test_an_output_of_dot_or_holding_its_work_folder_reruns(tmp_path, calls, monkeypatch, capsys):
+    corpus = write(tmp_path / "corpus.jsonl", TEXTS[:8])
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert run(corpus, Path(".")) == 0  # the work folder is ./.ipt-work, ours
+    first, prompts = published(here), calls["prompts"]
+    assert run(corpus, Path(".")) == 0, capsys.readouterr().err  # was refused: "the output . contains the work folder"
+    assert calls["prompts"] == prompts + 1 and published(here)["files"] == first["files"]  # the probe, no more
+    assert (here / ".ipt-work" / "shards").is_dir()
+
+    out = tmp_path / "out"
+    for _ in range(2):  # a --work-dir of the user's choosing inside the output
+        assert run(corpus, out, "--work-dir", str(out / "work")) == 0, capsys.readouterr().err
+    assert published(out)["files"] == first["files"] and calls["prompts"] == 2 * (prompts + 1)
+    assert run(corpus, out, "--work-dir", str(out / "data")) == 2  # where publishing writes: refused
+    assert "is where publishing to" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from collections import Counter
 from ipt_data.errors import ConfigError, EngineUnavailableError, InputError
 from ipt_data.run.inputs import first_row, general_rows, read_general
 from ipt_data.sinks import sink_for
+from ipt_data.sinks.base import MANIFEST, OWN_FILES, OWN_FOLDERS
 from ipt_data.sources import CorruptInputError
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,24 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _output_apart_from_inputs(config) -> None:
-    """The output neither holds the input or the work folder nor lies inside the input folder (a rerun would
-    read its own output, or publishing would replace files of the input)."""
+    """The output neither holds the input nor lies inside the input folder (a rerun would read its own output,
+    or publishing would replace files of the input). A work folder inside the output is ours and allowed, unless
+    it is where publishing writes (`data/`, `images/`, the card...)."""
     if "://" in config.output:
         return
-    for what, path in (("the input", config.dataset), ("the work folder", config.resolved_work_dir())):
-        if os.path.exists(path) and _inside(path, config.output):
+    if os.path.exists(config.dataset) and _inside(config.dataset, config.output):
+        raise ConfigError(
+            f"the output {config.output} contains the input ({config.dataset}); publishing replaces the dataset "
+            "files there: choose an output folder of its own"
+        )
+    work = config.resolved_work_dir()
+    if _inside(work, config.output):
+        relative = os.path.relpath(os.path.realpath(work), os.path.realpath(config.output))
+        first = relative.split(os.sep)[0]
+        if relative == "." or first in OWN_FILES or f"{first}/" in OWN_FOLDERS or first == MANIFEST:
             raise ConfigError(
-                f"the output {config.output} contains {what} ({path}); publishing replaces the dataset files "
-                "there: choose an output folder of its own"
+                f"the work folder {work} is where publishing to {config.output} writes the dataset: choose another "
+                "--work-dir"
             )
     if os.path.isdir(config.dataset):
         for what, path in (("output", config.output), ("work folder", config.resolved_work_dir())):
