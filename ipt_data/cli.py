@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             rejected = report.get("rows", {}).get("rejected", 0)
             print(
                 f"ipt-data: the input had no usable rows ({rejected} rejected; reasons in "
-                f"{config.resolved_work_dir()}/rejects.jsonl); an empty dataset was published",
+                f"{config.resolved_work_dir()}/rejects.jsonl); an empty dataset was published (its columns, no row: "
+                "load_dataset(..., streaming=True) reads it; datasets prepares no split of 0 rows otherwise)",
                 file=sys.stderr,
             )
         if args.examples:

@@ -176,9 +176,14 @@ def test_empty_and_all_rejected_input_finish_with_an_empty_dataset(tmp_path, cal
         corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
         out = tmp_path / f"out-{name}"
         assert run(corpus, out) == 0, name
-        assert "no usable rows" in capsys.readouterr().err
-        tables = [pq.read_table(p) for p in (out / "data").glob("*.parquet")]  # datasets cannot read 0 rows
+        assert "no usable rows" in (error := capsys.readouterr().err) and "streaming=True" in error
+        tables = [pq.read_table(p) for p in (out / "data").glob("*.parquet")]
         assert len(tables) == 1 and tables[0].num_rows == 0 and "text" in tables[0].column_names
+        # datasets 5.2 prepares no split of 0 examples ('Instruction "train" corresponds to no data!'): read as
+        # a stream, the published folder gives its columns and no row, as the CLI's message says
+        for how in ((str(out),), ("parquet", str(out / "data" / "*.parquet"))):
+            stream = load_dataset(how[0], data_files=how[1:] or None, split="train", streaming=True)
+            assert list(stream) == [] and {"text", "kind", "pairs"} <= set(stream.features), (name, how)
         assert len((tmp_path / f"out-{name}.work" / "rejects.jsonl").read_text().splitlines()) == len(lines)
         assert not (out / "rejects.jsonl").exists()  # previews of rejected texts are published only if asked
 
