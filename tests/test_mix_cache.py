@@ -36,6 +36,8 @@ def test_a_run_leaves_nothing_in_the_datasets_cache(tmp_path):
     assert files_under(cache) == [], "the run wrote into the datasets cache"
     work = tmp_path / "out.work"
     assert not list(work.glob("mix-*")), "the mixing tables outlived the run"
+    left = [p.name for p in (work / "general").iterdir()]
+    assert left == ["rejects.jsonl"], f"the general data's copy outlived the run: {left}"
 
 
 def test_the_flattened_corpus_is_the_table_flatten_indices_writes(tmp_path):

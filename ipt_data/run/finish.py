@@ -76,7 +76,7 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
         for column in config.keep_columns:
             schema = schema.append(pa.field(column, KEPT_TYPE))
     shards = shards_table(files, schema.remove_metadata(), folder)
-    general = as_dataset(open_general(config)) if config.general else None
+    general = as_dataset(open_general(config, folder)) if config.general else None
     corpus = mix(
         shards,
         general=general,

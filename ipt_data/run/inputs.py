@@ -110,10 +110,11 @@ def general_rows(source, columns: tuple[str, str]) -> Iterator[tuple[int, dict, 
         yield number, row, general_problem(row, columns)
 
 
-def open_general(config):
+def open_general(config, rows_folder: Path | None = None):
     """The general data's usable rows, for the mix: a memory-mapped `Dataset` of the two `general_columns`
-    and `GENERAL_ROW` (each row's number in the general data), written batch by batch to `general/rows.arrow`
-    in the work folder (bounded memory); the other rows go to `general/rejects.jsonl`, each with its reason
+    and `GENERAL_ROW` (each row's number in the general data), written batch by batch to `rows.arrow` in
+    `rows_folder` (the run's mixing folder, removed when the run ends; default `general/` in the work folder),
+    in bounded memory; the other rows go to `general/rejects.jsonl` in the work folder, each with its reason
     (counted by `general_rejects`). Rows keep their order: general data without rejects mixes as before."""
     import json
     import shutil
@@ -127,11 +128,12 @@ def open_general(config):
     folder = Path(config.resolved_work_dir()) / GENERAL_FOLDER
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's rows, and the mix's caches made from them
     folder.mkdir(parents=True)
+    rows_folder = Path(rows_folder) if rows_folder is not None else folder
     q, r = config.general_columns
     schema = pa.schema([(q, pa.string()), (r, pa.string()), (GENERAL_ROW, pa.int64())])
     batch: dict[str, list] = {q: [], r: [], GENERAL_ROW: []}
     with (
-        pa.OSFile(str(folder / "rows.arrow"), "wb") as sink,
+        pa.OSFile(str(rows_folder / "rows.arrow"), "wb") as sink,
         pa.ipc.new_stream(sink, schema) as writer,
         open(folder / "rejects.jsonl", "w", encoding="utf-8") as rejects,
     ):
@@ -147,7 +149,7 @@ def open_general(config):
                 writer.write_batch(pa.record_batch(batch, schema=schema))
                 batch = {c: [] for c in batch}
         writer.write_batch(pa.record_batch(batch, schema=schema))
-    return Dataset.from_file(str(folder / "rows.arrow"))
+    return Dataset.from_file(str(rows_folder / "rows.arrow"))
 
 
 def general_rejects(work_path) -> dict[str, int]:
