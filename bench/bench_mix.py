@@ -55,7 +55,7 @@ def through_the_cache(config, work, n_shards, encoder, folder):
 
     shards = datasets.Dataset.from_parquet(work.shard_files(n_shards))
     mixing._flattened = lambda ds: ds.flatten_indices()  # and `datasets`' own flatten_indices (restored by rerun)
-    general = finish.as_dataset(finish.open_general(config)) if config.general else None
+    general = finish.as_dataset(finish.open_general(config, folder)) if config.general else None
     corpus = mix(
         shards, general=general, general_ratio=config.general_ratio, by=config.mix_by, tokenizer=encoder,
         seed=config.seed, general_columns=config.general_columns, keep_columns=config.keep_columns,

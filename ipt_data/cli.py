@@ -195,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train-synthesizer":
         return _train(args)
     if args.command == "augment":
-        from ipt_data.run import augment
-
         overrides = {name: getattr(args, name) for name in AugmentConfig.names()}
         secrets = collect_secrets(overrides)
         work = "the work folder"
         try:
+            from ipt_data.run import augment
+
             config = AugmentConfig.from_recipe(args.recipe, **overrides)
             work = config.resolved_work_dir()
             secrets += collect_secrets(config.to_dict())

@@ -58,8 +58,8 @@ class WorkDirMismatchError(ConfigError):
 
 
 class DiskFullError(IptDataError, OSError):
-    """A disk ipt_data writes to (the output, the work folder, a temporary folder) is full or over quota.
-    Nothing partial is left behind: free space and run the same command again (it resumes)."""
+    """A disk ipt_data writes to (the output, the work folder, a temporary folder) is full or over quota: free
+    space and run the same command again (it goes on from what is done)."""
 
 
 class RunLockedError(IptDataError, RuntimeError):
@@ -74,8 +74,8 @@ def storage_error(exc: OSError) -> IptDataError | None:
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(
-            f"no space left on the disk{where}: {exc.strerror or exc}. Nothing partial was kept; free space and run "
-            "the same command again (the shards already done are reused)"
+            f"no space left on the disk{where}: {exc.strerror or exc}. Free space and run the same command again: "
+            "it goes on from what is done (the shards made, the files already published)"
         )
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return OutputUnwritableError(f"cannot write{where}: {exc.strerror or exc}")

@@ -116,6 +116,18 @@ def test_a_live_lock_from_another_host_refuses_and_a_silent_one_is_taken_over(tm
     assert not path.exists()
 
 
+def test_an_empty_lock_refuses_while_fresh_and_is_taken_over_once_old(tmp_path):
+    (tmp_path / "work").mkdir()
+    path = tmp_path / "work" / "run.lock"
+    path.write_text("")  # a run died between creating its lock and writing it
+    with pytest.raises(RunLockedError, match="a run starting this instant"):
+        FolderLock(tmp_path / "work").acquire()
+    old = time.time() - lock_module.STALE_S - 5
+    os.utime(path, (old, old))
+    with FolderLock(tmp_path / "work") as lock:
+        assert json.loads(path.read_text())["token"] == lock.token
+
+
 def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     import socket
 

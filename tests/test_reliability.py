@@ -213,6 +213,12 @@ def test_engine_errors_are_kept_raw_only_when_asked(tmp_path, faulty, capsys):
     card = (out / "README.md").read_text()
     shown = f"| texts raw: the engine failed on them (--on-engine-error raw) | {report['raw_texts']['engine_error']} |"
     assert shown in card
+    # a later run without `raw` redoes the shard that holds them, even though it is done
+    faulty["healed"] = True
+    assert run_cli(corpus, out, "--engine", "faulty", "--max-new-tokens", "48") == 0
+    assert run_cli(corpus, tmp_path / "fresh", "--engine", "faulty", "--max-new-tokens", "48") == 0
+    data = {k: v for k, v in published_files(out).items() if k.startswith("data/")}
+    assert data and data == {k: v for k, v in published_files(tmp_path / "fresh").items() if k.startswith("data/")}
 
 
 def test_engine_errors_are_retried_within_the_run_then_left_for_the_next(tmp_path, faulty, capsys):

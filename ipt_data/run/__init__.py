@@ -25,7 +25,7 @@ from ipt_data.redact import collect_secrets
 from ipt_data.run.executors import Executor, get_executor, register_executor
 from ipt_data.run.finish import finish
 from ipt_data.run.inputs import ShardTask, ensure_model_available, input_size, iter_shards, open_input
-from ipt_data.run.lock import FolderLock
+from ipt_data.run.lock import FolderLock, check_held
 from ipt_data.run.logs import run_log
 from ipt_data.run.preflight import preflight, probe_engine
 from ipt_data.run.progress import Progress
@@ -39,16 +39,16 @@ log = logging.getLogger(__name__)
 
 def open_run(config, locks: contextlib.ExitStack):
     """`(input, work folder, encoder)`, failing early on a missing model, input or tokenizer, and on what the
-    pre-flight checks find (before the work folder exists, so a refused run leaves nothing behind). The work
-    folder, and a local output folder, are locked for this run until `locks` closes: a second run on either
-    stops here with one line naming this one."""
+    pre-flight checks find (a refused run leaves nothing behind: the folders its locks made are removed with
+    them). The work folder, and a local output folder, are locked for this run first, until `locks` closes: a
+    second run on either stops at once with one line naming this one."""
+    lock = locks.enter_context(FolderLock(config.resolved_work_dir()))  # first: a second run stops at once
+    if "://" not in config.output:  # a folder on this machine (or a shared filesystem): two runs must not publish it
+        locks.enter_context(FolderLock(config.output, what="the output folder", name=".ipt-run.lock"))
     ensure_model_available(config.model)
     source = open_input(config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
     preflight(config, source)
-    lock = locks.enter_context(FolderLock(config.resolved_work_dir()))
-    if "://" not in config.output:  # a folder on this machine (or a shared filesystem): two runs must not publish it
-        locks.enter_context(FolderLock(config.output, what="the output folder", name=".ipt-run.lock"))
     work = WorkDir.open(config.resolved_work_dir(), config, lock_token=lock.token)
     return source, work, encoder
 
@@ -71,7 +71,7 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
             with run_log(work.path, collect_secrets(config.to_dict())):
                 log.info("run started: %s -> %s (work folder %s)", config.dataset, config.output, work.path)
                 try:
-                    work.remove_stale_temporaries()
+                    work.remove_stale_temporaries(older_than=0.0)  # the lock is ours: no other writer is left
                     if executor.in_process or config.engine == "openai":
                         probe_engine(config)
                     return _run(config, source, work, encoder, progress, executor, started)
@@ -104,6 +104,8 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
             task = ShardTask(k, start, rows())
             task.input_hash = hashes[k] = rows_hash(task.rows)
             done = work.done(k, task.input_hash)
+            if done is not None and config.on_engine_error == "retry" and done["status"].get("engine_error"):
+                done = None  # made with --on-engine-error raw: its rows the engine failed on are redone
             if done is not None:
                 counts["reused"] += 1
                 stats[k] = done
@@ -129,6 +131,7 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     # `shards_wall` is how long the shard phase took on the clock
     report.setdefault("seconds", {}).update(setup=setup_s, shards_wall=time.perf_counter() - shards_started)
     report["shards"] = dict(counts)
+    check_held(work.path / "run.lock", work.lock_token, "publishing")  # a run that lost its lock publishes nothing
     data_fingerprint = hashlib.sha256(
         json.dumps([config.output_fingerprint(), [hashes[k] for k in sorted(hashes)]]).encode()
     ).hexdigest()[:16]

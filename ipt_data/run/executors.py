@@ -94,7 +94,7 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor
 
         context = mp.get_context("spawn")  # CUDA cannot be forked
-        pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(self.processes)]
+        pools = [ProcessPoolExecutor(1, mp_context=context, initializer=_ignore_ctrl_c) for _ in range(self.processes)]
         busy: dict[Future, int] = {}  # future -> rank
         try:
             for task in tasks:
@@ -106,6 +106,14 @@ class ProcessExecutor:
         finally:
             for pool in pools:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_ctrl_c() -> None:
+    """In a worker process: Ctrl-C is the driver's to handle (it stops the workers); a worker that took it too
+    would print its own traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ray(config):

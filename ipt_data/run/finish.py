@@ -17,11 +17,10 @@ import pyarrow.parquet as pq
 
 from ipt_data.card import dataset_card
 from ipt_data.corpus_stats import COLUMNS, CorpusStats
-from ipt_data.errors import storage_error
 from ipt_data.plots import figures
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
-from ipt_data.run.workdir import STALE_TMP_SECONDS, WorkDir
+from ipt_data.run.workdir import WorkDir
 from ipt_data.schema import KEPT_TYPE, SHARD_SCHEMA
 from ipt_data.sources import as_dataset
 
@@ -35,18 +34,12 @@ MIX_FOLDER = "mix-"  # the run's mixing tables, inside the work folder, removed 
 def mixing_folder(work: WorkDir):
     """A fresh folder inside the work folder for the Arrow tables of the mix (the shards as one memory-mapped
     table, the shuffled corpus), removed when the run ends, however it ends. Nothing goes to the Hugging Face
-    datasets cache. A folder a killed run left more than an hour before is removed too."""
-    for stale in work.path.glob(f"{MIX_FOLDER}*"):
-        if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
-            shutil.rmtree(stale, ignore_errors=True)
+    datasets cache. A folder a killed run left is removed too."""
+    for stale in work.path.glob(f"{MIX_FOLDER}*"):  # a killed run's (this run holds the work folder's lock)
+        shutil.rmtree(stale, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=MIX_FOLDER, dir=work.path))
     try:
-        yield folder
-    except OSError as exc:  # the work folder's disk full while the tables are written: one line, not a traceback
-        error = storage_error(exc)
-        if error is None or error is exc:
-            raise
-        raise error from exc
+        yield folder  # a full disk here is one line, as anywhere in a run (`augment`)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -15,7 +15,7 @@ from ipt_data.errors import ModelUnavailableError
 from ipt_data.schema import MISSING, text_problem
 from ipt_data.sources import REJECT_KEY, JsonlSource, json_layout, load_source
 
-GENERAL_FOLDER = "general"  # in the work folder: the general data's usable rows and its rejects
+GENERAL_FOLDER = "general"  # in the work folder: the general data's rejects
 
 
 @dataclass
@@ -110,10 +110,10 @@ def general_rows(source, columns: tuple[str, str]) -> Iterator[tuple[int, dict, 
         yield number, row, general_problem(row, columns)
 
 
-def open_general(config, rows_folder: Path | None = None):
+def open_general(config, rows_folder: Path):
     """The general data's usable rows, for the mix: a memory-mapped `Dataset` of the two `general_columns`
     and `GENERAL_ROW` (each row's number in the general data), written batch by batch to `rows.arrow` in
-    `rows_folder` (the run's mixing folder, removed when the run ends; default `general/` in the work folder),
+    `rows_folder` (the run's mixing folder, removed when the run ends),
     in bounded memory; the other rows go to `general/rejects.jsonl` in the work folder, each with its reason
     (counted by `general_rejects`). Rows keep their order: general data without rejects mixes as before."""
     import json
@@ -126,9 +126,9 @@ def open_general(config, rows_folder: Path | None = None):
     from ipt_data.redact import redact
 
     folder = Path(config.resolved_work_dir()) / GENERAL_FOLDER
-    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's rows, and the mix's caches made from them
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's rejects (and rows, before they moved out)
     folder.mkdir(parents=True)
-    rows_folder = Path(rows_folder) if rows_folder is not None else folder
+    rows_folder = Path(rows_folder)
     q, r = config.general_columns
     schema = pa.schema([(q, pa.string()), (r, pa.string()), (GENERAL_ROW, pa.int64())])
     batch: dict[str, list] = {q: [], r: [], GENERAL_ROW: []}

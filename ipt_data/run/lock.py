@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ipt_data.errors import RunLockedError, RunStoppedError
+from ipt_data.notices import NOTICE
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0  # how often a live run touches its lock
@@ -83,10 +84,14 @@ class FolderLock:
                     raise self._refusal(holder) from None
                 self._break(holder)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(record))
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(record))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                self.path.unlink(missing_ok=True)  # a full disk, Ctrl-C: no empty lock is left to refuse others
+                raise
             self._beat = threading.Thread(target=self._heartbeat, name="ipt-lock", daemon=True)
             self._beat.start()
             log.info("%s %s is held by this run (%s)", self.what, self.folder, _describe(record))
@@ -115,12 +120,13 @@ class FolderLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            if not held(self.path, self.token):
-                log.error("%s %s was taken over by another run (%s)", self.what, self.folder, self._who())
-                return
             try:
+                token = _token(self.path)
+                if token != self.token:
+                    log.error("%s %s was taken over by another run (%s)", self.what, self.folder, self._who())
+                    return
                 os.utime(self.path)
-            except OSError as exc:
+            except OSError as exc:  # a shared filesystem's hiccup (ESTALE, a timeout): not a lost lock
                 log.warning("could not touch the lock %s: %s", self.path, exc)
 
     # --- the others' locks -----------------------------------------------------------------------------------
@@ -131,9 +137,13 @@ class FolderLock:
         except FileNotFoundError:
             return None
         try:
-            return {**json.loads(text), "age": time.time() - self.path.stat().st_mtime}
-        except (ValueError, FileNotFoundError):
-            return {"age": 0.0}  # just created, not written yet: a live run
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        try:
+            return {**json.loads(text), "age": age}
+        except ValueError:
+            return {"age": age}  # created, not written yet: a run starting this instant, or one that died then
 
     def _stale(self, holder: dict) -> bool:
         if "pid" not in holder:
@@ -159,8 +169,13 @@ class FolderLock:
         try:
             now = self.holder()
             if now is not None and now.get("token") == stale.get("token") and now.get("pid") == stale.get("pid"):
-                log.warning("%s %s: taking over the lock of a run that is gone (%s)", self.what, self.folder,
-                            _describe(stale))
+                log.warning(
+                    "%s %s: taking over the lock of a run that is gone (%s)",
+                    self.what,
+                    self.folder,
+                    _describe(stale),
+                    extra=NOTICE,
+                )
                 self.path.unlink(missing_ok=True)
         finally:
             breaker.unlink(missing_ok=True)
@@ -181,12 +196,18 @@ def _describe(record: dict) -> str:
     return f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}"
 
 
-def held(path: str | os.PathLike, token: str) -> bool:
-    """Whether the lock file at `path` still carries `token`."""
+def _token(path: str | os.PathLike) -> str | None:
+    """The token in the lock file at `path`; None when there is none (no file, or not written yet)."""
     try:
-        return json.loads(Path(path).read_text()).get("token") == token
-    except (OSError, ValueError):
-        return False
+        return json.loads(Path(path).read_text()).get("token")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def held(path: str | os.PathLike, token: str) -> bool:
+    """Whether the lock file at `path` still carries `token` (an unreadable file is not taken for a lost lock:
+    a shared filesystem's hiccup raises `OSError`)."""
+    return _token(path) == token
 
 
 def check_held(path: str | os.PathLike, token: str | None, what: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ipt_data.errors import IptDataError, MissingExtraError
+from ipt_data.errors import IptDataError, MissingExtraError, storage_error
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.shard import ShardResult, ShardWork
 
@@ -48,6 +48,8 @@ def _ours(exc: BaseException | None) -> IptDataError | None:
     while exc is not None and seen < 10:
         if isinstance(exc, IptDataError):
             return exc
+        if isinstance(exc, OSError) and storage_error(exc) is not None:  # an actor's disk full or read-only
+            return storage_error(exc)
         exc, seen = getattr(exc, "cause", None) or exc.__cause__, seen + 1
     return None
 

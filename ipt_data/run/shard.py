@@ -152,9 +152,9 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     synthesized: dict[str, list] = {}
     out: dict[str, list] = {c: [] for c in (*TEMPLIFY_COLUMNS, "n_tokens")}
     for i in sorted(parts):  # in batch order, whichever came back first
-        for key, values in parts[i].items():
+        for key, values in parts.pop(i).items():
             synthesized.setdefault(key, []).extend(values)
-        for key, values in rendered[i].items():
+        for key, values in rendered.pop(i).items():
             out[key].extend(values)
     count_raw(len(raw))  # what is left
     for i, n_tokens in zip(raw, raw_tokens, strict=True):
@@ -245,7 +245,8 @@ def check_engine_errors(k: int, stats: dict, first_error: str | None, config) ->
     if config.on_engine_error == "retry":
         raise EngineUnavailableError(
             f"shard {k}: the engine still failed on {errors} of {prompts} prompts after {config.engine_retries} "
-            f"retries, e.g. {first_error}. Nothing was published and the shard is not done: {again}"
+            f"retries, e.g. {first_error}. Nothing was published and the shard is not done: {again}. If it fails "
+            "on the same prompts every time (one it cannot serve), --on-engine-error raw publishes their texts raw"
         )
     share = config.max_engine_errors
     if errors > max(2, share * prompts) or errors == prompts:
