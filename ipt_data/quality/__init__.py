@@ -1,0 +1,1 @@
+"""Pair quality and benchmark decontamination: pure building blocks the stages use."""
