@@ -8,6 +8,7 @@ import shlex
 from typing import Any
 
 from ipt_data.redact import redact
+from ipt_data.stages import PIPELINE, declared_stats
 
 CITATION = """@inproceedings{cheng2024instruction,
   title={Instruction Pre-Training: Language Models are Supervised Multitask Learners},
@@ -19,13 +20,6 @@ CITATION = """@inproceedings{cheng2024instruction,
 
 LOCAL_ONLY = ("overwrite", "work_dir", "output", "ray_address")  # about the machine that ran it, not the data
 LOCAL_PATHS = ("dataset", "model", "tokenizer", "general")  # shown by name when they are local paths
-
-
-RAW_WHY = {  # why a published text is raw (the run report's `raw_texts`)
-    "not_selected": "not selected for conversion (--fraction)",
-    "no_pairs": "no pair parsed from the synthesizer's output",
-    "engine_error": "the engine failed on them (--on-engine-error raw)",
-}
 
 
 def reproduce_command(config: dict[str, Any]) -> str:
@@ -64,6 +58,13 @@ def _mix_ratio(config: dict[str, Any], report: dict[str, Any]) -> str:
     return shown + (f" (asked for {mix['requested']}; the general data ran short)" if mix.get("short") else "")
 
 
+def _declared_counts(synthesis: dict[str, Any], stages) -> dict[str, Any]:
+    """The counts the stages declare for the card (`ipt_data.stages`), in their order: the run's synthesis
+    numbers as `stats.json` holds them."""
+    stats = sorted(enumerate(s for s in declared_stats(stages) if s.card), key=lambda item: item[1].card_order)
+    return dict(line for _, stat in stats for line in stat.lines(synthesis, card=True))
+
+
 def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in counts.items()]
@@ -86,7 +87,6 @@ def dataset_card(
     `figures` (`ipt_data.plots`) are shown from `images/` with a one-line reading each."""
     config, report = redact(config), redact(report)
     synthesis = stats.get("synthesis", {})
-    rows = synthesis.get("rows", {})
     layouts = stats.get("layouts", {})
     total_layouts = sum(layouts.values()) or 1
     layout_share = {
@@ -150,19 +150,7 @@ def dataset_card(
         _table(
             {f"output rows: {k}": v for k, v in stats.get("rows", {}).items()}
             | {f"output tokens: {k}": v for k, v in stats.get("tokens", {}).items()}
-            | {
-                "input rows": rows.get("in", 0),
-                "rows converted": rows.get("converted", 0),
-                "rows kept raw": rows.get("raw", 0),
-                "rows rejected": rows.get("rejected", 0),
-                "chunks synthesized": synthesis.get("chunks", 0),
-                "pairs": stats.get("pairs", 0),
-                "prompt tokens": synthesis.get("prompt_tokens", 0),
-                "completion tokens": synthesis.get("completion_tokens", 0),
-            }
-            | {f"chunks synthesized: {k}": v for k, v in synthesis.get("status", {}).items()}
-            | {f"texts raw: {RAW_WHY.get(k, k)}": v for k, v in synthesis.get("raw_texts", {}).items()}
-            | {f"rejected: {k}": v for k, v in synthesis.get("rejects", {}).items()},
+            | _declared_counts(synthesis, config.get("stages", PIPELINE)),
             ("what", "count"),
         ),
         "",

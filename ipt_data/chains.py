@@ -11,6 +11,9 @@ prefix. `relink(ds)` fixes the chains of what is left:
   carries the others), so every kept row with text is rendered exactly once.
 
 `filter_synthesized(ds, function, ...)` is `ds.filter(function, ...)` followed by `relink`.
+
+Dropping PAIRS (not rows) within a batch is `rewrite_pairs`: the rows' pairs and the copies of them that later
+rows carry in `chain_prefix` change together, so a demo never shows a pair its own text lost.
 """
 
 from __future__ import annotations
@@ -84,6 +87,35 @@ def filter_synthesized(
     """`ds.filter(function, **filter_kwargs)` on `synthesize_batch`'s rows, then `relink`: the safe way to drop
     synthesized rows before `templify_batch`."""
     return relink(ds.filter(function, **filter_kwargs), text_column=text_column)
+
+
+def rewrite_pairs(batch: dict[str, list], new_pairs: dict[str, list]) -> tuple[dict[str, list], set[str]]:
+    """`batch` (`synthesize_batch`'s columns, whole chains) with the pairs of the rows keyed (`row_keys`) in
+    `new_pairs` replaced, in the rows and in the `chain_prefix` copies that later rows of their chain carry.
+    A run of inheriting rows left with no pair at all is split into its rows, each then rendered alone (its
+    text, raw); a run that keeps a pair stays whole. Returns the new batch (the input is not changed) and the
+    keys of the rows that had pairs and have none left."""
+    keys = row_keys(batch, batch["text"])
+    where = {k: i for i, k in enumerate(keys)}
+    pairs = [new_pairs.get(k, p) for k, p in zip(keys, batch["pairs"], strict=True)]
+    n = len(keys)
+    continued = list(batch.get("continued") or [False] * n)
+    prefixes = list(batch.get("chain_prefix") or [""] * n)
+    for i in range(n):
+        if continued[i] or not prefixes[i]:
+            continue  # a run is rendered from its last row, which carries the others
+        earlier = json.loads(prefixes[i])
+        changed = False
+        for e in earlier:
+            if e.get("key") in new_pairs:
+                e["pairs"], changed = new_pairs[e["key"]], True
+        if not pairs[i] and not any(e["pairs"] for e in earlier):
+            for j in [where[e["key"]] for e in earlier if e.get("key") in where] + [i]:
+                continued[j], prefixes[j] = False, ""
+        elif changed:
+            prefixes[i] = json.dumps(earlier, ensure_ascii=False)
+    emptied = {k for k, old in zip(keys, batch["pairs"], strict=True) if old and k in new_pairs and not new_pairs[k]}
+    return {**batch, "pairs": pairs, "continued": continued, "chain_prefix": prefixes}, emptied
 
 
 def _runs(orphans: list[int], chain_of: dict[int, tuple[str, int]]) -> list[list[int]]:

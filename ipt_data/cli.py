@@ -18,6 +18,7 @@ from ipt_data.config import AugmentConfig
 from ipt_data.errors import IptDataError
 from ipt_data.notices import to_stderr
 from ipt_data.redact import collect_secrets, scrub
+from ipt_data.stages import PIPELINE, declared_stats
 
 
 def _kind(hint):
@@ -107,24 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(report: dict) -> None:
-    rows = report.get("rows", {})
-    lines = [
-        ("input rows", rows.get("in", 0)),
-        ("converted", rows.get("converted", 0)),
-        ("kept raw", rows.get("raw", 0)),
-        ("rejected", rows.get("rejected", 0)),
-        ("chunks", report.get("chunks", 0)),
-        ("pairs", report.get("pairs", 0)),
-        ("pairs invalid (not parsed)", report.get("invalid_pairs", 0)),
-        ("pairs rendered verbatim", report.get("fallback_pairs", 0)),
-        ("prompt tokens", report.get("prompt_tokens", 0)),
-        ("completion tokens", report.get("completion_tokens", 0)),
-    ]
+def _print_report(report: dict, stages: tuple[str, ...] = PIPELINE) -> None:
+    """The run's numbers: what each stage declares (`ipt_data.stages`), then the shards, the output and times."""
+    lines = [line for stat in declared_stats(stages) for line in stat.lines(report)]
     lines += [(f"shards {k}", v) for k, v in report.get("shards", {}).items()]
-    lines += [(f"status {k}", v) for k, v in sorted(report.get("status", {}).items())]
     lines += [(f"output {k}", v) for k, v in sorted(report.get("output_rows", {}).items())]
-    lines += [(f"output raw: {k}", v) for k, v in sorted(report.get("raw_texts", {}).items())]
     if "mix" in report:
         lines += [(f"general : augmented ({report['mix']['by']})", f"{report['mix']['achieved']}")]
     lines += [(f"general rejected: {k}", v) for k, v in report.get("general_rejects", {}).items()]
@@ -216,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        _print_report(report)
+        _print_report(report, config.stages)
         if report.get("mix", {}).get("short"):
             print(
                 f"ipt-data: warning: the general data ran short: general : augmented is {report['mix']['achieved']} "

@@ -16,7 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from ipt_data.errors import ConfigError
-from ipt_data.options import OUTPUT, RUN, SHARDS, Recipe, SynthesisOptions, check_choices, fingerprint, option, scoped
+from ipt_data.options import (
+    OUTPUT,
+    RUN,
+    SHARDS,
+    Recipe,
+    SynthesisOptions,
+    check_choices,
+    fingerprint,
+    option,
+    scoped,
+    unset,
+)
+from ipt_data.stages import PipelineOptions, built_in_options
+from ipt_data.stages import load as load_stages
 
 SAMPLE_CORPUS = str(Path(__file__).parent / "assets" / "sample_corpus.jsonl")
 RECIPE_PATHS = ("dataset", "model", "tokenizer", "general")  # resolved against the recipe's folder
@@ -24,7 +37,10 @@ MIX_COLUMNS = ("text", "kind", "n_tokens", "source", "n_pairs", "layout", "inver
 
 
 @dataclass
-class AugmentConfig(SynthesisOptions, Recipe):
+class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Recipe):
+    """Every option of a run: those declared here, the synthesis options (`SynthesisOptions`) and the options
+    of the built-in stages (`ipt_data.stages`: `--filters`, `--decontaminate`, ...)."""
+
     recipe_paths = RECIPE_PATHS
     dataset: str = option(
         SAMPLE_CORPUS, scope=SHARDS, help="Hub dataset name, local file or folder (jsonl/json/parquet/txt/csv), or URL"
@@ -131,24 +147,39 @@ class AugmentConfig(SynthesisOptions, Recipe):
             raise ConfigError("shard_size, batch_size and gpus must be >= 1")
         if self.engine_retries < 0 or self.engine_retry_wait < 0:
             raise ConfigError("engine_retries and engine_retry_wait cannot be negative")
+        self.stages = tuple(self.stages)
+        if not isinstance(self.stage_options, dict):
+            raise ConfigError(f"stage_options must be a mapping, got {type(self.stage_options).__name__}")
+        for stage in load_stages(self.stages):  # each stage's options checked, in their one canonical form
+            options = stage.option_values(self)
+            if stage.canonical is not None and options is self:
+                for name, value in stage.canonical(options).items():
+                    setattr(self, name, value)
         check_choices(self)
+        self.stage_inputs: dict[str, Any] = {}  # what `setup` of the acting stages found (`ipt_data.run.open_run`)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """The options (options added since fingerprints were first published only when set)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if not (_added(self, k) and unset(self, k))}
         d["general_columns"] = list(self.general_columns)
         d["keep_columns"] = list(self.keep_columns)
         return d
 
     def fingerprint(self) -> str:
-        """What the shards depend on: SHARDS-scoped options, the package version, the template data."""
-        return fingerprint(self, SHARDS, extra=code_versions())
+        """What the shards depend on: SHARDS-scoped options, the package version, the template data, and what
+        the stages' `setup` found (a benchmark index's digest)."""
+        return fingerprint(self, SHARDS, extra=self._extra())
 
     def output_fingerprint(self) -> str:
         """What the published data depends on: the shards' fingerprint plus the OUTPUT-scoped options."""
-        return fingerprint(self, SHARDS, OUTPUT, extra=code_versions())
+        return fingerprint(self, SHARDS, OUTPUT, extra=self._extra())
+
+    def _extra(self) -> dict[str, Any]:
+        return code_versions() | ({"stage_inputs": self.stage_inputs} if self.stage_inputs else {})
 
     def shard_values(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in sorted(scoped(self, SHARDS))}
+        values = {k: getattr(self, k) for k in sorted(scoped(self, SHARDS)) if not (_added(self, k) and unset(self, k))}
+        return values | ({"stage_inputs": self.stage_inputs} if self.stage_inputs else {})
 
     def resolved_work_dir(self) -> str:
         if self.work_dir:
@@ -159,6 +190,10 @@ class AugmentConfig(SynthesisOptions, Recipe):
             return self.output.rstrip("/") + ".work"
         name = self.output.rstrip("/").rsplit("/", 1)[-1]
         return str(Path("ipt-work") / f"{name}-{hashlib.sha256(self.output.encode()).hexdigest()[:8]}")
+
+
+def _added(config, name: str) -> bool:
+    return bool(next(f for f in dataclasses.fields(config) if f.name == name).metadata.get("added"))
 
 
 def code_versions() -> dict[str, str]:

@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from ipt_data.stages import CORE, PIPELINE
+from ipt_data.stages import load as load_stages
+
 log = logging.getLogger(__name__)
 
 LENGTH_BINS = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # tokens; a bin is [edge, next edge)
@@ -149,7 +152,7 @@ class CorpusStats:
             self.openings = Counter(dict(self.openings.most_common(MAX_OPENINGS // 2)))
             self.openings_exact = False
 
-    def result(self, report: dict[str, Any] | None = None) -> dict[str, Any]:
+    def result(self, report: dict[str, Any] | None = None, stages: tuple[str, ...] = PIPELINE) -> dict[str, Any]:
         """The statistics as a dict of plain numbers (JSON-ready)."""
         n_pairs = sum(self.tasks.values())
         augmented = self.rows.get("augmented", 0)
@@ -189,7 +192,7 @@ class CorpusStats:
                 "copied_answer_share": _share(self.copied, n_pairs),
             },
             "duplicates": {"texts": self.texts.result(), "pairs": self.pairs.result()},
-            "synthesis": _synthesis(report, self.tasks.get("verbatim", 0), n_pairs),
+            "synthesis": _synthesis(report, self.tasks.get("verbatim", 0), n_pairs, stages),
         }
         self._tmp.cleanup()
         return out
@@ -199,23 +202,20 @@ def _share(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def _synthesis(report: dict[str, Any] | None, fallback: int, rendered: int) -> dict[str, Any]:
-    """What the run report says about synthesis (absent when there is no report), and the fallback rate."""
+def _synthesis(
+    report: dict[str, Any] | None, fallback: int, rendered: int, stages: tuple[str, ...] = PIPELINE
+) -> dict[str, Any]:
+    """What the run report says about synthesis (absent when there is no report): the statistics the stages
+    declare `published` (`ipt_data.stages`), the invalid-pair rate; and the fallback rate."""
     out: dict[str, Any] = {"fallback_pairs": fallback, "fallback_pair_rate": _share(fallback, rendered)}
     if report:
+        for stage in load_stages(stages):
+            for stat in stage.stats:
+                key = stat.key.split(".")[0]
+                if stat.published and (key in report or stage.name in CORE):  # the method's, even when 0
+                    out[key] = report.get(key, {} if "." in stat.key or "{}" in stat.label else 0)
         written = report.get("pairs", 0) + report.get("invalid_pairs", 0)
-        out |= {
-            "status": dict(sorted(report.get("status", {}).items())),
-            "invalid_pairs": report.get("invalid_pairs", 0),
-            "invalid_pair_rate": _share(report.get("invalid_pairs", 0), written),
-            "rejects": dict(sorted(report.get("rejects", {}).items())),
-            "rows": report.get("rows", {}),
-            "raw_texts": dict(sorted(report.get("raw_texts", {}).items())),
-            "chunks": report.get("chunks", 0),
-            "pairs": report.get("pairs", 0),
-            "prompt_tokens": report.get("prompt_tokens", 0),
-            "completion_tokens": report.get("completion_tokens", 0),
-        }
+        out["invalid_pair_rate"] = _share(report.get("invalid_pairs", 0), written)
     return out
 
 

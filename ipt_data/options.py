@@ -32,11 +32,23 @@ SCOPES = (SHARDS, OUTPUT, RUN)
 FINGERPRINT_VERSION = 2  # bump when the meaning of an option or the shard format changes
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, scope: str, choices: tuple | None = None, factory=None):
-    """A dataclass field with its `help`, `scope` (SHARDS, OUTPUT or RUN) and allowed `choices`."""
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    scope: str,
+    choices: tuple | None = None,
+    factory=None,
+    added: bool = False,
+):
+    """A dataclass field with its `help`, `scope` (SHARDS, OUTPUT or RUN) and allowed `choices`.
+
+    `added=True` marks an option added after fingerprints were first published: while it is unset (None, empty,
+    or its default) it is left out of `fingerprint`, so every run that does not use it keeps its fingerprint,
+    its work folder and its published bytes."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    metadata = {"help": help, "scope": scope, "choices": choices}
+    metadata = {"help": help, "scope": scope, "choices": choices, "added": added}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -63,9 +75,21 @@ def check_choices(obj) -> None:
             raise ConfigError(f"{f.name} must be one of {list(choices)}, got {value!r}")
 
 
+def unset(obj, name: str) -> bool:
+    """Whether an `added` option of `obj` is unset: None, empty, or its default."""
+    f = next(f for f in dataclasses.fields(obj) if f.name == name)
+    value = getattr(obj, name)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return value is None or value == default or (hasattr(value, "__len__") and not len(value))
+
+
 def fingerprint(obj, *scopes: str, extra: dict[str, Any] | None = None) -> str:
-    """A 16-hex-digit hash of the fields of `scopes` (+ `extra`, + the fingerprint version)."""
-    values = {name: getattr(obj, name) for name in scoped(obj, *scopes)}
+    """A 16-hex-digit hash of the fields of `scopes` (+ `extra`, + the fingerprint version); `added` options are
+    left out while unset (see `option`)."""
+    added = {f.name for f in dataclasses.fields(obj) if f.metadata.get("added")}
+    values = {
+        name: getattr(obj, name) for name in scoped(obj, *scopes) if not (name in added and unset(obj, name))
+    }
     values.update(extra or {}, fingerprint_version=FINGERPRINT_VERSION)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

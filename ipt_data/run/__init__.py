@@ -30,7 +30,7 @@ from ipt_data.run.logs import run_log
 from ipt_data.run.preflight import preflight, probe_engine
 from ipt_data.run.progress import Progress
 from ipt_data.run.report import dumps, merged
-from ipt_data.run.shard import ShardWork
+from ipt_data.run.shard import ShardWork, setup_stages
 from ipt_data.run.workdir import WorkDir, rows_hash
 
 __all__ = ["augment", "open_run", "register_executor"]
@@ -49,6 +49,7 @@ def open_run(config, locks: contextlib.ExitStack):
     source = open_input(config)
     encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
     preflight(config, source)
+    config.stage_inputs = setup_stages(config, config.resolved_work_dir())  # e.g. a benchmark index: fingerprinted
     work = WorkDir.open(config.resolved_work_dir(), config, lock_token=lock.token)
     return source, work, encoder
 
@@ -131,6 +132,8 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     # `shards_wall` is how long the shard phase took on the clock
     report.setdefault("seconds", {}).update(setup=setup_s, shards_wall=time.perf_counter() - shards_started)
     report["shards"] = dict(counts)
+    if config.stage_inputs:
+        report["inputs"] = config.stage_inputs  # what the stages read besides the options (benchmarks, ...)
     check_held(work.path / "run.lock", work.lock_token, "publishing")  # a run that lost its lock publishes nothing
     data_fingerprint = hashlib.sha256(
         json.dumps([config.output_fingerprint(), [hashes[k] for k in sorted(hashes)]]).encode()

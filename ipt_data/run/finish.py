@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from ipt_data.card import dataset_card
 from ipt_data.corpus_stats import COLUMNS, CorpusStats
+from ipt_data.stages import PIPELINE
 from ipt_data.plots import figures
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
@@ -83,12 +84,12 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
     return corpus, shards
 
 
-def corpus_stats(corpus, report: dict) -> dict[str, Any]:
-    """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers."""
+def corpus_stats(corpus, report: dict, stages: tuple[str, ...] = PIPELINE) -> dict[str, Any]:
+    """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers (those `stages` declare)."""
     acc = CorpusStats()
     for batch in corpus.select_columns(list(COLUMNS)).iter(10_000):
         acc.add(batch)
-    return acc.result(report)
+    return acc.result(report, stages)
 
 
 def achieved_mix(config, report: dict) -> dict[str, Any]:
@@ -114,6 +115,9 @@ def finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder
         return _finish(config, work, report, n_shards, encoder, fingerprint, folder)
 
 
+QUALITY_RECORDS = "quality.jsonl"
+
+
 def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder, fingerprint: str, folder: Path):
     from ipt_data.sinks import publish
 
@@ -121,7 +125,7 @@ def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encode
     corpus, shards = mix_shards(config, work, n_shards, encoder, folder)
     report["seconds"]["mix"] = time.perf_counter() - t
     t = time.perf_counter()
-    numbers = corpus_stats(corpus, stable(report))
+    numbers = corpus_stats(corpus, stable(report), config.stages)
     report["output_rows"], report["output_tokens"] = numbers["rows"], numbers["tokens"]
     if config.general:
         report["mix"] = achieved_mix(config, report)
@@ -134,6 +138,12 @@ def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encode
     t = time.perf_counter()
     rejects = work.rejects(n_shards)
     (work.path / "rejects.jsonl").write_text(rejects)
+    quality = work.path / QUALITY_RECORDS
+    records = work.records(n_shards)
+    if records:  # every pair the filters dropped and every benchmark match, with its reason, for inspection
+        quality.write_text(records, encoding="utf-8")
+    else:
+        quality.unlink(missing_ok=True)
     extra_files: dict[str, str | bytes] = {
         "run_report.json": dumps(stable(report)),
         "stats.json": dumps(numbers),

@@ -1,6 +1,7 @@
-"""One shard of a run: route its rows (converted / kept raw / rejected), chunk, synthesize and templify the
-converted ones, count tokens, and write the shard to the work folder. `ShardWork` is what executors call,
-in this process or another: `work(task, rank)` -> `ShardResult`."""
+"""One shard of a run, through the stages `ipt_data.stages` declares: route its rows (converted / kept raw /
+rejected), chunk, synthesize and templify the converted ones (with the stages that act between, e.g. pair
+filters and decontamination), count tokens, and write the shard to the work folder. `ShardWork` is what
+executors call, in this process or another: `work(task, rank)` -> `ShardResult`."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import pyarrow as pa
 from ipt_data.budget import get_encoder
 from ipt_data.chunk import chunk_batch
 from ipt_data.errors import EngineUnavailableError, RunStoppedError
-from ipt_data.hashing import unit_interval
 from ipt_data.run.inputs import ShardTask
+from ipt_data.run.report import merge
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS, row_keys, text_problem
-from ipt_data.sources import REJECT_KEY
+from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS
+from ipt_data.stages import ShardContext, ShardData, Stage, load
+from ipt_data.stages.route import route
 from ipt_data.synthesize import Synthesizer
 from ipt_data.templify import raw_row, templify_batch
 
@@ -37,42 +39,72 @@ class ShardResult:
     live: bool = False  # its pairs and tokens were already reported batch by batch
 
 
-def route(rows: dict[str, list], start: int, config) -> tuple[list[int], list[int], list[dict]]:
-    """`(converted, raw, rejects)`: row positions by a seeded hash of the row index, and the rejected rows."""
-    n = len(next(iter(rows.values()))) if rows else 0
-    texts = rows.get(config.text_column, [MISSING] * n)
-    unreadable = rows.get(REJECT_KEY, [None] * n)
-    convert, raw, rejects = [], [], []
-    for i, text in enumerate(texts):
-        reason = unreadable[i] if isinstance(unreadable[i], str) else text_problem(text)
-        if reason:
-            rejects.append({"row": start + i, "reason": reason, "value": ascii(text)[:200]})
-        elif unit_interval(f"route:{config.seed}:{start + i}") < config.fraction:
-            convert.append(i)
-        else:
-            raw.append(i)
-    return convert, raw, rejects
+@dataclass
+class ActiveStage:
+    """A stage of the shard's pipeline that acts on this run, with its options and its per-process state."""
+
+    stage: Stage
+    options: object
+    state: object = None
 
 
-def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=None, stop=None) -> tuple:
-    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, and its first engine error (or None).
+def active_stages(config, work_path: str | None = None) -> list[ActiveStage]:
+    """The stages of `config.stages` that act on this run (enabled by their options), prepared."""
+    out = []
+    for stage in load(config.stages):
+        options = stage.option_values(config)
+        if stage.enabled(options):
+            state = stage.prepare(options, work_path) if stage.prepare is not None else None
+            out.append(ActiveStage(stage, options, state))
+    return out
+
+
+def setup_stages(config, work_path: str) -> dict:
+    """Once per run, in the driver, before any shard: each acting stage's `setup` (e.g. a benchmark index built
+    into the work folder), by stage name: what the shards depend on besides the options."""
+    found = {}
+    for stage in load(config.stages):
+        options = stage.option_values(config)
+        if stage.setup is not None and stage.enabled(options):
+            found[stage.name] = stage.setup(options, work_path)
+    return found
+
+
+def process_shard(
+    task: ShardTask, config, synth: Callable, encoder, on_batch=None, stop=None, stages: list[ActiveStage] | None = None
+) -> tuple:
+    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, its first engine error (or None), and
+    the records its stages kept for inspection.
 
     `synth(batches)` yields each batch's synthesized columns in order (`Synthesizer.stream`): the shard's
     batches of `batch_size` chunks go to it together, so a streaming engine is kept busy across them. Nothing
     of ours keeps the engine waiting longer than it must: rows are chunked a batch at a time as the synthesizer
     asks for them (the first prompts go out after one batch is chunked, not the whole shard), the rows kept raw
-    are counted a share after each batch handed over (the engine then has work), and each batch is rendered and
-    counted as soon as it is back, while the engine works on the others.
+    are counted a share after each batch handed over (the engine then has work), and each batch is filtered,
+    rendered and counted as soon as it is back, while the engine works on the others.
+
+    `stages` (`active_stages`; default: those of `config`) act at their points: `on_rows` on the usable rows
+    (a reason rejects one), `on_synthesized` on each batch back from the engine, `on_rendered` on its texts.
 
     With `on_engine_error="retry"`, a batch the engine failed on is sent again (the same chunks, so the same
     prompts) up to `engine_retries` times, waiting `engine_retry_wait` seconds, doubled each time (`stop` cuts
     the wait short); the batches keep their place, so the shard is the one an engine that never failed makes."""
     start, rows = task.start, task.rows
+    stages = active_stages(config) if stages is None else stages
+    shared = ShardContext(task.k, start, None)
+    contexts = [
+        (a.stage, ShardContext(task.k, start, a.options, a.state, shared.stats, shared.records, shared.raw_because))
+        for a in stages
+    ]
     convert, raw, rejects = route(rows, start, config)
     n = len(next(iter(rows.values()))) if rows else 0
     texts = rows.get(config.text_column, [MISSING] * n)
     # "synthesize" is the rest of the synthesis loop's time: the engine's, and the synthesizer's own work
     seconds: Counter = Counter(dict.fromkeys(("chunk", "synthesize", "templify", "count"), 0.0))
+    for stage, ctx in contexts:
+        if stage.on_rows is not None:
+            with _timed(seconds, stage.name):
+                convert, raw, rejects = _screen(stage, ctx, texts, convert, raw, rejects, start)
     raw_tokens: list[int] = []
     size = config.batch_size
     raw_share = -(-len(raw) // max(1, -(-len(convert) // size)))  # raw rows counted after each batch handed over
@@ -112,6 +144,7 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         return batch
 
     parts: dict[int, dict[str, list]] = {}  # batch -> its synthesized columns
+    kept: dict[int, dict[str, list]] = {}  # batch -> the same after the stages' on_synthesized
     rendered: dict[int, dict[str, list]] = {}  # batch -> its rendered rows
     failing: dict[int, dict[str, list]] = {}  # batch -> what came back, with engine errors
 
@@ -122,12 +155,22 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
         parts[i], handed[i] = part, None
         if on_batch is not None:
             on_batch(part)
+        for stage, ctx in contexts:
+            if stage.on_synthesized is not None:
+                with _timed(seconds, stage.name):
+                    part = stage.on_synthesized(part, ctx)
+        kept[i] = part
         with _timed(seconds, "templify"):
             rendered[i] = templify_batch(part, seed=config.seed)
+        for stage, ctx in contexts:
+            if stage.on_rendered is not None:
+                ctx.synthesized = part
+                with _timed(seconds, stage.name):
+                    rendered[i] = stage.on_rendered(rendered[i], ctx)
         with _timed(seconds, "count"):
             rendered[i]["n_tokens"] = encoder.count_texts(rendered[i]["text"])
 
-    t = time.perf_counter()
+    t, before = time.perf_counter(), sum(seconds.values())
     for i, part in enumerate(synth(batches())):
         take(i, part)
     for attempt in range(1, config.engine_retries + 1 if retrying else 1):
@@ -148,12 +191,15 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
             take(i, part)
     for i, part in sorted(failing.items()):  # the engine stayed down: counted as they came back
         take(i, part, final=True)
-    seconds["synthesize"] += time.perf_counter() - t - sum(seconds.values())  # the rest of the loop's time
+    seconds["synthesize"] += time.perf_counter() - t - (sum(seconds.values()) - before)  # the rest of the loop's
     synthesized: dict[str, list] = {}
+    filtered: dict[str, list] = {}
     out: dict[str, list] = {c: [] for c in (*TEMPLIFY_COLUMNS, "n_tokens")}
     for i in sorted(parts):  # in batch order, whichever came back first
         for key, values in parts.pop(i).items():
             synthesized.setdefault(key, []).extend(values)
+        for key, values in kept.pop(i).items():
+            filtered.setdefault(key, []).extend(values)
         for key, values in rendered.pop(i).items():
             out[key].extend(values)
     count_raw(len(raw))  # what is left
@@ -164,40 +210,29 @@ def process_shard(task: ShardTask, config, synth: Callable, encoder, on_batch=No
     table = pa.table({c: out[c] for c in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
     for column in config.keep_columns:  # provenance: the chosen input columns of every source row, in order
         values = rows.get(column, [None] * n)
-        kept = [[_value(values, int(key.split(":")[0]) - start) for key in keys] for keys in out["source"]]
-        table = table.append_column(column, pa.array(kept, type=KEPT_TYPE))
+        kept_values = [[_value(values, int(key.split(":")[0]) - start) for key in keys] for keys in out["source"]]
+        table = table.append_column(column, pa.array(kept_values, type=KEPT_TYPE))
 
-    status = Counter(s.split(":")[0] for s in synthesized.get("synth_status", []))
-    n_raw, engine_raw = sum(k == "raw" for k in out["kind"]), _engine_raw(synthesized, out)
-    docs_with_pairs = {d for d, p in zip(synthesized.get("doc_id", []), synthesized.get("pairs", []), strict=True) if p}
-    stats = {
-        "rows": {
-            "in": n,
-            "converted": len(convert),
-            "raw": len(raw),
-            "rejected": len(rejects),
-            "converted_with_pairs": len(docs_with_pairs),
-        },
-        "rejects": dict(Counter(r["reason"].split(":")[0] for r in rejects)),
-        "chunks": len(synthesized.get("text", [])),
-        "status": dict(status),
-        "pairs": sum(len(p) for p in synthesized.get("pairs", [])),
-        "invalid_pairs": sum(synthesized.get("invalid_pairs", [])),
-        "fallback_pairs": sum(out["fallback_pairs"]),
-        "tasks": dict(Counter(pair["task"] for pairs in out["pairs"] for pair in pairs)),
-        # chunks rendered into no text (never expected: the chains of a shard are whole); counted, not hidden
-        "unrendered_chunks": _unrendered(synthesized, out),
-        "prompt_tokens": sum(synthesized.get("prompt_tokens", [])),
-        "completion_tokens": sum(synthesized.get("completion_tokens", [])),
-        "texts": dict(Counter(out["kind"])),
-        # why a published text is raw: its row was not selected for conversion (--fraction), it got no pairs
-        # that parse, or the engine failed on it (kept raw only with --on-engine-error raw)
-        "raw_texts": {"not_selected": len(raw), "no_pairs": n_raw - len(raw) - engine_raw, "engine_error": engine_raw},
-        "layouts": dict(Counter(lay for lay, k in zip(out["layout"], out["kind"], strict=True) if k == "augmented")),
-        "seconds": dict(seconds),
-    }
+    data = ShardData(n, convert, raw, rejects, synthesized, filtered, out, shared.raw_because)
+    stats: dict = {}
+    for stage in load(config.stages):
+        if stage.summarize is not None:
+            stats.update(stage.summarize(data))
+    merge(stats, shared.stats)  # what the acting stages counted
+    stats["seconds"] = dict(seconds)
     first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
-    return table, rejects, stats, first_error
+    return table, rejects, stats, first_error, shared.records
+
+
+def _screen(stage: Stage, ctx: ShardContext, texts: list, convert: list[int], raw: list[int], rejects: list[dict], start: int):
+    """`stage.on_rows` on the usable rows: those it gives a reason for move from converted or raw to rejects."""
+    usable = sorted(convert + raw)
+    reasons = dict(zip(usable, stage.on_rows([texts[i] for i in usable], ctx), strict=True))
+    out = [{"row": start + i, "reason": r, "value": ascii(texts[i])[:200]} for i, r in reasons.items() if r]
+    if not out:
+        return convert, raw, rejects
+    rejects = sorted(rejects + out, key=lambda r: r["row"])
+    return [i for i in convert if not reasons[i]], [i for i in raw if not reasons[i]], rejects
 
 
 @contextlib.contextmanager
@@ -207,22 +242,6 @@ def _timed(seconds: Counter, stage: str):
         yield
     finally:
         seconds[stage] += time.perf_counter() - t
-
-
-def _engine_raw(synthesized: dict[str, list], out: dict[str, list]) -> int:
-    """Published raw texts whose chunk the engine failed on."""
-    if not synthesized:
-        return 0
-    keys = row_keys(synthesized, synthesized["text"])
-    failed = {key for key, s in zip(keys, synthesized["synth_status"], strict=True) if s.startswith("engine_error")}
-    return sum(kind == "raw" and src[-1] in failed for kind, src in zip(out["kind"], out["source"], strict=True))
-
-
-def _unrendered(synthesized: dict[str, list], out: dict[str, list]) -> int:
-    if not synthesized:
-        return 0
-    rendered = {key for keys in out["source"] for key in keys}
-    return sum(key not in rendered for key in row_keys(synthesized, synthesized["text"]))
 
 
 def _value(values: list, i: int) -> str | None:
@@ -267,10 +286,16 @@ class ShardWork:
         self.stopping = threading.Event()  # set by an executor whose run stopped: shards under way write nothing
 
     def __getstate__(self):
-        return {**self.__dict__, "on_batch": None, "stopping": None}
+        return {**self.__dict__, "on_batch": None, "stopping": None, "_stages": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state, stopping=threading.Event())
+
+    def stages(self) -> list[ActiveStage]:
+        """The acting stages, prepared once in this process (an index loaded, ...)."""
+        if getattr(self, "_stages", None) is None:
+            self._stages = active_stages(self.config, self.work_path)
+        return self._stages
 
     def stop(self) -> None:
         """Make the shards under way in this process stop within a second, writing nothing."""
@@ -290,13 +315,19 @@ class ShardWork:
         synth = self.synthesizer()
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
         on_batch = functools.partial(self.on_batch, shard=task.k) if self.on_batch is not None else None
-        table, rejects, stats, first_error = process_shard(
-            task, config, lambda batches: synth.stream(batches, rank, self.stopping), encoder, on_batch, self.stopping
+        table, rejects, stats, first_error, records = process_shard(
+            task,
+            config,
+            lambda batches: synth.stream(batches, rank, self.stopping),
+            encoder,
+            on_batch,
+            self.stopping,
+            self.stages(),
         )
         if self.stopping.is_set():
             raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
         check_engine_errors(task.k, stats, first_error, config)
         t = time.perf_counter()
-        WorkDir(self.work_path, self.lock_token).write(task.k, table, rejects, stats, task.input_hash)
+        WorkDir(self.work_path, self.lock_token).write(task.k, table, rejects, stats, task.input_hash, records)
         stats["seconds"]["write"] = time.perf_counter() - t
         return ShardResult(task.k, stats, live=self.on_batch is not None)

@@ -91,11 +91,14 @@ class WorkDir:
 
     def drop(self, k: int) -> None:
         """Forget shard `k` (its input rows are gone), done marker first."""
-        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".input.jsonl"):
+        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".records.jsonl", ".input.jsonl"):
             self.shard(k, suffix).unlink(missing_ok=True)
 
-    def write(self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str) -> None:
-        """Write shard `k`, then mark it done."""
+    def write(
+        self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str, records: list[dict] = ()
+    ) -> None:
+        """Write shard `k` (and the records its stages kept for inspection, when there are any), then mark it
+        done."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
@@ -106,6 +109,10 @@ class WorkDir:
             raise
         os.replace(tmp, self.shard(k, ".parquet"))
         _atomic_write(self.shard(k, ".rejects.jsonl"), "".join(json.dumps(r) + "\n" for r in redact(rejects)))
+        if records:
+            _atomic_write(self.shard(k, ".records.jsonl"), "".join(_line(r) for r in records))
+        else:
+            self.shard(k, ".records.jsonl").unlink(missing_ok=True)
         marker = {"input_hash": input_hash, "stats": stats}
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
@@ -116,6 +123,15 @@ class WorkDir:
 
     def rejects(self, n: int) -> str:
         return "".join(self.shard(k, ".rejects.jsonl").read_text() for k in range(n))
+
+    def records(self, n: int) -> str:
+        """The shards' records (pairs the filters dropped, benchmark matches), in shard order."""
+        paths = (self.shard(k, ".records.jsonl") for k in range(n))
+        return "".join(p.read_text(encoding="utf-8") for p in paths if p.exists())
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def rows_hash(rows: dict[str, list]) -> str:

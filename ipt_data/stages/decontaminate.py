@@ -1,0 +1,194 @@
+"""`decontaminate`: n-gram matches against benchmarks (`--decontaminate`), at three points of a shard:
+
+- the input texts (`on_rows`): a text holding a benchmark n-gram is dropped (`--decontaminate-texts drop`:
+  rejected with the reason `contaminated: <benchmark>`) or only counted (`flag`);
+- the generated pairs (`on_synthesized`): a pair whose instruction or response holds one is dropped
+  (`--decontaminate-pairs drop_pair`), or takes every pair of its text with it, the text published raw
+  (`raw`), or is only counted (`flag`);
+- the rendered texts (`on_rendered`): a template can join a question and its answer into an n-gram that
+  neither held alone; such a text is published as its chunks' raw texts (`--decontaminate-rendered raw`) or
+  only counted (`flag`).
+
+Texts are normalized (case, punctuation, whitespace: `ipt_data.quality.ngrams`) and compared by n-grams of
+`--decontaminate-ngram` words (13). The index (`ipt_data.quality.benchmarks`) is built once per run in the work
+folder and memory-mapped by every worker; its content's digest joins the fingerprint. Counts per benchmark,
+point and action go into the report (`decontamination`), `stats.json` and the card; every match, with its
+n-gram, into the work folder's `quality.jsonl`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ipt_data.chains import rewrite_pairs
+from ipt_data.options import SHARDS, option
+from ipt_data.schema import row_keys
+from ipt_data.stages.base import ShardContext, Stage, Stat
+from ipt_data.templify import raw_row
+
+INDEX_FOLDER = "decontamination"
+
+
+@dataclass
+class DecontaminateOptions:
+    decontaminate: Any = option(
+        None,
+        scope=SHARDS,
+        added=True,
+        help="benchmarks to decontaminate against, comma-separated; each a local file or folder, an fsspec URL or a "
+        "Hub dataset, with ?name=..&config=..&split=..&question=..&answer=.. (column names; default: found by "
+        "name); in a recipe, a list",
+    )
+    decontaminate_ngram: int = option(13, scope=SHARDS, added=True, help="words per n-gram compared")
+    decontaminate_texts: str = option(
+        "drop",
+        scope=SHARDS,
+        added=True,
+        choices=("drop", "flag"),
+        help="an input text that matches: drop (rejected, with its benchmark as the reason) or flag (counted only)",
+    )
+    decontaminate_pairs: str = option(
+        "drop_pair",
+        scope=SHARDS,
+        added=True,
+        choices=("drop_pair", "raw", "flag"),
+        help="a generated pair that matches: drop_pair, raw (every pair of its text dropped: the text published "
+        "raw) or flag (counted only)",
+    )
+    decontaminate_rendered: str = option(
+        "raw",
+        scope=SHARDS,
+        added=True,
+        choices=("raw", "flag"),
+        help="a rendered text that matches (a template joined a question and its answer): raw (its texts "
+        "published raw) or flag (counted only)",
+    )
+
+
+def index_folder(work_path: str) -> Path:
+    return Path(work_path) / INDEX_FOLDER / "index"
+
+
+def canonical(value: Any) -> list[str] | None:
+    """The benchmarks asked for, one spec string each (None when none): what the fingerprint takes."""
+    if not value:
+        return None
+    from ipt_data.quality.benchmarks import parse_specs
+
+    return [spec.to_string() for spec in parse_specs(value)]
+
+
+def _setup(options: DecontaminateOptions, work_path: str) -> dict[str, Any]:
+    """Once per run, in the driver: the index built into the work folder; its digest joins the fingerprint."""
+    from ipt_data.quality.benchmarks import BenchmarkIndex, parse_specs
+
+    index = BenchmarkIndex.build(
+        parse_specs(options.decontaminate), index_folder(work_path), n=options.decontaminate_ngram
+    )
+    return {"benchmarks": index.digest}
+
+
+def _prepare(options: DecontaminateOptions, work_path: str | None):
+    from ipt_data.quality.benchmarks import BenchmarkIndex
+
+    return BenchmarkIndex.load(index_folder(work_path))
+
+
+def _count(ctx: ShardContext, hit, point: str, action: str, **where: Any) -> None:
+    ctx.count(f"decontamination.{hit.benchmark}.{point}.{action}")
+    ctx.record(stage="decontaminate", point=point, action=action, benchmark=hit.benchmark, ngram=hit.ngram, **where)
+
+
+def screen_texts(texts: list[str], ctx: ShardContext) -> list[str | None]:
+    """`on_rows`: the reason to reject each input text (`contaminated: <benchmark>`), or None."""
+    action = ctx.options.decontaminate_texts
+    reasons: list[str | None] = []
+    for k, hits in enumerate(ctx.state.find(texts)):
+        for hit in hits:
+            _count(ctx, hit, "texts", action, text=k)
+        reasons.append(f"contaminated: {hits[0].benchmark}" if hits and action == "drop" else None)
+    return reasons
+
+
+def screen_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
+    """`on_synthesized`: pairs holding a benchmark n-gram, handled as `--decontaminate-pairs` says."""
+    action = ctx.options.decontaminate_pairs
+    where = [(i, j) for i, pairs in enumerate(batch["pairs"]) for j in range(len(pairs or []))]
+    if not where:
+        return batch
+    found = ctx.state.find([_pair_text(batch["pairs"][i][j]) for i, j in where])
+    keys = row_keys(batch, batch["text"])
+    dropped: dict[int, set[int]] = {}
+    for (i, j), hits in zip(where, found, strict=True):
+        for hit in hits:
+            _count(ctx, hit, "pairs", action, source=keys[i], **batch["pairs"][i][j])
+        if hits:
+            dropped.setdefault(i, set()).add(j)
+    if action == "flag" or not dropped:
+        return batch
+    new_pairs = {
+        keys[i]: [] if action == "raw" else [p for j, p in enumerate(batch["pairs"][i]) if j not in js]
+        for i, js in dropped.items()
+    }
+    batch, emptied = rewrite_pairs(batch, new_pairs)
+    ctx.raw_because.update(dict.fromkeys(emptied, "contaminated"))
+    return batch
+
+
+def screen_rendered(rendered: dict[str, list], ctx: ShardContext) -> dict[str, list]:
+    """`on_rendered`: augmented texts holding a benchmark n-gram, published as their chunks' raw texts
+    (`--decontaminate-rendered raw`) or counted (`flag`)."""
+    action = ctx.options.decontaminate_rendered
+    augmented = [i for i, kind in enumerate(rendered["kind"]) if kind == "augmented"]
+    found = dict(zip(augmented, ctx.state.find([rendered["text"][i] for i in augmented]), strict=True))
+    hit_rows = {i for i, hits in found.items() if hits}
+    for i in sorted(hit_rows):
+        for hit in found[i]:
+            _count(ctx, hit, "rendered", action, source=rendered["source"][i])
+    if action == "flag" or not hit_rows:
+        return rendered
+    synthesized = ctx.synthesized
+    text_of = dict(zip(row_keys(synthesized, synthesized["text"]), synthesized["text"], strict=True))
+    out: dict[str, list] = {c: [] for c in rendered}
+    for i in range(len(rendered["text"])):
+        if i not in hit_rows:
+            for c in rendered:
+                out[c].append(rendered[c][i])
+            continue
+        for key in rendered["source"][i]:
+            ctx.raw_because[key] = "contaminated"
+            for c, value in raw_row(text_of[key], key).items():
+                out[c].append(value)
+    return out
+
+
+def _pair_text(pair: dict) -> str:
+    return f"{pair['instruction']}\n{pair['response']}"
+
+
+STAGE = Stage(
+    name="decontaminate",
+    doc=__doc__,
+    reads=("<text column>", "pairs", "text"),
+    writes=("pairs", "continued", "chain_prefix", "text", "kind"),
+    options=DecontaminateOptions,
+    stats=(
+        Stat(
+            "decontamination",
+            "benchmark matches: {}",
+            card="benchmark matches: {}",
+            card_order=2,
+            published=True,
+            progress="contaminated",
+        ),
+    ),
+    canonical=lambda options: {"decontaminate": canonical(options.decontaminate)},
+    enabled=lambda options: bool(options.decontaminate),
+    setup=_setup,
+    prepare=_prepare,
+    on_rows=screen_texts,
+    on_synthesized=screen_pairs,
+    on_rendered=screen_rendered,
+)
