@@ -65,6 +65,23 @@ def _declared_counts(synthesis: dict[str, Any], stages) -> dict[str, Any]:
     return dict(line for _, stat in stats for line in stat.lines(synthesis, card=True))
 
 
+def _decontamination(inputs: dict[str, Any], matches: dict[str, Any]) -> str:
+    """Which benchmarks the run was decontaminated against, and what it found and did, per benchmark."""
+    names = ", ".join(f"`{b['name']}`" for b in inputs["against"])
+    lines = [
+        f"Decontaminated against: {names}, by n-grams of {inputs['ngram']} words (case, punctuation and white space "
+        "ignored), in the input texts, the generated pairs and the rendered texts.",
+        "",
+    ]
+    rows = {}
+    for b in inputs["against"]:
+        found = matches.get(b["name"], {})
+        done = "; ".join(f"{point}: {n:,} {action}" for point, acts in sorted(found.items()) for action, n in sorted(acts.items()))
+        too_short = f", {b['too_short']:,} items too short to compare" if b.get("too_short") else ""
+        rows[f"`{b['name']}` ({b['items']:,} items, {b['ngrams']:,} n-grams{too_short})"] = done or "no match"
+    return "\n".join(lines) + _table(rows, ("benchmark", "matches: where, how many, action"))
+
+
 def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in counts.items()]
@@ -174,6 +191,9 @@ def dataset_card(
         ),
         "",
     ]
+    against = report.get("inputs", {}).get("decontaminate")
+    if against:
+        parts += ["## Decontamination", "", _decontamination(against, synthesis.get("decontamination", {})), ""]
     if layout_share:
         parts += ["## Template layouts", "", _table(layout_share, ("layout", "share of augmented texts")), ""]
     if figures:

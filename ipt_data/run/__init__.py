@@ -30,7 +30,7 @@ from ipt_data.run.logs import run_log
 from ipt_data.run.preflight import preflight, probe_engine
 from ipt_data.run.progress import Progress
 from ipt_data.run.report import dumps, merged
-from ipt_data.run.shard import ShardWork, setup_stages
+from ipt_data.run.shard import ShardWork, active_stats, setup_stages
 from ipt_data.run.workdir import WorkDir, rows_hash
 
 __all__ = ["augment", "open_run", "register_executor"]
@@ -93,7 +93,7 @@ def augment(config, *, progress: bool = True, executor: Executor | None = None) 
 
 def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Executor, started: float) -> dict:
     setup_s = time.perf_counter() - started  # model check, input opened, tokenizer loaded
-    bar = Progress(input_size(source, config.limit), progress)
+    bar = Progress(input_size(source, config.limit), progress, active_stats(config))
     stats: dict[int, dict] = {}
     counts = {"total": 0, "reused": 0, "redone": 0, "added": 0, "dropped": 0}
     hashes: dict[int, str] = {}  # shard -> hash of its input rows

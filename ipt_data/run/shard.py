@@ -59,6 +59,11 @@ def active_stages(config, work_path: str | None = None) -> list[ActiveStage]:
     return out
 
 
+def active_stats(config) -> tuple:
+    """The statistics of the stages that act on this run."""
+    return tuple(stat for stage in load(config.stages) if stage.enabled(stage.option_values(config)) for stat in stage.stats)
+
+
 def setup_stages(config, work_path: str) -> dict:
     """Once per run, in the driver, before any shard: each acting stage's `setup` (e.g. a benchmark index built
     into the work folder), by stage name: what the shards depend on besides the options."""

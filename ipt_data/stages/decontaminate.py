@@ -77,7 +77,15 @@ def canonical(value: Any) -> list[str] | None:
         return None
     from ipt_data.quality.benchmarks import parse_specs
 
-    return [spec.to_string() for spec in parse_specs(value)]
+    return [spec_string(spec.to_dict()) for spec in parse_specs(value)]
+
+
+def spec_string(spec: dict) -> str:
+    """A benchmark spec as the CLI takes it: `SOURCE?key=value&...` (its keys that are set, in a fixed order)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in spec.items() if k != "source" and v is not None}, safe="/:")
+    return spec["source"] + (f"?{query}" if query else "")
 
 
 def _setup(options: DecontaminateOptions, work_path: str) -> dict[str, Any]:
@@ -87,7 +95,9 @@ def _setup(options: DecontaminateOptions, work_path: str) -> dict[str, Any]:
     index = BenchmarkIndex.build(
         parse_specs(options.decontaminate), index_folder(work_path), n=options.decontaminate_ngram
     )
-    return {"benchmarks": index.digest}
+    summary = index.summary()
+    against = [{k: b[k] for k in ("name", "items", "ngrams", "too_short") if k in b} for b in summary["benchmarks"]]
+    return {"digest": index.digest, "ngram": index.n, "against": against}
 
 
 def _prepare(options: DecontaminateOptions, work_path: str | None):
@@ -178,8 +188,8 @@ STAGE = Stage(
         Stat(
             "decontamination",
             "benchmark matches: {}",
-            card="benchmark matches: {}",
-            card_order=2,
+            card=None,  # the card's own section says it, benchmark by benchmark
+
             published=True,
             progress="contaminated",
         ),
