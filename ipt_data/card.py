@@ -76,7 +76,9 @@ def _decontamination(inputs: dict[str, Any], matches: dict[str, Any]) -> str:
     rows = {}
     for b in inputs["against"]:
         found = matches.get(b["name"], {})
-        done = "; ".join(f"{point}: {n:,} {action}" for point, acts in sorted(found.items()) for action, n in sorted(acts.items()))
+        done = "; ".join(
+            f"{point}: {n:,} {action}" for point, acts in sorted(found.items()) for action, n in sorted(acts.items())
+        )
         too_short = f", {b['too_short']:,} items too short to compare" if b.get("too_short") else ""
         rows[f"`{b['name']}` ({b['items']:,} items, {b['ngrams']:,} n-grams{too_short})"] = done or "no match"
     return "\n".join(lines) + _table(rows, ("benchmark", "matches: where, how many, action"))

@@ -20,7 +20,9 @@ WORDS = (
     "morning winter snow mountain path shepherd flock meadow spring blossom orchard apple cider barrel cellar"
 ).split()
 # a benchmark's question, and the same question pasted with other case, punctuation and white space
-BENCH_Q = "Which planet in the solar system has the longest day measured in Earth hours and why does it rotate so slowly"
+BENCH_Q = (
+    "Which planet in the solar system has the longest day measured in Earth hours and why does it rotate so slowly"
+)
 BENCH_A = "Venus rotates slowly because of tidal effects from the Sun and its thick atmosphere"
 PASTED = "which PLANET, in the Solar System -- has the longest  day;\nmeasured in earth hours? And why does it rotate"
 
@@ -49,7 +51,10 @@ class Planted:
             words = text.split()
             grounded = {"instruction": "What does the document say first?", "response": " ".join(words[:6])}
             off = {"instruction": "Who won the chess final?", "response": "Magnus Carlsen defeated Ian Nepomniachtchi"}
-            loop = {"instruction": "Describe it in detail please.", "response": " ".join([(words + ["x", "x"])[-3]] * 12)}
+            loop = {
+                "instruction": "Describe it in detail please.",
+                "response": " ".join([(words + ["x", "x"])[-3]] * 12),
+            }
             leak = {"instruction": PASTED.upper(), "response": "Venus, because it rotates slowly."}
             pairs = [off, loop] if "ALLBAD" in text else [grounded]
             if "UNGROUNDED" in text:
@@ -87,8 +92,10 @@ def corpus(tmp_path: Path) -> Path:
 def bench_file(tmp_path: Path) -> Path:
     path = tmp_path / "quiz.jsonl"
     items = [{"question": BENCH_Q, "answer": BENCH_A}]
-    items += [{"question": f"An unrelated question number {k} about {' '.join(WORDS[k:k + 12])}", "answer": "x"}
-              for k in range(5)]
+    items += [
+        {"question": f"An unrelated question number {k} about {' '.join(WORDS[k : k + 12])}", "answer": "x"}
+        for k in range(5)
+    ]
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
     return path
 
@@ -160,7 +167,13 @@ def test_filters_drop_planted_pairs_keep_chains_whole_and_count_alike(tmp_path, 
     assert sum(len(r["pairs"]) for r in rows) == report["pairs"] - sum(report["filtered"].values())
     # each dropped pair is in quality.jsonl with its reason and its text
     dropped = [r for r in records(tmp_path, "f") if r["stage"] == "pair_filter"]
-    assert sorted(r["reason"] for r in dropped) == ["repetitive", "repetitive", "ungrounded", "ungrounded", "ungrounded"]
+    assert sorted(r["reason"] for r in dropped) == [
+        "repetitive",
+        "repetitive",
+        "ungrounded",
+        "ungrounded",
+        "ungrounded",
+    ]
     assert report["accounted"] is True
     accounted(tmp_path, "f")
 

@@ -145,6 +145,12 @@ def test_every_option_declares_scope_and_help():
     assert Careful(new_knob=2).fingerprint() != Careful().fingerprint()
 
 
+def parse_filters(value):
+    from ipt_data.quality.pair_filters import parse_filters
+
+    return parse_filters(value)
+
+
 def _other_value(f: dataclasses.Field, hint):
     """A valid value unlike the default, and how it is typed on the command line."""
     choices = f.metadata.get("choices")
@@ -164,6 +170,10 @@ def _other_value(f: dataclasses.Field, hint):
         "max_engine_errors": (0.5, "0.5"),
         "engine_retry_wait": (0.5, "0.5"),
         "engine_retries": (5, "5"),
+        "filters": (parse_filters("grounding"), "grounding"),
+        "decontaminate": (["quiz.jsonl?name=quiz&split=test"], "quiz.jsonl"),
+        "stages": (("route", "chunk", "synthesize", "templify", "count"), "route,chunk,synthesize,templify,count"),
+        "stage_options": ({"mine": {"k": 1}}, '{"mine": {"k": 1}}'),
     }
     if f.name in special:
         return special[f.name]
@@ -237,8 +247,8 @@ def test_the_readme_extension_examples_work(tmp_path, monkeypatch, capsys):
     import ipt_data.run.executors as executors
     import ipt_data.sinks as sinks
 
-    monkeypatch.setattr(executors, "_EXECUTORS", dict(executors._EXECUTORS))  # the example registers globally
-    monkeypatch.setattr(sinks, "_SINKS", list(sinks._SINKS))
+    for registry in (executors.EXECUTORS, sinks.SINKS):  # the example registers globally
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = re.search(r"Each extension touches one place:\n\n```python\n(.*?)```", readme, re.S).group(1)
     exec(code, {})

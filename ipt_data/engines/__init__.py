@@ -15,6 +15,7 @@ from typing import Any
 
 from ipt_data.engines.base import Completion, Engine, MissingExtraError, StreamingEngine, generate_isolated
 from ipt_data.errors import ConfigError
+from ipt_data.registry import Registry
 
 __all__ = [
     "Completion",
@@ -81,21 +82,23 @@ def _build_vllm(model: str, device: str, **options: Any) -> Engine:
     return VLLMEngine(model, device=device, **options)
 
 
-_BUILDERS: dict[str, Callable[..., Engine]] = {"hf": _build_hf, "vllm": _build_vllm, "openai": _build_openai}
+ENGINES: Registry[Callable[..., Engine]] = Registry(
+    "engine", {"hf": _build_hf, "vllm": _build_vllm, "openai": _build_openai}
+)
 
 
 def register_engine(name: str, builder: Callable[..., Engine]) -> None:
     """Make `engine=name` build `builder(model, device, **options)` (custom engines, test doubles)."""
-    _BUILDERS[name] = builder
+    ENGINES.register(name, builder)
 
 
 def unregister_engine(name: str) -> None:
     """Forget the engine `name` (a registered custom engine or test double)."""
-    _BUILDERS.pop(name, None)
+    ENGINES.unregister(name)
 
 
 def available_engines() -> list[str]:
-    return sorted(_BUILDERS)
+    return ENGINES.names()
 
 
 def vllm_available() -> bool:
@@ -116,13 +119,12 @@ def load_engine(model: str, engine: str = "auto", rank: int | None = None, **opt
     device = resolve_device(rank, options.pop("device", None))
     _fork_safe_threads(device)
     name = _pick(engine, device)
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown engine {engine!r}; choose one of {['auto', *available_engines()]}")
+    build = ENGINES.get(name, also=("auto",))
     key = (name, model, device, tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _CACHE_LOCK:
         if key not in _CACHE:
             try:
-                _CACHE[key] = _BUILDERS[name](model, device, **options)
+                _CACHE[key] = build(model, device, **options)
             except TypeError as exc:
                 if "unexpected keyword argument" not in str(exc):
                     raise

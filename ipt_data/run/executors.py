@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Protocol
 
-from ipt_data.errors import ConfigError
+from ipt_data.registry import Registry
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.shard import ShardResult, ShardWork
 
@@ -122,22 +122,25 @@ def _ray(config):
     return RayExecutor(address=config.ray_address, workers=config.workers, gpus_per_worker=config.gpus_per_worker)
 
 
-_EXECUTORS: dict[str, Callable] = {
-    "local": lambda config: LocalExecutor() if config.gpus <= 1 else ProcessExecutor(config.gpus),
-    "ray": _ray,
-}
+EXECUTORS: Registry[Callable] = Registry(
+    "executor",
+    {"local": lambda config: LocalExecutor() if config.gpus <= 1 else ProcessExecutor(config.gpus), "ray": _ray},
+)
 
 
 def register_executor(name: str, build: Callable) -> None:
     """Make `executor=name` (`--executor name`) run shards on `build(config)`."""
-    _EXECUTORS[name] = build
+    EXECUTORS.register(name, build)
+
+
+def unregister_executor(name: str) -> None:
+    """Forget the executor `name`."""
+    EXECUTORS.unregister(name)
 
 
 def available_executors() -> list[str]:
-    return sorted(_EXECUTORS)
+    return EXECUTORS.names()
 
 
 def get_executor(config) -> Executor:
-    if config.executor not in _EXECUTORS:
-        raise ConfigError(f"unknown executor {config.executor!r}; choose one of {available_executors()}")
-    return _EXECUTORS[config.executor](config)
+    return EXECUTORS.get(config.executor)(config)

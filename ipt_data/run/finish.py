@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 
 from ipt_data.card import dataset_card
 from ipt_data.corpus_stats import COLUMNS, CorpusStats
-from ipt_data.stages import PIPELINE
 from ipt_data.plots import figures
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
 from ipt_data.run.workdir import WorkDir
 from ipt_data.schema import KEPT_TYPE, SHARD_SCHEMA
 from ipt_data.sources import as_dataset
+from ipt_data.stages import PIPELINE
 
 log = logging.getLogger(__name__)
 

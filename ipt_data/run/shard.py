@@ -61,7 +61,9 @@ def active_stages(config, work_path: str | None = None) -> list[ActiveStage]:
 
 def active_stats(config) -> tuple:
     """The statistics of the stages that act on this run."""
-    return tuple(stat for stage in load(config.stages) if stage.enabled(stage.option_values(config)) for stat in stage.stats)
+    return tuple(
+        stat for stage in load(config.stages) if stage.enabled(stage.option_values(config)) for stat in stage.stats
+    )
 
 
 def setup_stages(config, work_path: str) -> dict:
@@ -229,7 +231,9 @@ def process_shard(
     return table, rejects, stats, first_error, shared.records
 
 
-def _screen(stage: Stage, ctx: ShardContext, texts: list, convert: list[int], raw: list[int], rejects: list[dict], start: int):
+def _screen(
+    stage: Stage, ctx: ShardContext, texts: list, convert: list[int], raw: list[int], rejects: list[dict], start: int
+):
     """`stage.on_rows` on the usable rows: those it gives a reason for move from converted or raw to rejects."""
     usable = sorted(convert + raw)
     reasons = dict(zip(usable, stage.on_rows([texts[i] for i in usable], ctx), strict=True))

@@ -11,10 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ipt_data.registry import Registry
 from ipt_data.sinks.base import Sink, with_retries
 from ipt_data.sinks.hub import hub_repo_id
 
-__all__ = ["Sink", "hub_repo_id", "publish", "register_sink", "sink_for", "with_retries"]
+__all__ = [
+    "Sink",
+    "available_sinks",
+    "hub_repo_id",
+    "publish",
+    "register_sink",
+    "sink_for",
+    "unregister_sink",
+    "with_retries",
+]
 
 
 def _hub(destination: str, token: str | None = None, **_: Any) -> Sink:
@@ -29,23 +39,31 @@ def _folder(destination: str, storage_options: dict | None = None, **_: Any) -> 
     return FolderSink(destination, storage_options)
 
 
-_SINKS: list[tuple[str, Callable[[str], bool], Callable[..., Sink]]] = [
-    ("hub", lambda d: d.startswith("hf://"), _hub),
-    ("folder", lambda d: True, _folder),
-]
+SINKS: Registry[tuple[Callable[[str], bool], Callable[..., Sink]]] = Registry(
+    "sink", {"hub": (lambda d: d.startswith("hf://"), _hub), "folder": (lambda d: True, _folder)}
+)
 
 
 def register_sink(name: str, matches: Callable[[str], bool], build: Callable[..., Sink]) -> None:
     """Make destinations for which `matches(destination)` is true go to `build(destination, **options)`
-    (tried before the built-in sinks)."""
-    _SINKS.insert(0, (name, matches, build))
+    (tried before the sinks registered earlier and the built-in ones)."""
+    SINKS.register(name, (matches, build))
+
+
+def unregister_sink(name: str) -> None:
+    """Forget the sink `name`."""
+    SINKS.unregister(name)
+
+
+def available_sinks() -> list[str]:
+    return SINKS.names()
 
 
 def sink_for(destination: str, *, hub: bool = False, **options: Any) -> Sink:
     """The sink that takes `destination` (`hub=True`: a bare repo id names a Hub dataset)."""
     if hub:
         return _hub(destination, **options)
-    for _, matches, build in _SINKS:
+    for _, (matches, build) in SINKS:
         if matches(destination):
             return build(destination, **options)
     raise AssertionError("the folder sink takes every destination")

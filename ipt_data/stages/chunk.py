@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ipt_data.chunk import chunk_batch
 from ipt_data.schema import TEXT_IDS
-from ipt_data.stages.base import ShardData, Stage, Stat
+from ipt_data.stages.base import Stage, Stat
 
 __all__ = ["STAGE", "chunk_batch"]
 

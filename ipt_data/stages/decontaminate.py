@@ -189,7 +189,6 @@ STAGE = Stage(
             "decontamination",
             "benchmark matches: {}",
             card=None,  # the card's own section says it, benchmark by benchmark
-
             published=True,
             progress="contaminated",
         ),

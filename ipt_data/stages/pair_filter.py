@@ -74,7 +74,11 @@ STAGE = Stage(
     reads=("text", "pairs", "doc_id", "chunk", "continued", "chain_prefix"),
     writes=("pairs", "continued", "chain_prefix"),
     options=PairFilterOptions,
-    stats=(Stat("filtered", "pairs dropped: {}", card="pairs dropped: {}", card_order=1, published=True, progress="dropped"),),
+    stats=(
+        Stat(
+            "filtered", "pairs dropped: {}", card="pairs dropped: {}", card_order=1, published=True, progress="dropped"
+        ),
+    ),
     canonical=lambda options: {"filters": canonical(options.filters)},
     enabled=lambda options: bool(options.filters),
     prepare=_prepare,
