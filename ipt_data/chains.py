@@ -13,7 +13,8 @@ prefix. `relink(ds)` fixes the chains of what is left:
 `filter_synthesized(ds, function, ...)` is `ds.filter(function, ...)` followed by `relink`.
 
 Dropping PAIRS (not rows) within a batch is `rewrite_pairs`: the rows' pairs and the copies of them that later
-rows carry in `chain_prefix` change together, so a demo never shows a pair its own text lost.
+rows carry in `chain_prefix` change together, so a demo never shows a pair its own text lost; a text left with
+no pair is published alone, raw.
 """
 
 from __future__ import annotations
@@ -92,30 +93,36 @@ def filter_synthesized(
 def rewrite_pairs(batch: dict[str, list], new_pairs: dict[str, list]) -> tuple[dict[str, list], set[str]]:
     """`batch` (`synthesize_batch`'s columns, whole chains) with the pairs of the rows keyed (`row_keys`) in
     `new_pairs` replaced, in the rows and in the `chain_prefix` copies that later rows of their chain carry.
-    A run of inheriting rows left with no pair at all is split into its rows, each then rendered alone (its
-    text, raw); a run that keeps a pair stays whole. Returns the new batch (the input is not changed) and the
-    keys of the rows that had pairs and have none left."""
+    A row that had pairs and has none left leaves its run and is rendered alone: its text, raw. The rest of a
+    run stays whole (when its last row left, the latest row left becomes its last); a run left with no pair at
+    all is split into its rows. Returns the new batch (the input is not changed) and the keys of the rows that
+    had pairs and have none left."""
     keys = row_keys(batch, batch["text"])
+    alone = {k for k, old in zip(keys, batch["pairs"], strict=True) if old and k in new_pairs and not new_pairs[k]}
     where = {k: i for i, k in enumerate(keys)}
     pairs = [new_pairs.get(k, p) for k, p in zip(keys, batch["pairs"], strict=True)]
     n = len(keys)
     continued = list(batch.get("continued") or [False] * n)
     prefixes = list(batch.get("chain_prefix") or [""] * n)
     for i in range(n):
-        if continued[i] or not prefixes[i]:
+        if continued[i]:
             continue  # a run is rendered from its last row, which carries the others
-        earlier = json.loads(prefixes[i])
-        changed = False
+        earlier = json.loads(prefixes[i]) if prefixes[i] else []
+        run = [*earlier, {"key": keys[i]}]
+        if not any(e.get("key") in new_pairs or e.get("key") in alone for e in run):
+            continue
         for e in earlier:
-            if e.get("key") in new_pairs:
-                e["pairs"], changed = new_pairs[e["key"]], True
-        if not pairs[i] and not any(e["pairs"] for e in earlier):
-            for j in [where[e["key"]] for e in earlier if e.get("key") in where] + [i]:
-                continued[j], prefixes[j] = False, ""
-        elif changed:
-            prefixes[i] = json.dumps(earlier, ensure_ascii=False)
-    emptied = {k for k, old in zip(keys, batch["pairs"], strict=True) if old and k in new_pairs and not new_pairs[k]}
-    return {**batch, "pairs": pairs, "continued": continued, "chain_prefix": prefixes}, emptied
+            e["pairs"] = new_pairs.get(e["key"], e["pairs"])
+        kept = [e for e in run if e["key"] not in alone]
+        if not any(pairs[where[e["key"]]] for e in kept):
+            kept = []  # no pair left: each row alone, raw
+        for e in run:
+            j = where[e["key"]]
+            continued[j], prefixes[j] = bool(kept) and e in kept[:-1], ""
+        if kept:
+            last = where[kept[-1]["key"]]
+            prefixes[last] = json.dumps(kept[:-1], ensure_ascii=False) if len(kept) > 1 else ""
+    return {**batch, "pairs": pairs, "continued": continued, "chain_prefix": prefixes}, alone
 
 
 def _runs(orphans: list[int], chain_of: dict[int, tuple[str, int]]) -> list[list[int]]:

@@ -67,3 +67,50 @@ def test_relink_changes_nothing_when_nothing_was_dropped(synthesized):
     assert relink(synthesized) is synthesized
     plain = Dataset.from_dict({"text": ["a", "b"], "pairs": [[], []]})
     assert relink(plain) is plain
+
+
+def _chain_of_three():
+    import json
+
+    pairs = [[{"instruction": f"Q{k}?", "response": f"A{k}."}] for k in range(3)]
+    texts = ["alpha text here.", "beta text here.", "gamma text here."]
+    prefix = [{"text": texts[k], "pairs": pairs[k], "key": f"{k}:0"} for k in range(2)]
+    return {
+        "text": texts,
+        "doc_id": [0, 1, 2],
+        "chunk": [0, 0, 0],
+        "chain": ["c", "c", "c"],
+        "shot": [0, 1, 2],
+        "continued": [True, True, False],
+        "chain_prefix": ["", "", json.dumps(prefix)],
+        "pairs": pairs,
+    }
+
+
+@pytest.mark.parametrize(
+    "emptied, texts",
+    [
+        ([], [["0:0", "1:0", "2:0"]]),
+        (["1:0"], [["1:0"], ["0:0", "2:0"]]),  # the middle row leaves; the others stay one text
+        (["2:0"], [["0:0", "1:0"], ["2:0"]]),  # the last row leaves: the middle one is the run's last now
+        (["0:0", "1:0", "2:0"], [["0:0"], ["1:0"], ["2:0"]]),
+    ],
+)
+def test_rewrite_pairs_keeps_runs_whole_and_sends_emptied_rows_alone(emptied, texts):
+    from ipt_data.chains import rewrite_pairs
+
+    batch = _chain_of_three()
+    new = {k: [] for k in emptied}
+    if "0:0" not in emptied:
+        new["0:0"] = [{"instruction": "Q0 again?", "response": "A0 again."}]
+    out, alone = rewrite_pairs(batch, new)
+    assert alone == set(emptied) and batch == _chain_of_three()  # the input is not changed
+    rendered = templify_batch(out, seed=0)
+    assert sorted(rendered["source"]) == sorted(texts)  # every row rendered once, in the texts expected
+    columns = (rendered["source"], rendered["kind"], rendered["pairs"], rendered["text"])
+    for source, kind, pairs, text in zip(*columns, strict=True):
+        assert kind == ("raw" if all(k in emptied for k in source) else "augmented")
+        assert "A0." not in text.replace("A0 again.", "")  # the replaced pair shows nowhere, not even as a demo
+        assert all(p["response"] in ("A0 again.", "A1.", "A2.") for p in pairs)
+        if kind == "raw":
+            assert text == batch["text"][int(source[0][0])]

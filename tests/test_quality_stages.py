@@ -195,3 +195,88 @@ def test_a_filter_change_is_a_new_fingerprint(tmp_path, planted, capsys):
     assert augment(tmp_path, "g", "--filters", "grounding")[0] == 0
     assert augment(tmp_path, "g", "--filters", "grounding,length")[0] == 2
     assert "other parameters" in capsys.readouterr().err
+
+
+def test_decontamination_finds_pasted_benchmark_questions_in_texts_and_pairs(tmp_path, planted, capsys):
+    bench = bench_file(tmp_path)
+    code, table = augment(tmp_path, "d", "--decontaminate", f"{bench}?name=quiz", capsys=capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "d" / "run_report.json").read_text())
+    stats = json.loads((tmp_path / "d" / "stats.json").read_text())
+    card = (tmp_path / "d" / "README.md").read_text()
+    # row 5 holds the question pasted with other case, punctuation and white space: rejected, with the reason
+    assert {r["row"]: r["reason"] for r in rejects(tmp_path, "d")} == {5: "contaminated: quiz", 6: "empty_text"}
+    # row 4's synthesizer asked the benchmark's question: that pair dropped, the text's other pair kept
+    expected = {"quiz": {"texts": {"drop": 1}, "pairs": {"drop_pair": 1}}}
+    assert report["decontamination"] == expected == stats["synthesis"]["decontamination"]
+    assert report["rejects"]["contaminated"] == 1 and report["rows"]["rejected"] == 2
+    assert "benchmark matches: quiz / pairs / drop_pair" in table and "benchmark matches: quiz / texts / drop" in table
+    assert "Decontaminated against: `quiz`" in card and "pairs: 1 drop_pair; texts: 1 drop" in card
+    assert report["inputs"]["decontaminate"]["against"][0]["name"] == "quiz"
+    rows = published(tmp_path / "d")
+    assert not any("longest day" in " ".join(r["text"].lower().split()) for r in rows)
+    row4 = [r for r in rows if any(key.startswith("4:") for key in r["source"])]
+    assert row4 and all(r["kind"] == "augmented" for r in row4)
+    # every match is in quality.jsonl, with the n-gram it matched on
+    hits = [r for r in records(tmp_path, "d") if r["stage"] == "decontaminate"]
+    assert sorted((h["point"], h["action"]) for h in hits) == [("pairs", "drop_pair"), ("texts", "drop")]
+    assert all(len(h["ngram"].split()) == 13 and h["ngram"] in " ".join(BENCH_Q.lower().split()) for h in hits)
+    assert report["accounted"] is True
+    accounted(tmp_path, "d")
+
+
+def test_decontamination_actions_flag_and_raw(tmp_path, planted, capsys):
+    bench = bench_file(tmp_path)
+    extra = ("--decontaminate", str(bench), "--decontaminate-texts", "flag", "--decontaminate-pairs", "raw")
+    assert augment(tmp_path, "r", *extra)[0] == 0
+    report = json.loads((tmp_path / "r" / "run_report.json").read_text())
+    # row 5, flagged, is published; so its rendered text holds the question too: its chain is published raw
+    expected = {"quiz": {"texts": {"flag": 1}, "pairs": {"raw": 1}, "rendered": {"raw": 1}}}
+    assert report["decontamination"] == expected
+    assert report["rows"]["rejected"] == 1  # only the empty row: a flagged text is published
+    rows = published(tmp_path / "r")
+    (row4,) = [r for r in rows if any(key.startswith("4:") for key in r["source"])]
+    assert row4["kind"] == "raw" and row4["text"] == prose(4) + " LEAKPAIR"
+    (row5,) = [r for r in rows if PASTED in r["text"]]
+    assert row5["kind"] == "raw" and row5["source"] == ["5:0"]
+    assert report["raw_texts"]["contaminated"] == sum(r["kind"] == "raw" for r in rows) >= 2
+    accounted(tmp_path, "r")
+
+
+def test_a_changed_benchmark_is_a_new_fingerprint(tmp_path, planted, capsys):
+    bench = bench_file(tmp_path)
+    assert augment(tmp_path, "c", "--decontaminate", str(bench))[0] == 0
+    assert augment(tmp_path, "c", "--decontaminate", str(bench))[0] == 0  # the same: reused
+    bench.write_text(bench.read_text() + json.dumps({"question": " ".join(WORDS[:14]), "answer": "y"}) + "\n")
+    assert augment(tmp_path, "c", "--decontaminate", str(bench))[0] == 2
+    assert "other parameters" in capsys.readouterr().err
+
+
+def test_rendered_texts_that_match_are_published_as_their_raw_texts(tmp_path):
+    """A template can join a question and its answer into an n-gram neither held: the rendered text matches,
+    and `--decontaminate-rendered raw` publishes the chain's texts raw, each on its own."""
+    from ipt_data.quality.benchmarks import BenchmarkIndex, parse_specs
+    from ipt_data.stages.base import ShardContext
+    from ipt_data.stages.decontaminate import DecontaminateOptions, screen_rendered
+
+    bench = bench_file(tmp_path)
+    index = BenchmarkIndex.build(parse_specs(str(bench)), tmp_path / "index")
+    synthesized = {"text": ["first chunk text", "second chunk text"], "doc_id": [7, 9], "chunk": [0, 0]}
+    rendered = {
+        "text": ["clean text with its questions", f"chunk text. Question: {BENCH_Q}?\nAnswer: Venus."],
+        "kind": ["augmented", "augmented"],
+        "source": [["7:0"], ["7:0", "9:0"]],
+        "n_pairs": [1, 2],
+        "layout": ["l", "l"],
+        "inverted": [False, False],
+        "pairs": [[], []],
+        "fallback_pairs": [0, 0],
+    }
+    ctx = ShardContext(0, 0, DecontaminateOptions(decontaminate="x"), index, synthesized=synthesized)
+    out = screen_rendered(rendered, ctx)
+    assert out["text"] == ["clean text with its questions", "first chunk text", "second chunk text"]
+    assert out["kind"] == ["augmented", "raw", "raw"] and out["source"] == [["7:0"], ["7:0"], ["9:0"]]
+    assert ctx.raw_because == {"7:0": "contaminated", "9:0": "contaminated"}
+    assert ctx.stats == {"decontamination": {"quiz": {"rendered": {"raw": 1}}}}
+    ctx = ShardContext(0, 0, DecontaminateOptions(decontaminate="x", decontaminate_rendered="flag"), index)
+    assert screen_rendered(rendered, ctx) == rendered
