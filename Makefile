@@ -84,8 +84,8 @@ stats: install
 
 # Retrain the tiny synthesizer fixture committed in ipt_data/assets/ with our own training command (CPU, minutes).
 fixture: install
-	rm -rf .fixture && HF_HUB_OFFLINE=1 $(BIN)/python -m ipt_data.fixture_build base .fixture/base
-	$(BIN)/python -m ipt_data.fixture_build data .fixture/train.jsonl --n 20000
+	rm -rf .fixture && HF_HUB_OFFLINE=1 $(BIN)/python -m ipt_data.testing.fixture_build base .fixture/base
+	$(BIN)/python -m ipt_data.testing.fixture_build data .fixture/train.jsonl --n 20000
 	HF_HUB_OFFLINE=1 $(BIN)/ipt-data train-synthesizer --recipe recipes/train-fixture-cpu.yaml \
 		--base .fixture/base --data .fixture/train.jsonl
 

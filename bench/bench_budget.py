@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from ipt_data import build_prompt
-from ipt_data.budget import get_encoder, prompt_budget
 from ipt_data.config import SAMPLE_CORPUS
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.method.tokenizer import get_encoder, prompt_budget
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 
 def documents(n: int, seed: int) -> list[str]:
@@ -111,7 +111,7 @@ def main() -> None:
 
 
 def _parts(text, demos):
-    from ipt_data.wire import prompt_parts
+    from ipt_data.method.wire import prompt_parts
 
     return prompt_parts(text, demos)
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
-from ipt_data.fixtures import TINY_SYNTHESIZER
 from ipt_data.run import augment
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 
 def main() -> None:

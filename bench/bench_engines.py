@@ -53,7 +53,7 @@ def main() -> None:
     except ImportError:
         print("bench_engines: vLLM is not installed (make install-vllm); skipped")
         return
-    from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+    from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
     model = args.model or TINY_SYNTHESIZER
     tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
@@ -121,7 +121,7 @@ def runner(args, model, corpus: Path, tmp: Path, engine: str, options: dict):
 
 
 def probe_of(model: str) -> list[int]:
-    from ipt_data.budget import get_encoder
+    from ipt_data.method.tokenizer import get_encoder
 
     return get_encoder(model).context_ids(["Ping."])[0]
 

@@ -205,10 +205,10 @@ def main() -> None:
         args.batch_size, args.shard_size = 32, 64
     out_path = Path(args.out or f"bench/results/gpu-{'smoke' if smoke else device.replace(' ', '_')}.json")
 
-    from ipt_data.budget import get_encoder
-    from ipt_data.chunk import chunk_batch
     from ipt_data.engines import clear_cache, load_engine
-    from ipt_data.synthesize import Synthesizer
+    from ipt_data.method.tokenizer import get_encoder
+    from ipt_data.stages.chunk import chunk_batch
+    from ipt_data.stages.synthesize import Synthesizer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     model = tmp / "mistral-7b-shape"

@@ -24,10 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ipt_data.budget import get_encoder, prompt_budget
-from ipt_data.chunk import chunk_batch
 from ipt_data.config import SAMPLE_CORPUS
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.method.tokenizer import get_encoder, prompt_budget
+from ipt_data.stages.chunk import chunk_batch
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 
 def peak_mb() -> float:
@@ -64,8 +64,10 @@ def bench_augment(text: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "huge.jsonl"
         corpus.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
-        code = f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
+        code = (
+            f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import bench_huge_text as b; b.augment_child({str(corpus)!r}, {str(Path(tmp) / 'out')!r})"
+        )
         child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(child.stdout.strip().splitlines()[-1])
 

@@ -35,14 +35,14 @@ from simulated_gpu import Instant  # noqa: E402
 
 from ipt_data.config import AugmentConfig  # noqa: E402
 from ipt_data.engines import register_engine  # noqa: E402
-from ipt_data.fixtures import TINY_SYNTHESIZER  # noqa: E402
 from ipt_data.run import augment  # noqa: E402
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER  # noqa: E402
 
 finish = importlib.import_module("ipt_data.run.finish")  # the module (`ipt_data.run.finish` is also a function)
 
 register_engine("instant", lambda model, device, **o: Instant(model, device, **o))
 TODAY = finish.mix_shards
-FLATTENED = importlib.import_module("ipt_data.mixing")._flattened
+FLATTENED = importlib.import_module("ipt_data.corpus.mixing")._flattened
 
 
 def through_the_cache(config, work, n_shards, encoder, folder):
@@ -50,8 +50,8 @@ def through_the_cache(config, work, n_shards, encoder, folder):
     datasets cache, never removed; the shuffled corpus written beside it)."""
     import datasets
 
-    from ipt_data import mixing
-    from ipt_data.mixing import mix
+    from ipt_data.corpus import mixing
+    from ipt_data.corpus.mixing import mix
 
     shards = datasets.Dataset.from_parquet(work.shard_files(n_shards))
     mixing._flattened = lambda ds: ds.flatten_indices()  # and `datasets`' own flatten_indices (restored by rerun)
@@ -101,7 +101,7 @@ def rerun(config: AugmentConfig, mix_shards, tmp: Path) -> dict:
         report = augment(config, progress=False)
     finally:
         finish.mix_shards = TODAY
-        importlib.import_module("ipt_data.mixing")._flattened = FLATTENED
+        importlib.import_module("ipt_data.corpus.mixing")._flattened = FLATTENED
         running[0] = False
         sampler.join()
     return {

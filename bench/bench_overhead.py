@@ -49,9 +49,9 @@ from prose_corpus import documents, write_jsonl  # noqa: E402
 from side_by_side import augment_runner, interleaved, recorded_prompts  # noqa: E402
 from simulated_gpu import Instant, SimulatedGPU  # noqa: E402
 
-from ipt_data import budget  # noqa: E402
 from ipt_data.engines import load_engine, register_engine  # noqa: E402
-from ipt_data.fixtures import TINY_SYNTHESIZER  # noqa: E402
+from ipt_data.method import tokenizer as budget  # noqa: E402
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER  # noqa: E402
 
 STAGES = ("chunk", "synthesize", "templify", "count", "write")
 register_engine("instant", lambda model, device, **o: Instant(model, device, **o))
@@ -232,8 +232,11 @@ def main() -> None:
         report_gpu(gpu)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
-        json.dumps({"machine": platform.platform(), "python": sys.version, "args": vars(args), "cpu": cpu, "gpu": gpu},
-                   indent=1, default=str)  # fmt: skip
+        json.dumps(
+            {"machine": platform.platform(), "python": sys.version, "args": vars(args), "cpu": cpu, "gpu": gpu},
+            indent=1,
+            default=str,
+        )  # fmt: skip
     )
     print(f"\nwritten: {args.out}")
 

@@ -28,8 +28,8 @@ def write_corpus(folder: Path, n: int) -> None:
     import pyarrow.parquet as pq
 
     from ipt_data import templify_batch
-    from ipt_data.fixtures import synthetic_example
-    from ipt_data.mixing import MIX_FEATURES
+    from ipt_data.corpus.mixing import MIX_FEATURES
+    from ipt_data.testing.fixtures import synthetic_example
 
     rng = random.Random(0)
     pool = [synthetic_example(rng) for _ in range(2_000)]

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from ipt_data import build_prompt, parse_pairs, synthesize_batch
-from ipt_data.budget import load_tokenizer
 from ipt_data.engines import clear_cache
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.method.tokenizer import load_tokenizer
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 
 def naive_loop(texts: list[str], model_path: str) -> tuple[list[list[dict]], float]:

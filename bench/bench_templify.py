@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ipt_data import templify_batch
-from ipt_data.fixtures import synthetic_example
+from ipt_data.testing.fixtures import synthetic_example
 
 
 def rows_for(n_chains: int, rounds: int, seed: int = 0) -> dict[str, list]:

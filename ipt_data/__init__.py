@@ -11,21 +11,21 @@ import logging
 
 __version__ = "0.3.0"
 
-from ipt_data import fixtures  # noqa: E402
-from ipt_data.budget import PromptEncoder, prompt_budget  # noqa: E402
-from ipt_data.chains import filter_synthesized, relink  # noqa: E402
-from ipt_data.chunk import chunk_batch  # noqa: E402
 from ipt_data.config import AugmentConfig  # noqa: E402
-from ipt_data.corpus_stats import stats  # noqa: E402
+from ipt_data.corpus.mixing import mix, split_for_conversion  # noqa: E402
+from ipt_data.corpus.stats import stats  # noqa: E402
 from ipt_data.errors import IptDataError  # noqa: E402
-from ipt_data.mixing import mix, split_for_conversion  # noqa: E402
+from ipt_data.method.chains import filter_synthesized, relink  # noqa: E402
+from ipt_data.method.tokenizer import PromptEncoder, prompt_budget  # noqa: E402
+from ipt_data.method.wire import build_prompt, parse_pairs, render_pairs  # noqa: E402
 from ipt_data.options import SynthesisOptions  # noqa: E402
 from ipt_data.run import augment  # noqa: E402
 from ipt_data.schema import synthesis_features, templify_features  # noqa: E402
 from ipt_data.sinks import publish  # noqa: E402
-from ipt_data.synthesize import Synthesizer, synthesize_batch  # noqa: E402
-from ipt_data.templify import templify_batch  # noqa: E402
-from ipt_data.wire import build_prompt, parse_pairs, render_pairs  # noqa: E402
+from ipt_data.stages.chunk import chunk_batch  # noqa: E402
+from ipt_data.stages.synthesize import Synthesizer, synthesize_batch  # noqa: E402
+from ipt_data.stages.templify import templify_batch  # noqa: E402
+from ipt_data.testing import fixtures  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

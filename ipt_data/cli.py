@@ -137,8 +137,8 @@ def entry() -> None:
 def _stats(args) -> int:
     from pathlib import Path
 
-    from ipt_data.corpus_stats import stats, summary
-    from ipt_data.plots import figures
+    from ipt_data.corpus.plots import figures
+    from ipt_data.corpus.stats import stats, summary
 
     try:
         numbers = stats(args.path, progress=not args.no_progress)

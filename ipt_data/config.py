@@ -28,12 +28,12 @@ from ipt_data.options import (
     scoped,
     unset,
 )
+from ipt_data.schema import PUBLISHED_COLUMNS
 from ipt_data.stages import PipelineOptions, built_in_options
 from ipt_data.stages import load as load_stages
 
 SAMPLE_CORPUS = str(Path(__file__).parent / "assets" / "sample_corpus.jsonl")
-RECIPE_PATHS = ("dataset", "model", "tokenizer", "general")  # resolved against the recipe's folder
-MIX_COLUMNS = ("text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs")  # published rows
+RECIPE_PATHS = ("dataset", "model", "tokenizer", "general", "decontaminate")  # resolved against the recipe's folder
 
 
 @dataclass
@@ -136,7 +136,7 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
             self.dataset = os.path.realpath(self.dataset)  # one file, one fingerprint, however it is named
         self.general_columns = tuple(self.general_columns)
         self.keep_columns = tuple(self.keep_columns)
-        clash = sorted(set(self.keep_columns) & set(MIX_COLUMNS))
+        clash = sorted(set(self.keep_columns) & set(PUBLISHED_COLUMNS))
         if clash:
             raise ConfigError(f"keep_columns cannot hold {clash}: published rows have such columns already")
         if len(self.general_columns) != 2:
@@ -199,6 +199,6 @@ def _added(config, name: str) -> bool:
 def code_versions() -> dict[str, str]:
     """The code the shards are made with: the package version and a hash of the template data."""
     from ipt_data import __version__
-    from ipt_data.templify import TEMPLATES
+    from ipt_data.stages.templify import TEMPLATES
 
     return {"ipt_data": __version__, "templates": hashlib.sha256(Path(TEMPLATES).read_bytes()).hexdigest()[:16]}

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from ipt_data.errors import ConfigError, InputNotFoundError
-from ipt_data.fixtures import REAL_SYNTHESIZER
+from ipt_data.testing.fixtures import REAL_SYNTHESIZER
 
 SHARDS, OUTPUT, RUN = "shards", "output", "run"
 SCOPES = (SHARDS, OUTPUT, RUN)
@@ -87,9 +87,7 @@ def fingerprint(obj, *scopes: str, extra: dict[str, Any] | None = None) -> str:
     """A 16-hex-digit hash of the fields of `scopes` (+ `extra`, + the fingerprint version); `added` options are
     left out while unset (see `option`)."""
     added = {f.name for f in dataclasses.fields(obj) if f.metadata.get("added")}
-    values = {
-        name: getattr(obj, name) for name in scoped(obj, *scopes) if not (name in added and unset(obj, name))
-    }
+    values = {name: getattr(obj, name) for name in scoped(obj, *scopes) if not (name in added and unset(obj, name))}
     values.update(extra or {}, fingerprint_version=FINGERPRINT_VERSION)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -120,11 +118,8 @@ class Recipe:
                 raise ConfigError(f"recipe {path} must be a mapping of option: value")
             values = {k.replace("-", "_"): v for k, v in loaded.items()}
             for key in cls.recipe_paths:  # a recipe's relative paths are relative to the recipe file
-                value = values.get(key)
-                if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-                    candidate = Path(path).parent / value
-                    if candidate.exists():
-                        values[key] = str(candidate.resolve())
+                if key in values:
+                    values[key] = _relative_to(values[key], Path(path).parent)
             unknown = sorted(set(values) - set(cls.names()))
             if unknown:
                 raise ConfigError(f"{path}: unknown options {unknown}; known: {cls.names()}")
@@ -133,6 +128,25 @@ class Recipe:
             return cls(**values)
         except TypeError as exc:
             raise ConfigError(str(exc)) from exc
+
+
+def _relative_to(value: Any, folder: Path) -> Any:
+    """`value` with its relative paths that exist in `folder` made absolute: a path, a list of paths or of
+    mappings with a `source`, or comma-separated `path?query` items (benchmark specs)."""
+    if isinstance(value, list):
+        return [
+            {**v, "source": _relative_to(v["source"], folder)} if isinstance(v, dict) and "source" in v else
+            _relative_to(v, folder)
+            for v in value
+        ]  # fmt: skip
+    if not isinstance(value, str):
+        return value
+    if "," in value:
+        return ",".join(_relative_to(part.strip(), folder) for part in value.split(","))
+    where, mark, query = value.partition("?")
+    if "://" in where or os.path.isabs(where) or not (folder / where).exists():
+        return value
+    return str((folder / where).resolve()) + mark + query
 
 
 @dataclass

@@ -3,6 +3,7 @@
 - `synthesis_features(input_features)`: `synthesize_batch`'s output columns and types.
 - `TEMPLIFY_COLUMNS` / `SHARD_SCHEMA`: one pre-training text per row, as `templify_batch` writes it and as
   a run's shard files hold it (plus `n_tokens`).
+- `PUBLISHED_COLUMNS` / `published_features()`: the published corpus's rows.
 - `text_problem(value)`: why a value cannot be synthesized (`empty_text`, `invalid_text: int`, ...), or None.
 """
 
@@ -36,6 +37,10 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 
+# the published rows' columns, in their order (plus any `--keep-columns`): what the mix writes, the statistics
+# read and a kept column may not be named
+PUBLISHED_COLUMNS = ("text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs")
+PUBLISHED_SCHEMA = pa.schema([SHARD_SCHEMA.field(c) for c in PUBLISHED_COLUMNS])
 KEPT_TYPE = pa.list_(pa.string())  # a `--keep-columns` column: one value per source row, as text
 
 
@@ -69,6 +74,13 @@ def templify_features():
     from datasets import Features
 
     return Features.from_arrow_schema(pa.schema([f for f in SHARD_SCHEMA if f.name in TEMPLIFY_COLUMNS]))
+
+
+def published_features():
+    """The `datasets.Features` of a published corpus's rows (`PUBLISHED_COLUMNS`)."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(PUBLISHED_SCHEMA)
 
 
 def row_keys(batch: dict[str, list], texts: list) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from ipt_data import synthesis_features, synthesize_batch, templify_batch, templify_features
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from ipt_data.fixtures import TINY_SYNTHESIZER  # noqa: E402
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 REAL_TOKENIZER = DATA / "mistral-7b-v0.1-tokenizer"  # Mistral-7B-v0.1's, as transformers 4.44 wrote it
@@ -46,7 +46,7 @@ def model_path() -> str:
 
 @pytest.fixture(scope="session")
 def encoder(model_path):
-    from ipt_data.budget import PromptEncoder
+    from ipt_data.method.tokenizer import PromptEncoder
 
     return PromptEncoder(model_path)
 

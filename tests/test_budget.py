@@ -8,9 +8,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ipt_data import build_prompt, chunk_batch, prompt_budget
-from ipt_data.budget import PromptEncoder
-from ipt_data.chunk import chunk_text
-from ipt_data.fixtures import synthetic_texts
+from ipt_data.method.tokenizer import PromptEncoder
+from ipt_data.stages.chunk import chunk_text
+from ipt_data.testing.fixtures import synthetic_texts
 
 DEMOS = [("Anna is a baker.", [{"instruction": "Who is Anna?", "response": "A baker."}])]
 

@@ -8,7 +8,7 @@ from datasets import Dataset
 from test_synthesize import Scripted
 
 from ipt_data import Synthesizer, templify_batch
-from ipt_data.chains import filter_synthesized, relink
+from ipt_data.method.chains import filter_synthesized, relink
 from ipt_data.schema import templify_features
 
 
@@ -97,7 +97,7 @@ def _chain_of_three():
     ],
 )
 def test_rewrite_pairs_keeps_runs_whole_and_sends_emptied_rows_alone(emptied, texts):
-    from ipt_data.chains import rewrite_pairs
+    from ipt_data.method.chains import rewrite_pairs
 
     batch = _chain_of_three()
     new = {k: [] for k in emptied}

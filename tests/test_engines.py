@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from ipt_data.budget import PromptEncoder
 from ipt_data.engines import Completion, Engine, load_engine, resolve_device
 from ipt_data.engines.hf import HFEngine
-from ipt_data.fixtures import synthetic_texts
-from ipt_data.wire import parse_pairs
+from ipt_data.method.tokenizer import PromptEncoder
+from ipt_data.method.wire import parse_pairs
+from ipt_data.testing.fixtures import synthetic_texts
 
 GPU = torch.cuda.is_available()
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import GOLDENS, REAL_TOKENIZER
 
 from ipt_data import Synthesizer, build_prompt, parse_pairs, render_pairs
-from ipt_data.budget import PromptEncoder
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.method.tokenizer import PromptEncoder
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 SPECIAL_STRINGS = ("<s>", "</s>", "<unk>")
 
@@ -60,7 +60,7 @@ def test_prompt_ids_equal_the_goldens(real, encoder, source):
 
 
 def _parts(case):
-    from ipt_data.wire import prompt_parts
+    from ipt_data.method.wire import prompt_parts
 
     return prompt_parts(case["text"], demos(case))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from datasets import load_dataset
 
 from ipt_data.cli import main
-from ipt_data.mixing import general_text
+from ipt_data.corpus.mixing import general_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = [0, 1, 2, 3, 4, 6, 8, 11]  # the usable rows of `general_lines`

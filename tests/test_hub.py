@@ -16,7 +16,7 @@ from hub_server import LocalHub, Repo
 from test_stats import check_card
 
 from ipt_data.config import SAMPLE_CORPUS
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_local_test_token_not_real"
@@ -194,7 +194,7 @@ def test_train_synthesizer_pushes_the_model_folder_to_the_hub(hub, tmp_path):
         import os, sys
         sys.path.insert(0, "tests")
         from ipt_data.cli import main
-        from ipt_data.fixture_build import write_tiny_base, write_training_data
+        from ipt_data.testing.fixture_build import write_tiny_base, write_training_data
         from test_train import QUICK
         os.chdir({str(tmp_path)!r})
         write_tiny_base("base")

@@ -9,8 +9,8 @@ from datasets import Dataset
 
 from ipt_data.cli import main
 from ipt_data.config import AugmentConfig
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
-from ipt_data.sources import load_source
+from ipt_data.corpus.sources import load_source
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import pytest
 from datasets import Dataset, IterableDataset
 
 from ipt_data import mix, split_for_conversion
-from ipt_data.fixtures import synthetic_example, synthetic_texts
-from ipt_data.mixing import general_text, token_counter
+from ipt_data.corpus.mixing import general_text, token_counter
+from ipt_data.testing.fixtures import synthetic_example, synthetic_texts
 
 
 def corpora(n_aug=400, n_raw=300, n_general=3000, seed=0):
@@ -108,7 +108,7 @@ def test_split_for_conversion_exact_and_streaming():
 def test_rows_already_in_the_mixed_form_are_taken_as_they_are(monkeypatch):
     """A run's shards already hold every mixed column: `mix` takes them without rewriting them, and gives what
     normalizing them row by row gives (a pair without its rendering makes that path run, and is dropped)."""
-    from ipt_data.mixing import MIX_FEATURES
+    from ipt_data.corpus.mixing import MIX_FEATURES
 
     rows = {
         "text": ["a b c", "d e"],
@@ -121,7 +121,7 @@ def test_rows_already_in_the_mixed_form_are_taken_as_they_are(monkeypatch):
         "pairs": [[{"instruction": "q", "response": "a", "task": "free_form", "copied": False}], []],
     }
     ready = Dataset.from_dict(rows, features=MIX_FEATURES)
-    import ipt_data.mixing as mixing
+    import ipt_data.corpus.mixing as mixing
 
     rows_normalized = []
     real = mixing._normalizer

@@ -9,8 +9,8 @@ import sys
 
 from datasets import Dataset
 
-from ipt_data.fixtures import TINY_SYNTHESIZER
-from ipt_data.mixing import MIX_FEATURES, _flattened
+from ipt_data.corpus.mixing import MIX_FEATURES, _flattened
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 
 def files_under(path) -> list[str]:

@@ -9,7 +9,7 @@ from conftest import GOLDENS, HANG, assert_received_the_goldens
 from ipt_data import Synthesizer
 from ipt_data.engines import openai
 from ipt_data.engines.openai import OpenAIEngine
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 
 def engine(script, **kw):

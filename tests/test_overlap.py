@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from ipt_data.errors import RunLockedError, RunStoppedError
-from ipt_data.fixtures import TINY_SYNTHESIZER
 from ipt_data.run import lock as lock_module
 from ipt_data.run.lock import FolderLock
 from ipt_data.run.workdir import WorkDir
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 TEXTS = [json.loads(line)["text"] for line in open(Path(__file__).parents[1] / "ipt_data/assets/sample_corpus.jsonl")]
 

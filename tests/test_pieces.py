@@ -1,4 +1,4 @@
-"""The exact piecewise path (`ipt_data.pieces`) against the tokenizer file's own pipeline.
+"""The exact piecewise path (`ipt_data.method.pieces`) against the tokenizer file's own pipeline.
 
 Differential: the goldens (264 prompts, 89 decodes), and 100,000 generated strings full of what could make
 the two disagree: runs of spaces, leading and trailing spaces, tabs, CRLF, NBSP and other Unicode spaces, `▁`
@@ -13,9 +13,9 @@ import pytest
 from conftest import GOLDENS, REAL_TOKENIZER
 from tokenizers import Tokenizer
 
-from ipt_data import wire
-from ipt_data.budget import PromptEncoder
-from ipt_data.pieces import PieceEncoder, _keys, piecewise_problem
+from ipt_data.method import wire
+from ipt_data.method.pieces import PieceEncoder, _keys, piecewise_problem
+from ipt_data.method.tokenizer import PromptEncoder
 
 SPACES = [" ", "  ", "   ", "\t", "\r\n", "\n", "\n\n", "\u00a0", "\u2002", "\u2009", "\u200b", "\u202f", "\u3000",
           "\u1680"]  # fmt: skip
@@ -177,7 +177,7 @@ def test_a_file_that_does_not_qualify_keeps_its_own_pipeline(tmp_path, file_pipe
 
 
 def test_the_environment_switch_turns_the_path_off(monkeypatch):
-    from ipt_data.budget import get_encoder
+    from ipt_data.method.tokenizer import get_encoder
 
     monkeypatch.setenv("IPT_DATA_FAST_TOKENIZER", "0")
     assert get_encoder(str(REAL_TOKENIZER)).pieces is None
@@ -186,7 +186,7 @@ def test_the_environment_switch_turns_the_path_off(monkeypatch):
 
 
 def test_the_memo_starts_over_when_full_and_stays_exact(monkeypatch, file_pipeline):
-    import ipt_data.pieces as pieces
+    import ipt_data.method.pieces as pieces
 
     monkeypatch.setattr(pieces, "MAX_ENTRIES", 50)
     enc = PieceEncoder.for_tokenizer(Tokenizer.from_file(str(REAL_TOKENIZER / "tokenizer.json")))[0]
@@ -223,11 +223,11 @@ class Echo:
 def test_augment_publishes_the_same_bytes_on_either_path(tmp_path, monkeypatch):
     """The whole run, chunking and 2- and 3-shot prompts and token counts included, on the piecewise path and on
     the file's own pipeline: every prompt id and every published file the same."""
-    from ipt_data import budget
     from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
     from ipt_data.engines import clear_cache, register_engine, unregister_engine
-    from ipt_data.fixtures import TINY_SYNTHESIZER
+    from ipt_data.method import tokenizer as budget
     from ipt_data.run import augment
+    from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
     texts = [json.loads(line)["text"] for line in open(SAMPLE_CORPUS, encoding="utf-8")]
     texts += [s for s in generated(400, seed=9) if s.strip()][:60]

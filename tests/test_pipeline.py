@@ -11,8 +11,8 @@ from datasets import Dataset, load_dataset
 
 from ipt_data.cli import main
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
 from ipt_data.run import augment
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

@@ -7,8 +7,8 @@ import pytest
 from datasets import Dataset, load_dataset
 from fsspec.implementations.local import LocalFileSystem
 
-from ipt_data.card import dataset_card, reproduce_command
 from ipt_data.cli import main
+from ipt_data.corpus.card import dataset_card, reproduce_command
 from ipt_data.errors import OutputUnwritableError
 from ipt_data.sinks import hub_repo_id, publish
 

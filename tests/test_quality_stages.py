@@ -9,11 +9,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ipt_data import wire
-from ipt_data.budget import PromptEncoder
 from ipt_data.cli import main
 from ipt_data.engines import Completion, clear_cache, register_engine, unregister_engine
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.method import wire
+from ipt_data.method.tokenizer import PromptEncoder
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 WORDS = (
     "river valley farmers harvest grain autumn market village bridge stone mill water wheel baker bread "

@@ -25,9 +25,9 @@ os.environ.update(
 import ray  # noqa: E402
 
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig  # noqa: E402
-from ipt_data.fixtures import TINY_SYNTHESIZER  # noqa: E402
 from ipt_data.run import augment  # noqa: E402
 from ipt_data.run.ray_executor import augment_on_ray  # noqa: E402
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 

@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipt_data import Synthesizer, build_prompt, chunk_batch, templify_batch
-from ipt_data.budget import get_encoder
 from ipt_data.cli import main
 from ipt_data.config import AugmentConfig
 from ipt_data.engines import clear_cache, load_engine, register_engine, unregister_engine
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.method.tokenizer import get_encoder
 from ipt_data.run import augment
 from ipt_data.sinks import folder as FOLDER_SINK
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 BIG = "zebra quartz lantern meadow " * 75_000  # a 2.1 MB single line
 GOOD = {

@@ -14,7 +14,7 @@ from datasets import load_dataset
 from ipt_data.cli import main
 from ipt_data.config import SAMPLE_CORPUS
 from ipt_data.engines import clear_cache, load_engine, register_engine, unregister_engine
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 PROBE = 1  # each run first sends the engine one one-token prompt (pre-flight)
 TEXTS = [json.loads(line)["text"] for line in open(SAMPLE_CORPUS, encoding="utf-8")]
@@ -156,15 +156,15 @@ def test_preflight_failures_come_before_any_synthesis(tmp_path, calls, capsys):
 def test_shards_made_with_other_parameters_or_templates_are_refused_with_the_reason(
     tmp_path, calls, capsys, monkeypatch
 ):
-    import ipt_data.templify
+    import ipt_data.stages.templify
 
     corpus = write(tmp_path / "corpus.jsonl", TEXTS[:4])
     assert run(corpus, tmp_path / "out") == 0
     assert run(corpus, tmp_path / "out", "--seed", "7") == 2
     assert "seed: 0 -> 7" in capsys.readouterr().err
     edited = tmp_path / "patterns.yaml"
-    edited.write_text(ipt_data.templify.TEMPLATES.read_text() + "\n# an edit\n")
-    monkeypatch.setattr(ipt_data.templify, "TEMPLATES", edited)
+    edited.write_text(ipt_data.stages.templify.TEMPLATES.read_text() + "\n# an edit\n")
+    monkeypatch.setattr(ipt_data.stages.templify, "TEMPLATES", edited)
     prompts = calls["prompts"]
     assert run(corpus, tmp_path / "out") == 2
     assert "templates: " in capsys.readouterr().err and calls["prompts"] == prompts  # refused before any synthesis

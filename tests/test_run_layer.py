@@ -14,9 +14,9 @@ from ipt_data import errors
 from ipt_data.cli import build_parser, main
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig
 from ipt_data.engines import clear_cache, load_engine, register_engine, unregister_engine
-from ipt_data.fixtures import TINY_SYNTHESIZER
 from ipt_data.options import OUTPUT, RUN, SHARDS, option, scoped
 from ipt_data.redact import REDACTED, collect_secrets, redact, scrub
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 SECRETS = {
     "option": "opt-secret-4a1f9c2e7b",  # engine_options.api_key
@@ -264,3 +264,35 @@ def test_the_readme_extension_examples_work(tmp_path, monkeypatch, capsys):
     assert 0 < seconds["setup"] + seconds["shards_wall"] <= seconds["total"]
     printed = capsys.readouterr().out
     assert "shard 1 from row 4" in printed and "publishing" in printed and (out / "README.md").exists()
+
+
+def test_the_readme_stage_example_works_as_written(tmp_path, monkeypatch, capsys):
+    """The README's "a stage of your own" module and its use, as written: the stage named in the list rejects
+    the short texts, with its reason and its count in the report, stats.json and the card."""
+    import json
+    import re
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    after = readme.split("in `my_stages/short_texts.py`:", 1)[1]
+    module, use = re.findall(r"```python\n(.*?)```", after, re.S)[:2]
+    (tmp_path / "my_stages").mkdir()
+    (tmp_path / "my_stages" / "short_texts.py").write_text(module)
+    (tmp_path / "recipes").symlink_to(root / "recipes")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        exec(use, {})
+    finally:
+        sys.modules.pop("my_stages.short_texts", None)
+        sys.modules.pop("my_stages", None)
+    assert capsys.readouterr().out.strip().endswith("1 {'too_short': 1}")
+    out = tmp_path / "out" / "short"
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["short_texts"] == 1 and report["rows"]["rejected"] == 1 and report["accounted"]
+    assert json.loads((out / "stats.json").read_text())["synthesis"]["short_texts"] == 1
+    assert "| texts too short | 1 |" in (out / "README.md").read_text()
+    assert '"reason": "too_short"' in (tmp_path / "out" / "short.work" / "rejects.jsonl").read_text()

@@ -15,13 +15,13 @@ from datasets import Dataset
 from markdown_it import MarkdownIt
 from test_templify_tasks import varied_chains
 
-import ipt_data.corpus_stats as stats_module
+import ipt_data.corpus.stats as stats_module
 from ipt_data import mix, stats, templify_batch, templify_features
 from ipt_data.cli import main
 from ipt_data.config import SAMPLE_CORPUS
-from ipt_data.corpus_stats import LENGTH_BINS, bin_label, opening, task_families
-from ipt_data.fixtures import TINY_SYNTHESIZER
-from ipt_data.plots import figures
+from ipt_data.corpus.plots import figures
+from ipt_data.corpus.stats import LENGTH_BINS, bin_label, opening, task_families
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 
 
 def recount(rows: list[dict], report: dict | None = None) -> dict:

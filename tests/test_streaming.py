@@ -19,7 +19,7 @@ from test_synthesize import Scripted
 
 from ipt_data import Synthesizer
 from ipt_data.engines import StreamingEngine
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from datasets import Dataset
 
 from ipt_data import Synthesizer, build_prompt, synthesis_features, synthesize_batch
 from ipt_data.engines import Completion, load_engine
-from ipt_data.fixtures import synthetic_texts
+from ipt_data.testing.fixtures import synthetic_texts
 
 
 class Recording:

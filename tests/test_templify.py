@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipt_data import templify_batch
-from ipt_data.fixtures import synthetic_example
-from ipt_data.pair_parse import Unanswerable, parse_pair
-from ipt_data.render import FEW_PAIR_LAYOUTS, LAYOUT_WEIGHTS, ChainStyle, fill
-from ipt_data.templify import load_templates, render_chain
+from ipt_data.method.pair_parse import Unanswerable, parse_pair
+from ipt_data.method.render import FEW_PAIR_LAYOUTS, LAYOUT_WEIGHTS, ChainStyle, fill
+from ipt_data.stages.templify import load_templates, render_chain
+from ipt_data.testing.fixtures import synthetic_example
 
 UNANSWERABLE = Unanswerable(["none of the above", "unanswerable"])
 

@@ -10,10 +10,10 @@ from collections import Counter
 import pytest
 
 from ipt_data import templify_batch
-from ipt_data.fixtures import synthetic_example
-from ipt_data.pair_parse import normalize_answer, parse_pair
-from ipt_data.render import LAYOUT_WEIGHTS, VALUES, ChainStyle, fill
-from ipt_data.templify import _unanswerable, load_templates
+from ipt_data.method.pair_parse import normalize_answer, parse_pair
+from ipt_data.method.render import LAYOUT_WEIGHTS, VALUES, ChainStyle, fill
+from ipt_data.stages.templify import _unanswerable, load_templates
+from ipt_data.testing.fixtures import synthetic_example
 
 T = load_templates()
 UNANSWERABLE = _unanswerable(None)

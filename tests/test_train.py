@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from ipt_data import wire
-from ipt_data.budget import PromptEncoder
 from ipt_data.cli import main
-from ipt_data.fixture_build import write_tiny_base, write_training_data
-from ipt_data.fixtures import TINY_SYNTHESIZER
+from ipt_data.method import wire
+from ipt_data.method.tokenizer import PromptEncoder
+from ipt_data.testing.fixture_build import write_tiny_base, write_training_data
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER
 from ipt_data.train.evaluate import score, token_f1
 from ipt_data.train.examples import Example, read_examples, split_examples
 from ipt_data.train.packing import IGNORE, pack

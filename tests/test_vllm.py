@@ -13,8 +13,8 @@ pytest.importorskip("vllm")
 
 from ipt_data.config import SAMPLE_CORPUS, AugmentConfig  # noqa: E402
 from ipt_data.engines import clear_cache, load_engine  # noqa: E402
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_texts  # noqa: E402
 from ipt_data.run import augment  # noqa: E402
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_texts  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]

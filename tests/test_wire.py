@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipt_data import build_prompt, parse_pairs, render_pairs
-from ipt_data.wire import parse_completion
+from ipt_data.method.wire import parse_completion
 
 MARKUP = ("<QUE>", "<ANS>", "</END>")
 field = st.text(min_size=1, max_size=40).map(str.strip).filter(lambda s: s and not any(m in s for m in MARKUP))

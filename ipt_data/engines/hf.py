@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ipt_data.budget import get_encoder
 from ipt_data.engines.base import Completion, generate_isolated, unservable
+from ipt_data.method.tokenizer import get_encoder
 
 
 class HFEngine:

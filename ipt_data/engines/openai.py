@@ -160,7 +160,7 @@ class OpenAIEngine:
             return self.prompt_format
 
     def _text(self, ids: list[int]) -> str:
-        from ipt_data.budget import get_encoder
+        from ipt_data.method.tokenizer import get_encoder
 
         return get_encoder(self.model, self._trust_remote_code).decode_prompt(ids)
 

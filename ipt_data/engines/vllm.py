@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from ipt_data.budget import get_encoder
 from ipt_data.engines.base import Completion, MissingExtraError, describe, drained, resolved, unservable
+from ipt_data.method.tokenizer import get_encoder
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ contaminated. This module holds the two halves of that check:
 
 - `parse_specs` reads which benchmarks to use: `SOURCE[?name=..&config=..&split=..&question=..&answer=..]`,
   comma-separated on the command line, or a list of such strings or mappings (with `source`) in a recipe.
-- `BenchmarkIndex.build` reads each benchmark (any source `ipt_data.sources.load_source` reads) and indexes,
+- `BenchmarkIndex.build` reads each benchmark (any source `ipt_data.corpus.sources.load_source` reads) and indexes,
   per item, the n-grams of its question, of each answer and of "question answer" joined (an n-gram running
   from the end of the question into the answer is caught). An item too short to have any n-gram is indexed
   whole (its normalized question, or "question answer", as one gram of its L words) when it has at least
@@ -180,7 +180,7 @@ def _first_row(source, spec: BenchmarkSpec) -> tuple[Iterator[dict], list[str]]:
 
 
 def _check_row(row: dict, spec: BenchmarkSpec) -> None:
-    from ipt_data.sources import REJECT_KEY
+    from ipt_data.corpus.sources import REJECT_KEY
 
     if REJECT_KEY in row:
         raise InputError(f"benchmark {spec.name!r} ({spec.source}): a row cannot be read: {row[REJECT_KEY]}")
@@ -213,7 +213,7 @@ def _pick(spec: BenchmarkSpec, present: list[str]) -> tuple[str, str | None]:
 def read_items(spec: BenchmarkSpec) -> tuple[Iterator[tuple[str, list[str]]], str, str | None]:
     """`(items, question column, answer column)`: the benchmark's items as `(question, answers)`, read lazily
     (the question's strings joined by a line break; a .txt or .md file is one item per line)."""
-    from ipt_data.sources import load_source
+    from ipt_data.corpus.sources import load_source
 
     source = load_source(spec.source, config=spec.config, split=spec.split, text_files="line")
     present = getattr(source, "column_names", None)

@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ipt_data.errors import ConfigError
-from ipt_data.pair_parse import Unanswerable, parse_pair
+from ipt_data.method.pair_parse import Unanswerable, parse_pair
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (Unicode), matched on case-folded text
 _ASCII_BLANKS = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
@@ -215,7 +215,7 @@ class PairFilter:
     "none of them"."""
 
     def __init__(self, filters: dict[str, dict], templates: str | None = None):
-        from ipt_data.templify import _unanswerable  # templify pulls in rendering; only needed here
+        from ipt_data.stages.templify import _unanswerable  # templify pulls in rendering; only needed here
 
         self.filters = parse_filters(filters)  # validated again, defaults filled in (idempotent on its output)
         self._unanswerable: Unanswerable = _unanswerable(templates)

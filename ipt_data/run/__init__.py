@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ipt_data.budget import get_encoder
 from ipt_data.errors import storage_error
+from ipt_data.method.tokenizer import get_encoder
 from ipt_data.redact import collect_secrets
 from ipt_data.run.executors import Executor, get_executor, register_executor
 from ipt_data.run.finish import finish

@@ -15,14 +15,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ipt_data.card import dataset_card
-from ipt_data.corpus_stats import COLUMNS, CorpusStats
-from ipt_data.plots import figures
+from ipt_data.corpus.card import dataset_card
+from ipt_data.corpus.plots import figures
+from ipt_data.corpus.sources import as_dataset
+from ipt_data.corpus.stats import CorpusStats
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import KEPT_TYPE, SHARD_SCHEMA
-from ipt_data.sources import as_dataset
+from ipt_data.schema import KEPT_TYPE, PUBLISHED_COLUMNS, SHARD_SCHEMA
 from ipt_data.stages import PIPELINE
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def shards_table(files: list[str], schema: pa.Schema, folder: Path):
 def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
     """The corpus: the shards' texts mixed with general data (if any), and the shards as one dataset; their
     Arrow tables are in `folder` (see `mixing_folder`)."""
-    from ipt_data.mixing import mix
+    from ipt_data.corpus.mixing import mix
 
     files = work.shard_files(n_shards)
     schema = pq.read_schema(files[0]) if files else SHARD_SCHEMA
@@ -87,7 +87,7 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
 def corpus_stats(corpus, report: dict, stages: tuple[str, ...] = PIPELINE) -> dict[str, Any]:
     """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers (those `stages` declare)."""
     acc = CorpusStats()
-    for batch in corpus.select_columns(list(COLUMNS)).iter(10_000):
+    for batch in corpus.select_columns(list(PUBLISHED_COLUMNS)).iter(10_000):
         acc.add(batch)
     return acc.result(report, stages)
 

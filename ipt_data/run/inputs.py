@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipt_data.corpus.sources import REJECT_KEY, JsonlSource, json_layout, load_source
 from ipt_data.errors import ModelUnavailableError
 from ipt_data.schema import MISSING, text_problem
-from ipt_data.sources import REJECT_KEY, JsonlSource, json_layout, load_source
 
 GENERAL_FOLDER = "general"  # in the work folder: the general data's rejects
 
@@ -122,7 +122,7 @@ def open_general(config, rows_folder: Path):
     import pyarrow as pa
     from datasets import Dataset
 
-    from ipt_data.mixing import GENERAL_ROW
+    from ipt_data.corpus.mixing import GENERAL_ROW
     from ipt_data.redact import redact
 
     folder = Path(config.resolved_work_dir()) / GENERAL_FOLDER

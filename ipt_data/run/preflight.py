@@ -9,11 +9,11 @@ import logging
 import os
 from collections import Counter
 
+from ipt_data.corpus.sources import CorruptInputError
 from ipt_data.errors import ConfigError, EngineUnavailableError, InputError
 from ipt_data.run.inputs import first_row, general_rows, read_general
 from ipt_data.sinks import sink_for
 from ipt_data.sinks.base import MANIFEST, OWN_FILES, OWN_FOLDERS
-from ipt_data.sources import CorruptInputError
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def check_general(config) -> None:
 
 def probe_engine(config) -> None:
     """One tiny request to the engine this run will use (loading it, for local engines)."""
-    from ipt_data.budget import get_encoder
-    from ipt_data.synthesize import Synthesizer
+    from ipt_data.method.tokenizer import get_encoder
+    from ipt_data.stages.synthesize import Synthesizer
 
     synth = Synthesizer(**config.synthesis_options())
     engine = synth.load_engine()

@@ -17,17 +17,17 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ipt_data.budget import get_encoder
-from ipt_data.chunk import chunk_batch
 from ipt_data.errors import EngineUnavailableError, RunStoppedError
+from ipt_data.method.tokenizer import get_encoder
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.report import merge
 from ipt_data.run.workdir import WorkDir
 from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS
 from ipt_data.stages import ShardContext, ShardData, Stage, load
+from ipt_data.stages.chunk import chunk_batch
 from ipt_data.stages.route import route
-from ipt_data.synthesize import Synthesizer
-from ipt_data.templify import raw_row, templify_batch
+from ipt_data.stages.synthesize import Synthesizer
+from ipt_data.stages.templify import raw_row, templify_batch
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ def _screen(
 ):
     """`stage.on_rows` on the usable rows: those it gives a reason for move from converted or raw to rejects."""
     usable = sorted(convert + raw)
+    ctx.rows = [start + i for i in usable]
     reasons = dict(zip(usable, stage.on_rows([texts[i] for i in usable], ctx), strict=True))
     out = [{"row": start + i, "reason": r, "value": ascii(texts[i])[:200]} for i, r in reasons.items() if r]
     if not out:

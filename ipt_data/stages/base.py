@@ -8,7 +8,7 @@ progress bar read them from here). It acts at one or more points of a shard, eac
 - `on_rows(texts, ctx) -> reasons`: the input texts of the shard's usable rows, before routing; a reason
   (`str`) rejects the row (it goes to `rejects.jsonl`), None keeps it.
 - `on_synthesized(batch, ctx) -> batch`: each synthesized batch (`synthesize_batch`'s columns), before
-  `templify`: may change `pairs`, keeping every chain whole (`ipt_data.chains`).
+  `templify`: may change `pairs`, keeping every chain whole (`ipt_data.method.chains`).
 - `on_rendered(batch, ctx) -> batch`: each batch of rendered texts (`templify_batch`'s columns).
 
 The built-in stages `chunk`, `synthesize`, `templify` and `count` are driven by the shard's synthesis loop
@@ -135,6 +135,7 @@ class ShardContext:
     records: list[dict] = field(default_factory=list)
     raw_because: dict[str, str] = field(default_factory=dict)  # chunk key -> why its text is published raw
     synthesized: dict | None = None  # for `on_rendered`: the synthesized batch its texts were rendered from
+    rows: list[int] | None = None  # for `on_rows`: the input row number of each text
 
     def count(self, path: str, n: int = 1) -> None:
         """Add `n` to the statistic at the dotted `path` of the shard's stats."""

@@ -3,7 +3,7 @@ counts by (`--mix-by tokens`) and the statistics report."""
 
 from __future__ import annotations
 
-from ipt_data.budget import get_encoder
+from ipt_data.method.tokenizer import get_encoder
 from ipt_data.stages.base import Stage
 
 

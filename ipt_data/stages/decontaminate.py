@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipt_data.chains import rewrite_pairs
+from ipt_data.method.chains import rewrite_pairs
 from ipt_data.options import SHARDS, option
 from ipt_data.schema import row_keys
 from ipt_data.stages.base import ShardContext, Stage, Stat
-from ipt_data.templify import raw_row
+from ipt_data.stages.templify import raw_row
 
 INDEX_FOLDER = "decontamination"
 
@@ -115,9 +115,10 @@ def screen_texts(texts: list[str], ctx: ShardContext) -> list[str | None]:
     """`on_rows`: the reason to reject each input text (`contaminated: <benchmark>`), or None."""
     action = ctx.options.decontaminate_texts
     reasons: list[str | None] = []
-    for k, hits in enumerate(ctx.state.find(texts)):
+    rows = ctx.rows or list(range(len(texts)))
+    for row, hits in zip(rows, ctx.state.find(texts), strict=True):
         for hit in hits:
-            _count(ctx, hit, "texts", action, text=k)
+            _count(ctx, hit, "texts", action, row=row)
         reasons.append(f"contaminated: {hits[0].benchmark}" if hits and action == "drop" else None)
     return reasons
 

@@ -6,10 +6,12 @@ text left with no pair is published raw (reason `filtered`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from ipt_data.chains import rewrite_pairs
+from ipt_data.errors import ConfigError
+from ipt_data.method.chains import rewrite_pairs
 from ipt_data.options import SHARDS, option
 from ipt_data.schema import row_keys
 from ipt_data.stages.base import ShardContext, Stage, Stat
@@ -33,6 +35,11 @@ def canonical(value: Any) -> Any:
         return ()
     from ipt_data.quality.pair_filters import parse_filters
 
+    if isinstance(value, str) and value.lstrip().startswith("{"):  # the card's reproduce command gives JSON
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"filters: not JSON: {exc.msg}") from exc
     return parse_filters(value)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ipt_data.corpus.sources import REJECT_KEY
 from ipt_data.hashing import unit_interval
 from ipt_data.schema import MISSING, text_problem
-from ipt_data.sources import REJECT_KEY
 from ipt_data.stages.base import ShardData, Stage, Stat
 
 

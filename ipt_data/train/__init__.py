@@ -39,7 +39,7 @@ __all__ = ["Example", "TrainConfig", "train_synthesizer"]
 
 def _encoder(source: str):
     """The prompt encoder of the model's own tokenizer file, or a one-line error."""
-    from ipt_data.budget import PromptEncoder
+    from ipt_data.method.tokenizer import PromptEncoder
 
     try:
         return PromptEncoder(source)
@@ -58,7 +58,7 @@ def _local_output(output: str) -> tuple[Path, str | None]:
 
 
 def _copy_tokenizer(source: str, out: Path) -> None:
-    from ipt_data.budget import tokenizer_file
+    from ipt_data.method.tokenizer import tokenizer_file
 
     path = tokenizer_file(source)
     if path is None:
@@ -93,7 +93,7 @@ def _save(model, cfg: TrainConfig, encoder, out: Path) -> None:
 
 def train_synthesizer(cfg: TrainConfig) -> dict[str, Any]:
     """Tune, save, evaluate (and push) a synthesizer as `cfg` says; returns the training report."""
-    from ipt_data.sources import as_dataset, load_source
+    from ipt_data.corpus.sources import as_dataset, load_source
     from ipt_data.train.loop import CHECKPOINTS, train_model
 
     out, repo = _local_output(cfg.output)

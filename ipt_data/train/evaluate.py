@@ -63,7 +63,7 @@ def score(examples: list[Example], generated: list[list[dict]], invalid: list[in
 def evaluate(model_dir: str, examples: list[Example], max_new_tokens: int = 400) -> dict[str, Any]:
     """`{"zero_shot": metrics, "with_demos": metrics}` of the model in `model_dir` on `examples`."""
     from ipt_data.engines import clear_cache
-    from ipt_data.synthesize import Synthesizer
+    from ipt_data.stages.synthesize import Synthesizer
 
     if not examples:
         return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ipt_data.card import _shown
+from ipt_data.corpus.card import _shown
 
 METRICS = (
     ("texts_with_pairs", "texts with at least one well-formed pair"),

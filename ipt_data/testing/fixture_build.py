@@ -1,7 +1,7 @@
 """Building the tiny fixture's inputs: an untrained tiny Mistral with the real tokenizer, and training data.
 
-python -m ipt_data.fixture_build base DIR          # the base model `make fixture` tunes
-python -m ipt_data.fixture_build data FILE [--n N]  # `synthetic_example`s as JSON Lines
+python -m ipt_data.testing.fixture_build base DIR          # the base model `make fixture` tunes
+python -m ipt_data.testing.fixture_build data FILE [--n N]  # `synthetic_example`s as JSON Lines
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import random
 import shutil
 from pathlib import Path
 
-from ipt_data.fixtures import TINY_SYNTHESIZER, synthetic_example
+from ipt_data.testing.fixtures import TINY_SYNTHESIZER, synthetic_example
 
 
 def _tokenizer_source() -> Path:
     """The committed copy of Mistral-7B-v0.1's tokenizer files (tests/data in a checkout, else the fixture's)."""
-    checkout = Path(__file__).resolve().parents[1] / "tests" / "data" / "mistral-7b-v0.1-tokenizer"
+    checkout = Path(__file__).resolve().parents[2] / "tests" / "data" / "mistral-7b-v0.1-tokenizer"
     return checkout if checkout.exists() else Path(TINY_SYNTHESIZER)
 
 
@@ -26,7 +26,7 @@ def write_tiny_base(out: str, seed: int = 0) -> None:
     import torch
     from transformers import MistralConfig, MistralForCausalLM
 
-    from ipt_data.budget import PromptEncoder
+    from ipt_data.method.tokenizer import PromptEncoder
 
     source = _tokenizer_source()
     encoder = PromptEncoder(str(source))
@@ -64,7 +64,9 @@ def write_training_data(path: str, n: int, seed: int = 0) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m ipt_data.fixture_build", description="build the tiny fixture's inputs")
+    ap = argparse.ArgumentParser(
+        prog="python -m ipt_data.testing.fixture_build", description="build the tiny fixture's inputs"
+    )
     ap.add_argument("what", choices=("base", "data"))
     ap.add_argument("path")
     ap.add_argument("--n", type=int, default=20_000, help="examples of training data")

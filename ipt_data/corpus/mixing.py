@@ -27,23 +27,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, Features, IterableDataset, List, Value, concatenate_datasets
+from datasets import Dataset, Features, IterableDataset, concatenate_datasets
 
 from ipt_data.hashing import unit_interval
-from ipt_data.schema import templify_features
+from ipt_data.schema import published_features
 
-MIX_FEATURES = Features(
-    {
-        "text": Value("string"),
-        "kind": Value("string"),
-        "n_tokens": Value("int64"),
-        "source": List(Value("string")),
-        "n_pairs": Value("int32"),
-        "layout": Value("string"),
-        "inverted": Value("bool"),
-        "pairs": templify_features()["pairs"],
-    }
-)
+MIX_FEATURES = published_features()  # the published rows (`schema.PUBLISHED_COLUMNS`)
 GENERAL_COLUMNS = ("question", "response")
 GENERAL_ROW = "__ipt_general_row__"  # a general row's number in the general data, when rows were left out
 
@@ -52,7 +41,7 @@ def token_counter(tokenizer: Any = None) -> Callable[[list[str]], list[int]]:
     """Batched token counts with `tokenizer` (object or model name); words when it is None."""
     if tokenizer is None:
         return lambda texts: [len(t.split()) for t in texts]
-    from ipt_data.budget import get_encoder
+    from ipt_data.method.tokenizer import get_encoder
 
     return get_encoder(tokenizer).count_texts
 

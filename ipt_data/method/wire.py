@@ -1,7 +1,7 @@
 """The instruction synthesizer's markup (SPEC 1-2): build prompts, render and parse pairs.
 
 Pure string functions, no model and no tokenizer. `prompt_parts` is what the token encoder
-(`ipt_data.budget`) consumes: the same prompt split at the places where the markup puts the
+(`ipt_data.method.tokenizer`) consumes: the same prompt split at the places where the markup puts the
 BOS/EOS special tokens, so that special-token strings inside a raw text stay plain text.
 """
 

@@ -19,7 +19,7 @@ CITATION = """@inproceedings{cheng2024instruction,
 }"""
 
 LOCAL_ONLY = ("overwrite", "work_dir", "output", "ray_address")  # about the machine that ran it, not the data
-LOCAL_PATHS = ("dataset", "model", "tokenizer", "general")  # shown by name when they are local paths
+LOCAL_PATHS = ("dataset", "model", "tokenizer", "general", "decontaminate")  # shown by name when local paths
 
 
 def reproduce_command(config: dict[str, Any]) -> str:
@@ -43,9 +43,13 @@ def reproduce_command(config: dict[str, Any]) -> str:
 
 
 def _shown(value: Any) -> Any:
-    """A local path as its last component (this machine's folders are not the reader's business)."""
+    """A local path as its last component (this machine's folders are not the reader's business); a list of
+    them (benchmark specs: `path?query`) item by item."""
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value]
     if isinstance(value, str) and os.path.isabs(value):
-        return os.path.basename(value.rstrip("/"))
+        where, mark, query = value.partition("?")
+        return os.path.basename(where.rstrip("/")) + mark + query
     return value
 
 
@@ -81,7 +85,7 @@ def _decontamination(inputs: dict[str, Any], matches: dict[str, Any]) -> str:
         )
         too_short = f", {b['too_short']:,} items too short to compare" if b.get("too_short") else ""
         rows[f"`{b['name']}` ({b['items']:,} items, {b['ngrams']:,} n-grams{too_short})"] = done or "no match"
-    return "\n".join(lines) + _table(rows, ("benchmark", "matches: where, how many, action"))
+    return "\n".join(lines) + "\n" + _table(rows, ("benchmark", "matches: where, how many, action"))
 
 
 def _table(counts: dict[str, Any], header: tuple[str, str]) -> str:
@@ -103,7 +107,7 @@ def dataset_card(
 ) -> str:
     """Markdown with a YAML header that lets `load_dataset(repo)` find the parquet shards. Every number shown
     comes from `stats` (`ipt_data.stats` of the published corpus, with the run's synthesis numbers);
-    `figures` (`ipt_data.plots`) are shown from `images/` with a one-line reading each."""
+    `figures` (`ipt_data.corpus.plots`) are shown from `images/` with a one-line reading each."""
     config, report = redact(config), redact(report)
     synthesis = stats.get("synthesis", {})
     layouts = stats.get("layouts", {})

@@ -7,7 +7,7 @@ string at its special tokens before anything else, and every text part of our ma
 with a space, so for clean texts the ids equal those of the whole prompt string tokenized with
 `add_special_tokens=False`: exactly one BOS, at the start.
 
-Tokenized once: where the file allows the exact piecewise path (`ipt_data.pieces`: the synthesizer's does),
+Tokenized once: where the file allows the exact piecewise path (`ipt_data.method.pieces`: the synthesizer's does),
 a text's own ids (`text_ids`) are all its prompt and its demo need. The text part of a prompt is
 ` <CON> {text} </CON>\n\n`; its normalized form is cut before the mark of the space after `<CON>` and,
 when the text does not end in a space or a mark, before the mark of the space before `</CON>`. No merge
@@ -28,9 +28,9 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from ipt_data import wire
 from ipt_data.errors import ConfigError
-from ipt_data.pieces import MARK, PieceEncoder
+from ipt_data.method import wire
+from ipt_data.method.pieces import MARK, PieceEncoder
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 
-from ipt_data.pair_parse import ParsedPair
+from ipt_data.method.pair_parse import ParsedPair
 
 # SPEC 3: layout weights (percent) by number of pairs, and the share of texts with tasks first.
 FEW_PAIR_LAYOUTS = {"classic": 95, "dialog": 5}

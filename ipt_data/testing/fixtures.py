@@ -1,8 +1,8 @@
 """The tiny synthesizer fixture: where it lives, the synthetic world it is trained on, and how it is built.
 
-`make fixture` builds it with the package's own training command: `python -m ipt_data.fixture_build base DIR`
+`make fixture` builds it with the package's own training command: `python -m ipt_data.testing.fixture_build base DIR`
 writes an untrained 2.1M-parameter Mistral-architecture model (2 layers, hidden 64, tied embeddings) with
-Mistral-7B-v0.1's real tokenizer, `python -m ipt_data.fixture_build data FILE` writes `synthetic_example`s as
+Mistral-7B-v0.1's real tokenizer, `python -m ipt_data.testing.fixture_build data FILE` writes `synthetic_example`s as
 training data, and `ipt-data train-synthesizer --recipe recipes/train-fixture-cpu.yaml` tunes it (CPU,
 minutes). Tests, the offline demo and the benchmarks use it in place of the 7B
 `instruction-pretrain/instruction-synthesizer`.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-TINY_SYNTHESIZER = str(Path(__file__).parent / "assets" / "tiny-synthesizer")
+TINY_SYNTHESIZER = str(Path(__file__).parents[1] / "assets" / "tiny-synthesizer")
 REAL_SYNTHESIZER = "instruction-pretrain/instruction-synthesizer"
 
 NAMES = [

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ipt_data.schema import PUBLISHED_COLUMNS
 from ipt_data.stages import CORE, PIPELINE
 from ipt_data.stages import load as load_stages
 
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 LENGTH_BINS = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # tokens; a bin is [edge, next edge)
 TOP_OPENINGS = 20
 MAX_OPENINGS = 200_000
-COLUMNS = ("text", "kind", "n_tokens", "source", "n_pairs", "layout", "inverted", "pairs")
 _WORD = re.compile(r"[\w'’-]+")
 
 
@@ -221,7 +221,7 @@ def _synthesis(
 
 def task_families() -> dict[str, str]:
     """task -> family, from the template data's `task_rates`; a fallback pair is its own family."""
-    from ipt_data.templify import load_templates
+    from ipt_data.stages.templify import load_templates
 
     families = {task: family for family, tasks in load_templates()["task_rates"].items() for task in tasks}
     return families | {"verbatim": "verbatim"}
@@ -235,7 +235,7 @@ def iter_batches(source: Any, batch_size: int = 10_000) -> tuple[Iterator[dict[s
     corpus: a folder, an fsspec URL or `hf://datasets/<repo>` holding `data/*.parquet` (and `run_report.json`)."""
     if not isinstance(source, str):
         if hasattr(source, "iter") and hasattr(source, "__len__"):
-            return source.select_columns(list(COLUMNS)).iter(batch_size), len(source), None
+            return source.select_columns(list(PUBLISHED_COLUMNS)).iter(batch_size), len(source), None
         return _rows_to_batches(iter(source), batch_size), None, None
     import fsspec
     import pyarrow.parquet as pq
@@ -259,7 +259,7 @@ def iter_batches(source: Any, batch_size: int = 10_000) -> tuple[Iterator[dict[s
         for path in files:
             with fs.open(path, "rb") as f:
                 parquet = pq.ParquetFile(f)
-                missing = sorted(set(COLUMNS) - set(parquet.schema_arrow.names))
+                missing = sorted(set(PUBLISHED_COLUMNS) - set(parquet.schema_arrow.names))
                 if missing:
                     raise InputError(f"{path}: no column {missing}: not a corpus published by ipt_data 0.3 or later")
                 total += parquet.metadata.num_rows
@@ -271,20 +271,21 @@ def iter_batches(source: Any, batch_size: int = 10_000) -> tuple[Iterator[dict[s
     def batches() -> Iterator[dict[str, list]]:
         for path in files:
             with fs.open(path, "rb") as f:
-                for record_batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(COLUMNS)):
+                batches = pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=list(PUBLISHED_COLUMNS))
+                for record_batch in batches:
                     yield record_batch.to_pydict()
 
     return batches(), total, report
 
 
 def _rows_to_batches(rows: Iterator[dict], batch_size: int) -> Iterator[dict[str, list]]:
-    batch: dict[str, list] = {c: [] for c in COLUMNS}
+    batch: dict[str, list] = {c: [] for c in PUBLISHED_COLUMNS}
     for row in rows:
-        for c in COLUMNS:
+        for c in PUBLISHED_COLUMNS:
             batch[c].append(row[c])
         if len(batch["text"]) == batch_size:
             yield batch
-            batch = {c: [] for c in COLUMNS}
+            batch = {c: [] for c in PUBLISHED_COLUMNS}
     if batch["text"]:
         yield batch
 
