@@ -191,6 +191,38 @@ def test_without_the_options_the_output_is_what_it_was(tmp_path, planted, capsys
     assert not (tmp_path / "a.work" / "quality.jsonl").exists()
 
 
+# The published content of the run in `test_without_the_options_...`, as the code before the quality stages
+# (commit c0a3431) published it: the rows (as JSON), stats.json, the card, and the run report without its
+# fingerprint (which holds the input's absolute path). Recorded by running this file's scenario at c0a3431.
+BEFORE_THE_STAGES = {
+    "rows": "9e525330731ea0ca",
+    "stats.json": "53af88bcdbbe4db2",
+    "README.md": "47c6c557a0bf47fe",
+    "run_report": "6b3062b3fa44b7fb",
+}
+
+
+def content_hashes(out: Path) -> dict[str, str]:
+    import hashlib
+
+    def h(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    report = json.loads((out / "run_report.json").read_text())
+    report.pop("fingerprint")
+    return {
+        "rows": h(json.dumps(published(out), sort_keys=True).encode()),
+        "stats.json": h((out / "stats.json").read_bytes()),
+        "README.md": h((out / "README.md").read_bytes()),
+        "run_report": h(json.dumps(report, sort_keys=True).encode()),
+    }
+
+
+def test_without_the_options_the_content_is_what_the_code_before_the_stages_published(tmp_path, planted):
+    assert augment(tmp_path, "g")[0] == 0
+    assert content_hashes(tmp_path / "g") == BEFORE_THE_STAGES
+
+
 def test_a_filter_change_is_a_new_fingerprint(tmp_path, planted, capsys):
     assert augment(tmp_path, "g", "--filters", "grounding")[0] == 0
     assert augment(tmp_path, "g", "--filters", "grounding,length")[0] == 2
