@@ -3,8 +3,8 @@
 Stages are plain `Dataset.map(batched=True)` functions: `chunk_batch`, `synthesize_batch`
 (or a configured `Synthesizer`), `templify_batch` (drop synthesized rows before it with
 `filter_synthesized`, or `relink` after your own filter); then `mix` builds the corpus. A run's shards go
-through the stages `ipt_data.stages.PIPELINE` declares (with pair filters and decontamination when asked). The wire-format
-helpers `build_prompt` / `parse_pairs` are the synthesizer's markup; `augment(AugmentConfig(...))` runs
+through the stages `ipt_data.stages.PIPELINE` declares (with pair filters and decontamination when asked).
+The wire-format helpers `build_prompt` / `parse_pairs` are the synthesizer's markup; `augment(AugmentConfig(...))` runs
 the whole job and `publish` writes a corpus to a folder, an fsspec URL or the Hub; `stats` describes a published corpus.
 """
 

@@ -55,7 +55,7 @@ def _help(f: dataclasses.Field) -> str:
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if isinstance(default, tuple):
         default = ",".join(default)
-    shown = "" if default is None or default == {} else f" (default: {default})"
+    shown = "" if default is None or default in ({}, "") else f" (default: {default})"
     return f.metadata["help"].replace("%", "%%") + shown
 
 

@@ -29,7 +29,7 @@ from ipt_data.options import (
     unset,
 )
 from ipt_data.schema import PUBLISHED_COLUMNS
-from ipt_data.stages import PipelineOptions, built_in_options
+from ipt_data.stages import PIPELINE, PipelineOptions, built_in_options
 from ipt_data.stages import load as load_stages
 
 SAMPLE_CORPUS = str(Path(__file__).parent / "assets" / "sample_corpus.jsonl")
@@ -42,6 +42,7 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
     of the built-in stages (`ipt_data.stages`: `--filters`, `--decontaminate`, ...)."""
 
     recipe_paths = RECIPE_PATHS
+    recipe_spec_lists = ("decontaminate",)
     dataset: str = option(
         SAMPLE_CORPUS, scope=SHARDS, help="Hub dataset name, local file or folder (jsonl/json/parquet/txt/csv), or URL"
     )
@@ -150,11 +151,14 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
         self.stages = tuple(self.stages)
         if not isinstance(self.stage_options, dict):
             raise ConfigError(f"stage_options must be a mapping, got {type(self.stage_options).__name__}")
-        for stage in load_stages(self.stages):  # each stage's options checked, in their one canonical form
-            options = stage.option_values(self)
-            if stage.canonical is not None and options is self:
-                for name, value in stage.canonical(options).items():
+        for stage in load_stages(PIPELINE):  # the built-in stages' options checked, in their one canonical form
+            if stage.canonical is not None:
+                for name, value in stage.canonical(self).items():
                     setattr(self, name, value)
+            if stage.name not in self.stages and stage.enabled(self):
+                raise ConfigError(f"the options of the stage {stage.name!r} are set, but --stages leaves it out")
+        for stage in load_stages(self.stages):
+            stage.option_values(self)  # a stage of your own: its options (`stage_options`) checked
         check_choices(self)
         self.stage_inputs: dict[str, Any] = {}  # what `setup` of the acting stages found (`ipt_data.run.open_run`)
 

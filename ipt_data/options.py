@@ -97,6 +97,7 @@ class Recipe:
     in `recipe_paths` are paths, resolved against the recipe's folder when they are relative."""
 
     recipe_paths: tuple[str, ...] = ()
+    recipe_spec_lists: tuple[str, ...] = ()  # of `recipe_paths`: comma-separated `path?query` items, or lists
 
     @classmethod
     def names(cls) -> list[str]:
@@ -119,7 +120,7 @@ class Recipe:
             values = {k.replace("-", "_"): v for k, v in loaded.items()}
             for key in cls.recipe_paths:  # a recipe's relative paths are relative to the recipe file
                 if key in values:
-                    values[key] = _relative_to(values[key], Path(path).parent)
+                    values[key] = _relative_to(values[key], Path(path).parent, key in cls.recipe_spec_lists)
             unknown = sorted(set(values) - set(cls.names()))
             if unknown:
                 raise ConfigError(f"{path}: unknown options {unknown}; known: {cls.names()}")
@@ -130,20 +131,20 @@ class Recipe:
             raise ConfigError(str(exc)) from exc
 
 
-def _relative_to(value: Any, folder: Path) -> Any:
-    """`value` with its relative paths that exist in `folder` made absolute: a path, a list of paths or of
-    mappings with a `source`, or comma-separated `path?query` items (benchmark specs)."""
-    if isinstance(value, list):
+def _relative_to(value: Any, folder: Path, specs: bool = False) -> Any:
+    """`value` with its relative paths that exist in `folder` made absolute: a path; with `specs`, a list of
+    paths or of mappings with a `source`, or comma-separated `path?query` items (benchmark specs)."""
+    if specs and isinstance(value, list):
         return [
             {**v, "source": _relative_to(v["source"], folder)} if isinstance(v, dict) and "source" in v else
-            _relative_to(v, folder)
+            _relative_to(v, folder, specs)
             for v in value
         ]  # fmt: skip
     if not isinstance(value, str):
         return value
-    if "," in value:
-        return ",".join(_relative_to(part.strip(), folder) for part in value.split(","))
-    where, mark, query = value.partition("?")
+    if specs and "," in value:
+        return ",".join(_relative_to(part.strip(), folder, specs) for part in value.split(","))
+    where, mark, query = value.partition("?") if specs else (value, "", "")
     if "://" in where or os.path.isabs(where) or not (folder / where).exists():
         return value
     return str((folder / where).resolve()) + mark + query

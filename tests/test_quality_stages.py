@@ -312,3 +312,37 @@ def test_rendered_texts_that_match_are_published_as_their_raw_texts(tmp_path):
     assert ctx.stats == {"decontamination": {"quiz": {"rendered": {"raw": 1}}}}
     ctx = ShardContext(0, 0, DecontaminateOptions(decontaminate="x", decontaminate_rendered="flag"), index)
     assert screen_rendered(rendered, ctx) == rendered
+
+
+def test_benchmark_names_with_dots_columns_with_spaces_and_paths_however_written(tmp_path, planted, monkeypatch):
+    from ipt_data.config import AugmentConfig
+
+    bench = tmp_path / "quiz.v2.jsonl"
+    bench.write_text(json.dumps({"my question": BENCH_Q, "answer": BENCH_A}) + "\n")
+    spec = f"{bench}?question=my%20question&answer=answer"
+    assert augment(tmp_path, "n", "--decontaminate", spec)[0] == 0
+    report = json.loads((tmp_path / "n" / "run_report.json").read_text())
+    assert report["decontamination"] == {"quiz.v2": {"texts": {"drop": 1}, "pairs": {"drop_pair": 1}}}
+    assert "| `quiz.v2` (1 items" in (tmp_path / "n" / "README.md").read_text()
+    assert "no match" not in (tmp_path / "n" / "README.md").read_text()
+    # one file, one fingerprint, however its path is written
+    monkeypatch.chdir(tmp_path)
+    fingerprints = {
+        AugmentConfig(decontaminate=s).fingerprint() for s in (str(bench), "quiz.v2.jsonl", "./quiz.v2.jsonl")
+    }
+    assert len(fingerprints) == 1
+
+
+def test_options_of_a_stage_left_out_of_the_list_are_an_error():
+    from ipt_data.config import AugmentConfig
+    from ipt_data.errors import ConfigError
+    from ipt_data.stages import CORE
+
+    with pytest.raises(ConfigError, match="pair_filter"):
+        AugmentConfig(stages=CORE, filters="grounding")
+    with pytest.raises(ConfigError, match="decontaminate"):
+        AugmentConfig(stages=CORE, decontaminate="quiz.jsonl")
+    with pytest.raises(ConfigError, match="unknown pair filter"):
+        AugmentConfig(filters="grounding,bogus")
+    with pytest.raises(ConfigError, match="core|hold"):
+        AugmentConfig(stages=("chunk", "route", "synthesize", "templify", "count"))

@@ -97,7 +97,7 @@ def process_shard(
     prompts) up to `engine_retries` times, waiting `engine_retry_wait` seconds, doubled each time (`stop` cuts
     the wait short); the batches keep their place, so the shard is the one an engine that never failed makes."""
     start, rows = task.start, task.rows
-    stages = active_stages(config) if stages is None else stages
+    stages = active_stages(config, config.resolved_work_dir()) if stages is None else stages
     shared = ShardContext(task.k, start, None)
     contexts = [
         (a.stage, ShardContext(task.k, start, a.options, a.state, shared.stats, shared.records, shared.raw_because))
@@ -154,6 +154,7 @@ def process_shard(
     kept: dict[int, dict[str, list]] = {}  # batch -> the same after the stages' on_synthesized
     rendered: dict[int, dict[str, list]] = {}  # batch -> its rendered rows
     failing: dict[int, dict[str, list]] = {}  # batch -> what came back, with engine errors
+    records: dict[int, list[dict]] = {}  # batch -> what its stages kept for inspection (in batch order at the end)
 
     def take(i: int, part: dict[str, list], final: bool = False) -> None:
         if retrying and not final and any(str(s).startswith("engine_error") for s in part["synth_status"]):
@@ -162,6 +163,7 @@ def process_shard(
         parts[i], handed[i] = part, None
         if on_batch is not None:
             on_batch(part)
+        before = len(shared.records)
         for stage, ctx in contexts:
             if stage.on_synthesized is not None:
                 with _timed(seconds, stage.name):
@@ -176,6 +178,8 @@ def process_shard(
                     rendered[i] = stage.on_rendered(rendered[i], ctx)
         with _timed(seconds, "count"):
             rendered[i]["n_tokens"] = encoder.count_texts(rendered[i]["text"])
+        records[i] = shared.records[before:]
+        del shared.records[before:]  # kept by batch: a retried batch's come in its place, not last
 
     t, before = time.perf_counter(), sum(seconds.values())
     for i, part in enumerate(synth(batches())):
@@ -228,7 +232,7 @@ def process_shard(
     merge(stats, shared.stats)  # what the acting stages counted
     stats["seconds"] = dict(seconds)
     first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
-    return table, rejects, stats, first_error, shared.records
+    return table, rejects, stats, first_error, shared.records + [r for i in sorted(records) for r in records[i]]
 
 
 def _screen(

@@ -137,9 +137,10 @@ class ShardContext:
     synthesized: dict | None = None  # for `on_rendered`: the synthesized batch its texts were rendered from
     rows: list[int] | None = None  # for `on_rows`: the input row number of each text
 
-    def count(self, path: str, n: int = 1) -> None:
-        """Add `n` to the statistic at the dotted `path` of the shard's stats."""
-        *parents, last = path.split(".")
+    def count(self, path: str | tuple[str, ...], n: int = 1) -> None:
+        """Add `n` to the statistic at `path` of the shard's stats: dotted, or a tuple of keys (names that may
+        hold a dot, e.g. a benchmark's)."""
+        *parents, last = path.split(".") if isinstance(path, str) else path
         node = self.stats
         for part in parents:
             node = node.setdefault(part, {})

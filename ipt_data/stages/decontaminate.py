@@ -18,10 +18,12 @@ n-gram, into the work folder's `quality.jsonl`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipt_data.errors import InputError, IptDataError
 from ipt_data.method.chains import rewrite_pairs
 from ipt_data.options import SHARDS, option
 from ipt_data.schema import row_keys
@@ -77,14 +79,19 @@ def canonical(value: Any) -> list[str] | None:
         return None
     from ipt_data.quality.benchmarks import parse_specs
 
-    return [spec_string(spec.to_dict()) for spec in parse_specs(value)]
+    specs = [spec.to_dict() for spec in parse_specs(value)]
+    for spec in specs:  # one file, one fingerprint, however it is named (as --dataset)
+        if "://" not in spec["source"] and os.path.exists(spec["source"]):
+            spec["source"] = os.path.realpath(spec["source"])
+    return [spec_string(spec) for spec in specs]
 
 
 def spec_string(spec: dict) -> str:
     """A benchmark spec as the CLI takes it: `SOURCE?key=value&...` (its keys that are set, in a fixed order)."""
-    from urllib.parse import urlencode
+    from urllib.parse import quote, urlencode
 
-    query = urlencode({k: v for k, v in spec.items() if k != "source" and v is not None}, safe="/:")
+    values = {k: v for k, v in spec.items() if k != "source" and v is not None}
+    query = urlencode(values, safe="/:", quote_via=quote)
     return spec["source"] + (f"?{query}" if query else "")
 
 
@@ -92,9 +99,14 @@ def _setup(options: DecontaminateOptions, work_path: str) -> dict[str, Any]:
     """Once per run, in the driver: the index built into the work folder; its digest joins the fingerprint."""
     from ipt_data.quality.benchmarks import BenchmarkIndex, parse_specs
 
-    index = BenchmarkIndex.build(
-        parse_specs(options.decontaminate), index_folder(work_path), n=options.decontaminate_ngram
-    )
+    try:
+        index = BenchmarkIndex.build(
+            parse_specs(options.decontaminate), index_folder(work_path), n=options.decontaminate_ngram
+        )
+    except IptDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unreadable benchmark (an empty folder, no credentials): one line
+        raise InputError(f"cannot read the benchmarks of --decontaminate: {type(exc).__name__}: {exc}") from exc
     summary = index.summary()
     against = [{k: b[k] for k in ("name", "items", "ngrams", "too_short") if k in b} for b in summary["benchmarks"]]
     return {"digest": index.digest, "ngram": index.n, "against": against}
@@ -107,7 +119,7 @@ def _prepare(options: DecontaminateOptions, work_path: str | None):
 
 
 def _count(ctx: ShardContext, hit, point: str, action: str, **where: Any) -> None:
-    ctx.count(f"decontamination.{hit.benchmark}.{point}.{action}")
+    ctx.count(("decontamination", hit.benchmark, point, action))
     ctx.record(stage="decontaminate", point=point, action=action, benchmark=hit.benchmark, ngram=hit.ngram, **where)
 
 

@@ -24,8 +24,8 @@ class PairFilterOptions:
         scope=SHARDS,
         added=True,
         help="pair filters between synthesis and templify, comma-separated: grounding,length,repetition,duplicates "
-        "(their parameters in a recipe: `filters: {grounding: {free_form: 0.6}}`); dropped pairs are counted by "
-        "reason, a text left with none is published raw",
+        "(their parameters in a recipe: `filters: {grounding: {free_form: 0.6}}`, or here as JSON); dropped pairs "
+        "are counted by reason, a text left with none is published raw",
     )
 
 
