@@ -262,16 +262,15 @@ def test_decontamination_actions_flag_and_raw(tmp_path, planted, capsys):
     extra = ("--decontaminate", str(bench), "--decontaminate-texts", "flag", "--decontaminate-pairs", "raw")
     assert augment(tmp_path, "r", *extra)[0] == 0
     report = json.loads((tmp_path / "r" / "run_report.json").read_text())
-    # row 5, flagged, is published; so its rendered text holds the question too: its chain is published raw
-    expected = {"quiz": {"texts": {"flag": 1}, "pairs": {"raw": 1}, "rendered": {"raw": 1}}}
-    assert report["decontamination"] == expected
+    # row 5, flagged, is published as it is: the rendered point counts only what templates add to the texts
+    assert report["decontamination"] == {"quiz": {"texts": {"flag": 1}, "pairs": {"raw": 1}}}
     assert report["rows"]["rejected"] == 1  # only the empty row: a flagged text is published
     rows = published(tmp_path / "r")
     (row4,) = [r for r in rows if any(key.startswith("4:") for key in r["source"])]
     assert row4["kind"] == "raw" and row4["text"] == prose(4) + " LEAKPAIR"
     (row5,) = [r for r in rows if PASTED in r["text"]]
-    assert row5["kind"] == "raw" and row5["source"] == ["5:0"]
-    assert report["raw_texts"]["contaminated"] == sum(r["kind"] == "raw" for r in rows) >= 2
+    assert row5["kind"] == "augmented" and "5:0" in row5["source"]
+    assert report["raw_texts"]["contaminated"] == sum(r["kind"] == "raw" for r in rows) == 1
     accounted(tmp_path, "r")
 
 
@@ -310,7 +309,8 @@ def test_rendered_texts_that_match_are_published_as_their_raw_texts(tmp_path):
     assert out["kind"] == ["augmented", "raw", "raw"] and out["source"] == [["7:0"], ["7:0"], ["9:0"]]
     assert ctx.raw_because == {"7:0": "contaminated", "9:0": "contaminated"}
     assert ctx.stats == {"decontamination": {"quiz": {"rendered": {"raw": 1}}}}
-    ctx = ShardContext(0, 0, DecontaminateOptions(decontaminate="x", decontaminate_rendered="flag"), index)
+    options = DecontaminateOptions(decontaminate="x", decontaminate_rendered="flag")
+    ctx = ShardContext(0, 0, options, index, synthesized=synthesized)
     assert screen_rendered(rendered, ctx) == rendered
 
 
@@ -346,3 +346,30 @@ def test_options_of_a_stage_left_out_of_the_list_are_an_error():
         AugmentConfig(filters="grounding,bogus")
     with pytest.raises(ConfigError, match="core|hold"):
         AugmentConfig(stages=("chunk", "route", "synthesize", "templify", "count"))
+
+
+def test_outside_texts_holds_every_ngram_not_inside_a_text():
+    """What the rendered point hashes: every n-gram of a rendered text that does not lie inside one of its
+    texts is in one of the parts, whatever the template put around and between them."""
+    from ipt_data.stages.decontaminate import outside_texts
+
+    rng = random.Random(5)
+    for _ in range(200):
+        texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 30))) for _ in range(rng.randint(1, 3))]
+        pieces = [
+            " ".join(rng.choice(["Q:", "A:", "what", "is", "it", "\n\n", "Options:"]) for _ in range(rng.randint(0, 8)))
+            for _ in range(len(texts) + 1)
+        ]
+        rendered = pieces[0] + "".join(f" {t} {p}" for t, p in zip(texts, pieces[1:], strict=True))
+        n = rng.randint(2, 13)
+        parts = [p.split() for p in outside_texts(rendered, texts, n)]
+        words, inside, at = rendered.split(), set(), 0
+        for t in texts:  # the word positions of each text in the rendered text
+            k = next(j for j in range(at, len(words)) if words[j : j + len(t.split())] == t.split())
+            inside |= {(k, k + len(t.split()))}
+            at = k + len(t.split())
+        for i in range(len(words) - n + 1):
+            if any(a <= i and i + n <= b for a, b in inside):
+                continue  # inside a text: screened with the input texts
+            gram = words[i : i + n]
+            assert any(p[j : j + n] == gram for p in parts for j in range(len(p) - n + 1)), (rendered, gram)

@@ -161,19 +161,29 @@ def screen_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
 
 
 def screen_rendered(rendered: dict[str, list], ctx: ShardContext) -> dict[str, list]:
-    """`on_rendered`: augmented texts holding a benchmark n-gram, published as their chunks' raw texts
-    (`--decontaminate-rendered raw`) or counted (`flag`)."""
+    """`on_rendered`: augmented texts holding a benchmark n-gram that their own texts do not hold (a template
+    joined a question and its answer, a text and a pair), published as their chunks' raw texts
+    (`--decontaminate-rendered raw`) or counted (`flag`). The texts themselves were screened by `on_rows`, so
+    only what lies outside them is hashed, with the n-1 words of text on either side (`outside_texts`)."""
     action = ctx.options.decontaminate_rendered
+    synthesized = ctx.synthesized
+    text_of = dict(zip(row_keys(synthesized, synthesized["text"]), synthesized["text"], strict=True))
     augmented = [i for i, kind in enumerate(rendered["kind"]) if kind == "augmented"]
-    found = dict(zip(augmented, ctx.state.find([rendered["text"][i] for i in augmented]), strict=True))
+    segments, owner = [], []
+    for i in augmented:
+        parts = outside_texts(rendered["text"][i], [text_of[k] for k in rendered["source"][i]], ctx.state.n)
+        segments += parts
+        owner += [i] * len(parts)
+    found: dict[int, list] = {}
+    for i, hits in zip(owner, ctx.state.find(segments), strict=True):
+        known = {h.benchmark for h in found.get(i, [])}
+        found.setdefault(i, []).extend(h for h in hits if h.benchmark not in known)
     hit_rows = {i for i, hits in found.items() if hits}
     for i in sorted(hit_rows):
         for hit in found[i]:
             _count(ctx, hit, "rendered", action, source=rendered["source"][i])
     if action == "flag" or not hit_rows:
         return rendered
-    synthesized = ctx.synthesized
-    text_of = dict(zip(row_keys(synthesized, synthesized["text"]), synthesized["text"], strict=True))
     out: dict[str, list] = {c: [] for c in rendered}
     for i in range(len(rendered["text"])):
         if i not in hit_rows:
@@ -185,6 +195,26 @@ def screen_rendered(rendered: dict[str, list], ctx: ShardContext) -> dict[str, l
             for c, value in raw_row(text_of[key], key).items():
                 out[c].append(value)
     return out
+
+
+def outside_texts(rendered: str, texts: list[str], n: int) -> list[str]:
+    """The parts of a rendered text that its chunk texts (found in it verbatim, in order) do not cover, each
+    with the n-1 words of text on either side: every n-gram of the rendered text that is not inside one of
+    its texts lies in one part. The whole text when a text is not found."""
+    parts, start, search, carried = [], 0, 0, ""
+    for text in texts:
+        text = text.strip()
+        k = rendered.find(text, search)
+        if not text or k < 0:
+            return [rendered]
+        search = k + len(text)
+        words = text.split()
+        if len(words) <= 2 * (n - 1):
+            continue  # a short text stays in its part: an n-gram may span it whole
+        parts.append(carried + rendered[start:k] + " " + " ".join(words[: n - 1]))
+        carried, start = " ".join(words[-(n - 1) :]) + " ", search
+    parts.append(carried + rendered[start:])
+    return parts
 
 
 def _pair_text(pair: dict) -> str:
