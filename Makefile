@@ -71,6 +71,8 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_stats.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_end_to_end.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_overhead.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_decontam.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_quality.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_gpu.py
 
 # On a GPU machine with `pip install -e '.[vllm]'`: the synthesizer's real shape (Mistral-7B, dummy weights, no
