@@ -282,3 +282,26 @@ def test_a_hub_that_cannot_create_the_repo_is_offline_or_down_fails_the_prefligh
     for r in (refused, offline, down):
         assert r["line"].startswith("ipt-data: error: ") and r["shards"] is None
     assert "tester/new" not in hub.state.repos
+
+
+def test_a_benchmark_on_the_hub_is_read_with_its_config_split_and_columns(hub, tmp_path):
+    """`--decontaminate user/name?config=..&split=..&question=..&answer=..`: a Hub dataset, read through the
+    same `load_source` as inputs, indexed, and a pasted question found."""
+    out = run_child(
+        hub,
+        tmp_path,
+        f"""
+        from datasets import Dataset
+        from ipt_data.quality.benchmarks import BenchmarkIndex, parse_specs
+        q = "Which river flows through the old town of Kessel and past the stone bridge built in the year 1620"
+        ds = Dataset.from_dict({{"prompt": [q, "An unrelated question about bees and their waggle dance inside hives"],
+                                "target": ["the Alder", "it points to flowers"]}})
+        ds.push_to_hub("tester/quiz", config_name="hard", split="test")
+        specs = parse_specs("tester/quiz?config=hard&split=test&question=prompt&answer=target&name=quiz")
+        index = BenchmarkIndex.build(specs, {str(tmp_path / "index")!r})
+        text = "Guides ask: which river flows through the OLD town of Kessel, and past the stone bridge?"
+        hits = index.find([text + " built in the year 1620", "nothing to see here"])
+        print("HITS", [[h.benchmark for h in found] for found in hits], index.summary()["benchmarks"][0]["items"])
+    """,
+    )
+    assert "HITS [['quiz'], []] 2" in out
