@@ -373,3 +373,26 @@ def test_outside_texts_holds_every_ngram_not_inside_a_text():
                 continue  # inside a text: screened with the input texts
             gram = words[i : i + n]
             assert any(p[j : j + n] == gram for p in parts for j in range(len(p) - n + 1)), (rendered, gram)
+
+
+def test_the_built_in_stages_declare_the_columns_their_functions_write(encoder):
+    """A stage's declaration is what its `Dataset.map` function does: the columns it writes are in its output."""
+    from ipt_data import Synthesizer, chunk_batch, synthesis_features, templify_batch
+    from ipt_data.schema import TEXT_IDS
+    from ipt_data.stages import load
+
+    stages = {s.name: s for s in load()}
+    chunks = chunk_batch({"text": [prose(1), prose(2)]}, [0, 1], tokenizer=encoder, ids_column=TEXT_IDS)
+    assert set(stages["chunk"].writes) <= set(chunks)
+    synthesized = Synthesizer(model="unused", tokenizer=encoder, engine=Planted())({"text": chunks["text"]})
+    assert set(stages["synthesize"].writes) <= set(synthesized) <= set(synthesis_features({"text": None}))
+    assert set(stages["templify"].writes) == set(templify_batch(synthesized))
+    assert {s.name for s in load()} == {
+        "route",
+        "chunk",
+        "synthesize",
+        "pair_filter",
+        "decontaminate",
+        "templify",
+        "count",
+    }
