@@ -289,3 +289,20 @@ def test_judge_does_not_mutate_inputs_and_is_deterministic_across_processes():
             env={"PYTHONHASHSEED": hashseed, "PATH": ""},
         )
         assert json.loads(out.stdout) == here
+
+
+def test_a_word_lookup_in_the_text_is_the_word_set_membership():
+    """Grounding looks answer words up in the text without building its word set: the same answers."""
+    import random
+
+    from ipt_data.quality.pair_filters import _Text
+
+    rng = random.Random(3)
+    alphabet = "ab c_d-é1 ß'.\n\u00a0Ωx"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        words = _word_set(text)
+        probe = {"".join(rng.choice("abcdé1ßssΩωx") for _ in range(rng.randint(1, 3))) for _ in range(6)} | words
+        t = _Text(text, 1)
+        for w in probe:
+            assert t.has(w.casefold()) == (w.casefold() in words), (text, w)
