@@ -24,9 +24,9 @@ from ipt_data.options import (
     SynthesisOptions,
     check_choices,
     fingerprint,
+    left_out,
     option,
     scoped,
-    unset,
 )
 from ipt_data.schema import PUBLISHED_COLUMNS
 from ipt_data.stages import PIPELINE, PipelineOptions, built_in_options
@@ -164,7 +164,8 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
 
     def to_dict(self) -> dict[str, Any]:
         """The options (options added since fingerprints were first published only when set)."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if not (_added(self, k) and unset(self, k))}
+        omitted = left_out(self)
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in omitted}
         d["general_columns"] = list(self.general_columns)
         d["keep_columns"] = list(self.keep_columns)
         return d
@@ -179,11 +180,14 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
         return fingerprint(self, SHARDS, OUTPUT, extra=self._extra())
 
     def _extra(self) -> dict[str, Any]:
-        return code_versions() | ({"stage_inputs": self.stage_inputs} if self.stage_inputs else {})
+        return code_versions() | self._inputs()
+
+    def _inputs(self) -> dict[str, Any]:
+        return {"stage_inputs": self.stage_inputs} if self.stage_inputs else {}
 
     def shard_values(self) -> dict[str, Any]:
-        values = {k: getattr(self, k) for k in sorted(scoped(self, SHARDS)) if not (_added(self, k) and unset(self, k))}
-        return values | ({"stage_inputs": self.stage_inputs} if self.stage_inputs else {})
+        omitted = left_out(self)
+        return {k: getattr(self, k) for k in sorted(scoped(self, SHARDS)) if k not in omitted} | self._inputs()
 
     def resolved_work_dir(self) -> str:
         if self.work_dir:
@@ -194,10 +198,6 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
             return self.output.rstrip("/") + ".work"
         name = self.output.rstrip("/").rsplit("/", 1)[-1]
         return str(Path("ipt-work") / f"{name}-{hashlib.sha256(self.output.encode()).hexdigest()[:8]}")
-
-
-def _added(config, name: str) -> bool:
-    return bool(next(f for f in dataclasses.fields(config) if f.name == name).metadata.get("added"))
 
 
 def code_versions() -> dict[str, str]:

@@ -75,19 +75,24 @@ def check_choices(obj) -> None:
             raise ConfigError(f"{f.name} must be one of {list(choices)}, got {value!r}")
 
 
-def unset(obj, name: str) -> bool:
-    """Whether an `added` option of `obj` is unset: None, empty, or its default."""
-    f = next(f for f in dataclasses.fields(obj) if f.name == name)
-    value = getattr(obj, name)
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return value is None or value == default or (hasattr(value, "__len__") and not len(value))
+def left_out(obj) -> set[str]:
+    """The `added` options of `obj` that are unset (None, empty, or their default): left out of its
+    fingerprint and of what is recorded of it (see `option`)."""
+    out = set()
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("added"):
+            value = getattr(obj, f.name)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if value is None or value == default or (hasattr(value, "__len__") and not len(value)):
+                out.add(f.name)
+    return out
 
 
 def fingerprint(obj, *scopes: str, extra: dict[str, Any] | None = None) -> str:
     """A 16-hex-digit hash of the fields of `scopes` (+ `extra`, + the fingerprint version); `added` options are
     left out while unset (see `option`)."""
-    added = {f.name for f in dataclasses.fields(obj) if f.metadata.get("added")}
-    values = {name: getattr(obj, name) for name in scoped(obj, *scopes) if not (name in added and unset(obj, name))}
+    omitted = left_out(obj)
+    values = {name: getattr(obj, name) for name in scoped(obj, *scopes) if name not in omitted}
     values.update(extra or {}, fingerprint_version=FINGERPRINT_VERSION)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -65,8 +65,8 @@ def _mix_ratio(config: dict[str, Any], report: dict[str, Any]) -> str:
 def _declared_counts(synthesis: dict[str, Any], stages) -> dict[str, Any]:
     """The counts the stages declare for the card (`ipt_data.stages`), in their order: the run's synthesis
     numbers as `stats.json` holds them."""
-    stats = sorted(enumerate(s for s in declared_stats(stages) if s.card), key=lambda item: item[1].card_order)
-    return dict(line for _, stat in stats for line in stat.lines(synthesis, card=True))
+    stats = sorted((s for s in declared_stats(stages) if s.card), key=lambda stat: stat.card_order)  # stable
+    return dict(line for stat in stats for line in stat.lines(synthesis, card=True))
 
 
 def _decontamination(inputs: dict[str, Any], matches: dict[str, Any]) -> str:

@@ -36,8 +36,10 @@ class Progress:
         with self.lock:
             for stat in self.stats:
                 self.stage_counts[stat.progress] += stat.total(stats)
-            if not counted_live or self.stats:
-                self._count(*((0, 0) if counted_live else (stats.get("pairs", 0), stats.get("completion_tokens", 0))))
+            if not counted_live:
+                self._count(stats.get("pairs", 0), stats.get("completion_tokens", 0))
+            elif self.stats:
+                self._count(0, 0)  # the pairs and tokens were counted live: the stages' counts shown
             self.bar.update(max(0, stats["rows"]["in"] - self.advanced.pop(shard, 0)))
 
     def _count(self, pairs: int, tokens: int) -> None:

@@ -48,33 +48,31 @@ class ActiveStage:
     state: object = None
 
 
-def active_stages(config, work_path: str | None = None) -> list[ActiveStage]:
-    """The stages of `config.stages` that act on this run (enabled by their options), prepared."""
-    out = []
+def acting(config) -> Iterator[tuple[Stage, object]]:
+    """`(stage, its options)` for the stages of `config.stages` that act on this run (enabled by their options)."""
     for stage in load(config.stages):
         options = stage.option_values(config)
         if stage.enabled(options):
-            state = stage.prepare(options, work_path) if stage.prepare is not None else None
-            out.append(ActiveStage(stage, options, state))
-    return out
+            yield stage, options
+
+
+def active_stages(config, work_path: str | None = None) -> list[ActiveStage]:
+    """The acting stages, prepared."""
+    return [
+        ActiveStage(stage, options, stage.prepare(options, work_path) if stage.prepare is not None else None)
+        for stage, options in acting(config)
+    ]
 
 
 def active_stats(config) -> tuple:
-    """The statistics of the stages that act on this run."""
-    return tuple(
-        stat for stage in load(config.stages) if stage.enabled(stage.option_values(config)) for stat in stage.stats
-    )
+    """The statistics of the acting stages."""
+    return tuple(stat for stage, _ in acting(config) for stat in stage.stats)
 
 
 def setup_stages(config, work_path: str) -> dict:
     """Once per run, in the driver, before any shard: each acting stage's `setup` (e.g. a benchmark index built
     into the work folder), by stage name: what the shards depend on besides the options."""
-    found = {}
-    for stage in load(config.stages):
-        options = stage.option_values(config)
-        if stage.setup is not None and stage.enabled(options):
-            found[stage.name] = stage.setup(options, work_path)
-    return found
+    return {stage.name: stage.setup(options, work_path) for stage, options in acting(config) if stage.setup}
 
 
 def process_shard(
