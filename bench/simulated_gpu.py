@@ -1,7 +1,9 @@
 """Engines for measuring ipt_data's own overhead: one that costs nothing, and a simulated GPU that streams.
 
 `Instant` answers every prompt at once with one fixed, well-formed completion of three pairs (free-form,
-multiple choice, chain of thought), so a run measures only our own work.
+multiple choice, chain of thought), so a run measures only our own work. `GroundedInstant` does the same with
+pairs made of the words of each prompt's own text (its last tokens before ` </CON>`), different for every
+text and grounded in it, as a good synthesizer's are: what pair filters are measured on.
 
 `SimulatedGPU` is a `StreamingEngine` with the timing model of continuous batching on one GPU, driven by one
 thread in this process as the vLLM engine is:
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from pathlib import Path
 
 from ipt_data.engines import Completion
 
@@ -42,6 +45,38 @@ class Instant:
 
     def generate(self, prompts, *, max_new_tokens, temperature=0.0, seed=0):
         return [Completion(COMPLETION, "stop", len(p), 90) for p in prompts]
+
+
+class GroundedInstant(Instant):
+    """As `Instant`, but each completion's three pairs are made of a stretch of the prompt's own text: its
+    `span` tokens before the last `tail` (` </CON>\\n\\n`), decoded (one decode per prompt) and cut in three: a
+    free-form answer, the correct option of a multiple-choice question, and a chain-of-thought rationale with
+    its final answer. Grounded in the text, so pair filters keep them, and a different completion per text."""
+
+    name = "grounded-instant"
+
+    def __init__(self, model: str, device: str, max_model_len: int = 4096, span: int = 60, tail: int = 8, **_):
+        from tokenizers import Tokenizer
+
+        super().__init__(model, device, max_model_len)
+        self._tokenizer = Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
+        self.span, self.tail = span, tail
+
+    def completion(self, prompt) -> str:
+        words = self._tokenizer.decode(list(prompt[-self.span - self.tail : -self.tail])).split()[1:-1]
+        if len(words) < 9:
+            return COMPLETION
+        third = len(words) // 3
+        a, b, c = " ".join(words[:third]), " ".join(words[third : 2 * third]), " ".join(words[2 * third :])
+        return (
+            f"<QUE> What does the text say right before its end? <ANS> {a} </END>\n\n"
+            f"<QUE> Which of these does the text say?\nOptions:\n- {b}\n- {a[::-1]}\n- {c[::-1]} <ANS> {b} </END>\n\n"
+            f"<QUE> How does the text end?\nLet's think step by step. <ANS> The text says {a}, then {b}.\n"
+            f"Therefore, the answer is {c} </END>"
+        )
+
+    def generate(self, prompts, *, max_new_tokens, temperature=0.0, seed=0):
+        return [Completion(self.completion(p), "stop", len(p), 90) for p in prompts]
 
 
 class SimulatedGPU:
