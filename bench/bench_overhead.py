@@ -53,7 +53,7 @@ from ipt_data.engines import load_engine, register_engine  # noqa: E402
 from ipt_data.method import tokenizer as budget  # noqa: E402
 from ipt_data.testing.fixtures import TINY_SYNTHESIZER  # noqa: E402
 
-STAGES = ("chunk", "synthesize", "templify", "count", "write")
+STAGES = ("chunk", "synthesize", "templify", "count", "shard_stats", "write")
 register_engine("instant", lambda model, device, **o: Instant(model, device, **o))
 register_engine("simulated-gpu", lambda model, device, **o: SimulatedGPU(model, device, **o))
 

@@ -62,7 +62,7 @@ from ipt_data import fixtures  # noqa: E402
 from ipt_data.engines import register_engine  # noqa: E402  (the documented way to add an engine)
 
 N = 13
-BASE = ("chunk", "synthesize", "templify", "count", "write")  # the shard phase's stages in every run
+BASE = ("chunk", "synthesize", "templify", "count", "shard_stats", "write")  # the shard phase's stages in every run
 OWN = ("pair_filter", "decontaminate")  # the quality stages' own keys, when they act
 FILTERS = "grounding,length,repetition,duplicates"
 SIDES = ("plain", "filters", "decontaminate", "both")

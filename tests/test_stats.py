@@ -225,3 +225,65 @@ def test_distinct_counter(tmp_path, n):
         "repeated": sum(v > 1 for v in c.values()),
         "extra_copies": len(items) - len(c),
     }
+
+
+def test_statistics_saved_in_parts_and_added_up_equal_one_pass(tmp_path):
+    """What each shard does with its rows (`add`, `save`) and the run with the shards' files (`absorb`): the
+    numbers of one pass over all the rows, distinct counts taken across the parts, small spill buffers included."""
+    rows = corpus_rows(300).to_list()
+    rows += rows[:20]  # copies in another part than their first
+    whole = stats_module.CorpusStats()
+    whole.add({c: [r[c] for r in rows] for c in rows[0]})
+    merged = stats_module.CorpusStats()
+    for k, part in enumerate((rows[:100], rows[100:101], [], rows[101:])):
+        acc = stats_module.CorpusStats()
+        for counter in (acc.questions, acc.texts, acc.pairs):
+            counter.limit = 7  # spilled to partition files: `save` takes them back
+        if part:
+            acc.add({c: [r[c] for r in part] for c in rows[0]})
+        acc.save(tmp_path / f"{k}.npz")
+        acc.close()
+        assert merged.absorb(tmp_path / f"{k}.npz")
+    expected = whole.result()
+    assert merged.result() == expected
+    check_against_recount(expected, rows)
+    assert expected["duplicates"]["texts"]["repeated"] >= 20  # across the parts
+    assert not stats_module.CorpusStats().absorb(tmp_path / "missing.npz")
+
+
+def test_a_runs_statistics_are_its_shards_added_up_and_its_general_rows_counted(tmp_path, monkeypatch, capsys):
+    """stats.json adds up what each shard took of its rows as it made them (`shards/NNNNN.stats.npz`) and counts
+    only the general rows at the end: the numbers of one pass over the published corpus. A shard without its file
+    (done by an earlier ipt_data) is read again in its place, to the same numbers."""
+    general = tmp_path / "general.jsonl"
+    lines = [{"question": f"What is step {i % 9}?", "response": f"Step {i % 9} is to stir."} for i in range(40)]
+    general.write_text("".join(json.dumps(line) + "\n" for line in lines))  # repeats: duplicates across the mix
+    work = tmp_path / "work"
+    args = ["augment", "--recipe", "recipes/cpu-demo.yaml", "--model", TINY_SYNTHESIZER, "--dataset", SAMPLE_CORPUS]
+    args += ["--no-progress", "--fraction", "0.5", "--limit", "24", "--max-new-tokens", "60"]
+    args += ["--general", str(general), "--general-ratio", "0.5", "--work-dir", str(work)]
+    finish_module = __import__("ipt_data.run.finish", fromlist=["CorpusStats"])
+    added: list[int] = []
+
+    class Counted(stats_module.CorpusStats):  # the rows the run's end counts itself
+        def add(self, batch):
+            added.append(len(batch["text"]))
+            super().add(batch)
+
+    monkeypatch.setattr(finish_module, "CorpusStats", Counted)
+    assert main([*args, "--output", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    got = stats(str(tmp_path / "a"), progress=False)
+    assert got == json.loads((tmp_path / "a" / "stats.json").read_text())
+    rows = pq.read_table(tmp_path / "a" / "data").to_pylist()
+    check_against_recount(got, rows)
+    parts = sorted(work.glob("shards/*.stats.npz"))
+    assert len(parts) == 3 and set(got["rows"]) == {"augmented", "general", "raw"}
+    assert sum(added) == got["rows"]["general"]  # the shards' rows were counted by the shards
+
+    added.clear()
+    first = pq.read_metadata(work / "shards" / "00000.parquet").num_rows
+    parts[0].unlink()
+    assert main([*args, "--output", str(tmp_path / "b")]) == 0  # every shard done: only the end runs again
+    assert json.loads((tmp_path / "b" / "stats.json").read_text()) == got
+    assert sum(added) == got["rows"]["general"] + first

@@ -15,10 +15,16 @@ Computed from the columns `mix` publishes (`text`, `kind`, `n_tokens`, `source`,
 Exact at any size: distinct and repeated items are counted from 64-bit hashes spilled to 256 partition
 files in a temporary folder (memory: one buffer and one partition at a time); question openings are counted
 exactly up to `MAX_OPENINGS` distinct ones, then the rarest are pruned (the result says so).
+
+Mergeable: a run's shards each take the statistics of their own rows as they are made (`CorpusStats.add`
+batch by batch, `save` next to the shard); the run merges them (`absorb`), adds its general rows, and reads
+the result: the same numbers as one pass over the published corpus (every count is a sum, every distinct
+count is taken from all the hashes together), without that pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -63,21 +69,34 @@ class DistinctCounter:
 
     def __init__(self, folder: str, name: str, buffer: int = 1 << 16):
         self.folder, self.name, self.limit = folder, name, buffer
-        self.buffer: list[int] = []
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
         self.total = 0
 
     def add(self, items: Iterable[str]) -> None:
-        for item in items:
-            self.buffer.append(_hash64(item))
-        if len(self.buffer) >= self.limit:
+        self.add_hashes(np.fromiter(map(_hash64, items), dtype=np.uint64))
+
+    def add_hashes(self, hashes: np.ndarray) -> None:
+        """Items by their hashes (as `hashes()` gives them: another counter's, merged into this one)."""
+        if len(hashes):
+            self.buffer.append(np.asarray(hashes, dtype=np.uint64))
+            self.buffered += len(hashes)
+        if self.buffered >= self.limit:
             self._spill()
+
+    def hashes(self) -> np.ndarray:
+        """Every item's hash so far (one per item, repeats included, in no particular order)."""
+        self._spill()
+        paths = [os.path.join(self.folder, f"{self.name}-{p:03d}.bin") for p in range(256)]
+        parts = [np.fromfile(path, dtype=np.uint64) for path in paths if os.path.exists(path)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
     def _spill(self) -> None:
         if not self.buffer:
             return
-        hashes = np.asarray(self.buffer, dtype=np.uint64)
+        hashes = np.concatenate(self.buffer)
         self.total += len(hashes)
-        self.buffer = []
+        self.buffer, self.buffered = [], 0
         parts = (hashes >> np.uint64(56)).astype(np.uint8)
         order = np.argsort(parts, kind="stable")
         hashes, parts = hashes[order], parts[order]
@@ -148,9 +167,70 @@ class CorpusStats:
                 self.openings[opening(pair["instruction"])] += 1
             self.questions.add(" ".join(p["instruction"].lower().split()) for p in pairs)
             self.pairs.add(f"{p['instruction']}\x00{p['response']}" for p in pairs)
+        self._prune_openings()
+
+    # --- merging: what a shard saves, and what the run adds up --------------------------------------------------
+
+    FORMAT = 1  # of a saved partial: one of another format is not read (its shard's statistics are taken anew)
+    _COUNTERS = ("rows", "tokens", "pairs_per_text", "shots", "layouts", "tasks", "openings")
+    _DISTINCT = ("questions", "texts", "pairs")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """These statistics so far, into one file (written whole or not at all), for `absorb`."""
+        state = {
+            "format": self.FORMAT,
+            **{name: [[k, n] for k, n in getattr(self, name).items()] for name in self._COUNTERS},
+            "lengths": {kind: bins.tolist() for kind, bins in self.lengths.items()},
+            "extremes": self.extremes,
+            "inverted": self.inverted,
+            "copied": self.copied,
+            "openings_exact": self.openings_exact,
+        }
+        arrays = {name: getattr(self, name).hashes() for name in self._DISTINCT}
+        tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, state=np.frombuffer(json.dumps(state).encode(), np.uint8), **arrays)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        os.replace(tmp, path)
+
+    def absorb(self, path: str | os.PathLike) -> bool:
+        """Add the statistics `save` wrote to `path`; False (nothing added) when there is no such file or it is of
+        another format."""
+        try:
+            with np.load(path) as saved:
+                state = json.loads(saved["state"].tobytes())
+                if state.get("format") != self.FORMAT:
+                    return False
+                arrays = {name: saved[name] for name in self._DISTINCT}
+        except (OSError, ValueError, KeyError):
+            return False
+        for name in self._COUNTERS:
+            getattr(self, name).update({k: n for k, n in state[name]})
+        for kind, bins in state["lengths"].items():
+            self.lengths[kind] = self.lengths.get(kind, np.zeros(len(LENGTH_BINS), np.int64)) + np.asarray(bins)
+        for kind, (low, high) in state["extremes"].items():
+            old = self.extremes.get(kind, [low, high])
+            self.extremes[kind] = [min(old[0], low), max(old[1], high)]
+        self.inverted += state["inverted"]
+        self.copied += state["copied"]
+        self.openings_exact = self.openings_exact and state["openings_exact"]
+        self._prune_openings()
+        for name, hashes in arrays.items():
+            getattr(self, name).add_hashes(hashes)
+        return True
+
+    def _prune_openings(self) -> None:
         if len(self.openings) > MAX_OPENINGS:
             self.openings = Counter(dict(self.openings.most_common(MAX_OPENINGS // 2)))
             self.openings_exact = False
+
+    def close(self) -> None:
+        """Remove the temporary folder (`result` does it too)."""
+        self._tmp.cleanup()
 
     def result(self, report: dict[str, Any] | None = None, stages: tuple[str, ...] = PIPELINE) -> dict[str, Any]:
         """The statistics as a dict of plain numbers (JSON-ready)."""
@@ -194,7 +274,7 @@ class CorpusStats:
             "duplicates": {"texts": self.texts.result(), "pairs": self.pairs.result()},
             "synthesis": _synthesis(report, self.tasks.get("verbatim", 0), n_pairs, stages),
         }
-        self._tmp.cleanup()
+        self.close()
         return out
 
 

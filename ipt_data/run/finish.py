@@ -9,10 +9,13 @@ import logging
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ipt_data.corpus.card import dataset_card
@@ -21,7 +24,7 @@ from ipt_data.corpus.sources import as_dataset
 from ipt_data.corpus.stats import CorpusStats
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
-from ipt_data.run.workdir import WorkDir
+from ipt_data.run.workdir import STATS, WorkDir
 from ipt_data.schema import KEPT_TYPE, PUBLISHED_COLUMNS, SHARD_SCHEMA
 from ipt_data.stages import PIPELINE
 
@@ -84,12 +87,34 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
     return corpus, shards
 
 
-def corpus_stats(corpus, report: dict, stages: tuple[str, ...] = PIPELINE) -> dict[str, Any]:
-    """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers (those `stages` declare)."""
+def corpus_stats(
+    corpus, work: WorkDir, n_shards: int, report: dict, stages: tuple[str, ...] = PIPELINE
+) -> dict[str, Any]:
+    """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers (those `stages` declare),
+    without a pass over it: the statistics each shard took of its rows (`shards/NNNNN.stats.npz`), added up, plus
+    those of the general rows the mix took in (`corpus` None: there are none). A shard without them (done by an
+    earlier ipt_data) is read."""
     acc = CorpusStats()
-    for batch in corpus.select_columns(list(PUBLISHED_COLUMNS)).iter(10_000):
-        acc.add(batch)
+    for k in range(n_shards):
+        if not acc.absorb(work.shard(k, STATS)):
+            for batch in pq.ParquetFile(work.shard(k, ".parquet")).iter_batches(10_000, columns=PUBLISHED_COLUMNS):
+                acc.add(batch.to_pydict())
+    if corpus is None:  # no general rows
+        return acc.result(report, stages)
+    kinds = corpus.with_format("arrow")["kind"] if len(corpus) else pa.array([], pa.string())
+    general = np.flatnonzero(pc.equal(kinds, "general").to_numpy(zero_copy_only=False))
+    if len(general):
+        for batch in corpus.select(general).select_columns(list(PUBLISHED_COLUMNS)).iter(10_000):
+            acc.add(batch)
     return acc.result(report, stages)
+
+
+def statistics(corpus, work: WorkDir, n_shards: int, report: dict, config) -> tuple[dict, list, float]:
+    """`(numbers, figures, seconds taken)`: `corpus_stats` (`corpus` None: the shards' rows are all there is) and
+    the figures drawn from them."""
+    t = time.perf_counter()
+    numbers = corpus_stats(corpus, work, n_shards, report, config.stages)
+    return numbers, figures(numbers), time.perf_counter() - t
 
 
 def achieved_mix(config, report: dict) -> dict[str, Any]:
@@ -121,19 +146,20 @@ QUALITY_RECORDS = "quality.jsonl"
 def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder, fingerprint: str, folder: Path):
     from ipt_data.sinks import publish
 
-    t = time.perf_counter()
-    corpus, shards = mix_shards(config, work, n_shards, encoder, folder)
-    report["seconds"]["mix"] = time.perf_counter() - t
-    t = time.perf_counter()
-    numbers = corpus_stats(corpus, stable(report), config.stages)
+    with ThreadPoolExecutor(1, thread_name_prefix="ipt-stats") as pool:
+        # without general data the statistics are the shards' alone: added up and drawn while the shards are mixed
+        early = None if config.general else pool.submit(statistics, None, work, n_shards, stable(report), config)
+        t = time.perf_counter()
+        corpus, shards = mix_shards(config, work, n_shards, encoder, folder)
+        report["seconds"]["mix"] = time.perf_counter() - t
+        late = None if early else statistics(corpus, work, n_shards, stable(report), config)
+        numbers, images, report["seconds"]["stats"] = early.result() if early else late
     report["output_rows"], report["output_tokens"] = numbers["rows"], numbers["tokens"]
     if config.general:
         report["mix"] = achieved_mix(config, report)
         report["general_rejects"] = general_rejects(work.path)  # rows of the general data left out, by reason
     report["fingerprint"] = config.fingerprint()
     example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
-    images = figures(numbers)
-    report["seconds"]["stats"] = time.perf_counter() - t
 
     t = time.perf_counter()
     rejects = work.rejects(n_shards)

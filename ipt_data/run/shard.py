@@ -14,15 +14,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyarrow as pa
 
+from ipt_data.corpus.stats import CorpusStats
 from ipt_data.errors import EngineUnavailableError, RunStoppedError
 from ipt_data.method.tokenizer import get_encoder
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.report import merge
 from ipt_data.run.workdir import WorkDir
-from ipt_data.schema import KEPT_TYPE, MISSING, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS
+from ipt_data.schema import KEPT_TYPE, MISSING, PUBLISHED_COLUMNS, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS
 from ipt_data.stages import ShardContext, ShardData, Stage, load
 from ipt_data.stages.chunk import chunk_batch
 from ipt_data.stages.route import route
@@ -37,6 +39,17 @@ class ShardResult:
     k: int
     stats: dict
     live: bool = False  # its pairs and tokens were already reported batch by batch
+
+
+class ShardOutput(NamedTuple):
+    """What `process_shard` makes of a shard."""
+
+    table: pa.Table  # `schema.SHARD_SCHEMA` (and the kept columns)
+    rejects: list[dict]
+    stats: dict  # what the run report adds up
+    first_error: str | None  # the first engine error, if any
+    records: list[dict]  # what its stages kept for inspection
+    corpus_stats: CorpusStats  # the statistics of its rows, as published (taken batch by batch)
 
 
 @dataclass
@@ -77,16 +90,17 @@ def setup_stages(config, work_path: str) -> dict:
 
 def process_shard(
     task: ShardTask, config, synth: Callable, encoder, on_batch=None, stop=None, stages: list[ActiveStage] | None = None
-) -> tuple:
-    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, its first engine error (or None), and
-    the records its stages kept for inspection.
+) -> ShardOutput:
+    """The shard's table (`schema.SHARD_SCHEMA`), its rejects, its stats, its first engine error (or None), the
+    records its stages kept for inspection, and the statistics of its rows (`ShardOutput`).
 
     `synth(batches)` yields each batch's synthesized columns in order (`Synthesizer.stream`): the shard's
     batches of `batch_size` chunks go to it together, so a streaming engine is kept busy across them. Nothing
     of ours keeps the engine waiting longer than it must: rows are chunked a batch at a time as the synthesizer
     asks for them (the first prompts go out after one batch is chunked, not the whole shard), the rows kept raw
     are counted a share after each batch handed over (the engine then has work), and each batch is filtered,
-    rendered and counted as soon as it is back, while the engine works on the others.
+    rendered and counted as soon as it is back, while the engine works on the others; the statistics of its
+    published rows are taken then too, so none are left to take after the last batch.
 
     `stages` (`active_stages`; default: those of `config`) act at their points: `on_rows` on the usable rows
     (a reason rejects one), `on_synthesized` on each batch back from the engine, `on_rendered` on its texts.
@@ -105,7 +119,8 @@ def process_shard(
     n = len(next(iter(rows.values()))) if rows else 0
     texts = rows.get(config.text_column, [MISSING] * n)
     # "synthesize" is the rest of the synthesis loop's time: the engine's, and the synthesizer's own work
-    seconds: Counter = Counter(dict.fromkeys(("chunk", "synthesize", "templify", "count"), 0.0))
+    seconds: Counter = Counter(dict.fromkeys(("chunk", "synthesize", "templify", "count", "shard_stats"), 0.0))
+    corpus = CorpusStats()
     for stage, ctx in contexts:
         if stage.on_rows is not None:
             with _timed(seconds, stage.name):
@@ -176,6 +191,8 @@ def process_shard(
                     rendered[i] = stage.on_rendered(rendered[i], ctx)
         with _timed(seconds, "count"):
             rendered[i]["n_tokens"] = encoder.count_texts(rendered[i]["text"])
+        with _timed(seconds, "shard_stats"):  # its rows are final now (a retried batch is taken when it is back)
+            corpus.add({c: rendered[i][c] for c in PUBLISHED_COLUMNS})
         records[i] = shared.records[before:]
         del shared.records[before:]  # kept by batch: a retried batch's come in its place, not last
 
@@ -212,10 +229,13 @@ def process_shard(
         for key, values in rendered.pop(i).items():
             out[key].extend(values)
     count_raw(len(raw))  # what is left
+    first_raw = len(out["text"])
     for i, n_tokens in zip(raw, raw_tokens, strict=True):
         for col, value in raw_row(texts[i], f"{start + i}:0").items():
             out[col].append(value)
         out["n_tokens"].append(n_tokens)
+    with _timed(seconds, "shard_stats"):
+        corpus.add({c: out[c][first_raw:] for c in PUBLISHED_COLUMNS})
     table = pa.table({c: out[c] for c in SHARD_SCHEMA.names}, schema=SHARD_SCHEMA)
     for column in config.keep_columns:  # provenance: the chosen input columns of every source row, in order
         values = rows.get(column, [None] * n)
@@ -230,7 +250,8 @@ def process_shard(
     merge(stats, shared.stats)  # what the acting stages counted
     stats["seconds"] = dict(seconds)
     first_error = next((s for s in synthesized.get("synth_status", []) if s.startswith("engine_error")), None)
-    return table, rejects, stats, first_error, shared.records + [r for i in sorted(records) for r in records[i]]
+    records_in_order = shared.records + [r for i in sorted(records) for r in records[i]]
+    return ShardOutput(table, rejects, stats, first_error, records_in_order, corpus)
 
 
 def _screen(
@@ -327,7 +348,7 @@ class ShardWork:
         synth = self.synthesizer()
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
         on_batch = functools.partial(self.on_batch, shard=task.k) if self.on_batch is not None else None
-        table, rejects, stats, first_error, records = process_shard(
+        made = process_shard(
             task,
             config,
             lambda batches: synth.stream(batches, rank, self.stopping),
@@ -336,10 +357,16 @@ class ShardWork:
             self.stopping,
             self.stages(),
         )
-        if self.stopping.is_set():
-            raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
-        check_engine_errors(task.k, stats, first_error, config)
-        t = time.perf_counter()
-        WorkDir(self.work_path, self.lock_token).write(task.k, table, rejects, stats, task.input_hash, records)
-        stats["seconds"]["write"] = time.perf_counter() - t
+        stats = made.stats
+        try:
+            if self.stopping.is_set():
+                raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
+            check_engine_errors(task.k, stats, made.first_error, config)
+            t = time.perf_counter()
+            WorkDir(self.work_path, self.lock_token).write(
+                task.k, made.table, made.rejects, stats, task.input_hash, made.records, made.corpus_stats
+            )
+            stats["seconds"]["write"] = time.perf_counter() - t
+        finally:
+            made.corpus_stats.close()
         return ShardResult(task.k, stats, live=self.on_batch is not None)

@@ -1,7 +1,8 @@
 """The work folder of a run: `run.json` (the shard fingerprint), `shards/NNNNN.parquet` + `.rejects.jsonl` +
-`.done.json` (written last: a shard is done when its marker exists; it records the hash of the input rows the
-shard was made from, and the shard's stats), and `run.log`. A shard is written to a temporary file per writer,
-then renamed; a run removes the temporary files that writers killed mid-write left over an hour ago.
+`.stats.npz` (the statistics of its rows, `CorpusStats.save`) + `.done.json` (written last: a shard is done when
+its marker exists; it records the hash of the input rows the shard was made from, and the shard's stats), and
+`run.log`. A shard is written to a temporary file per writer, then renamed; a run removes the temporary files that
+writers killed mid-write left over an hour ago.
 
 A rerun reuses a done shard only when its input rows hash the same; a folder whose parameters differ is
 refused, unless it holds no shard yet (a run that failed before writing one locks nothing)."""
@@ -26,6 +27,7 @@ from ipt_data.run.lock import check_held
 
 log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600.0  # a shard's temporary file this old has no writer left
+STATS = ".stats.npz"  # a shard's statistics of its rows
 
 
 class WorkDir:
@@ -91,14 +93,21 @@ class WorkDir:
 
     def drop(self, k: int) -> None:
         """Forget shard `k` (its input rows are gone), done marker first."""
-        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".records.jsonl", ".input.jsonl"):
+        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".records.jsonl", ".input.jsonl", STATS):
             self.shard(k, suffix).unlink(missing_ok=True)
 
     def write(
-        self, k: int, table: pa.Table, rejects: list[dict], stats: dict, input_hash: str, records: list[dict] = ()
+        self,
+        k: int,
+        table: pa.Table,
+        rejects: list[dict],
+        stats: dict,
+        input_hash: str,
+        records: list[dict] = (),
+        corpus_stats=None,
     ) -> None:
-        """Write shard `k` (and the records its stages kept for inspection, when there are any), then mark it
-        done."""
+        """Write shard `k` (and the records its stages kept for inspection, when there are any, and the statistics
+        of its rows, a `CorpusStats`, when given), then mark it done."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
@@ -113,6 +122,10 @@ class WorkDir:
             _atomic_write(self.shard(k, ".records.jsonl"), "".join(_line(r) for r in records))
         else:
             self.shard(k, ".records.jsonl").unlink(missing_ok=True)
+        if corpus_stats is not None:
+            corpus_stats.save(self.shard(k, STATS))
+        else:
+            self.shard(k, STATS).unlink(missing_ok=True)
         marker = {"input_hash": input_hash, "stats": stats}
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
