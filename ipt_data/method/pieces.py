@@ -86,8 +86,8 @@ class PieceEncoder:
     """Ids of plain texts, piece by piece, equal to the file's own pipeline (special-token parsing off, no
     special tokens added). Build it with `for_tokenizer`, which says None for a file that does not qualify."""
 
-    def __init__(self, tokenizer: Tokenizer):
-        spec = json.loads(tokenizer.to_str())
+    def __init__(self, tokenizer: Tokenizer, spec: dict | None = None):
+        spec = dict(json.loads(tokenizer.to_str()) if spec is None else spec)  # `spec`: the file's, already read
         spec.update(normalizer=None, pre_tokenizer=None, post_processor=None, truncation=None, padding=None)
         model = Tokenizer.from_str(json.dumps(spec))  # the file's BPE alone: one piece in, its ids out
         model.encode_special_tokens = True
@@ -97,8 +97,9 @@ class PieceEncoder:
     @classmethod
     def for_tokenizer(cls, tokenizer: Tokenizer) -> tuple[PieceEncoder | None, str | None]:
         """`(encoder, None)` when `tokenizer` qualifies, else `(None, why not)`."""
-        problem = piecewise_problem(json.loads(tokenizer.to_str()))
-        return (None, problem) if problem else (cls(tokenizer), None)
+        spec = json.loads(tokenizer.to_str())  # read once (a vocabulary of 32,000 tokens takes a tenth of a second)
+        problem = piecewise_problem(spec)
+        return (None, problem) if problem else (cls(tokenizer, spec), None)
 
     def forget(self) -> None:
         """Drop every remembered piece (what a new process starts with; benchmarks measure from there)."""
