@@ -241,7 +241,7 @@ def test_statistics_saved_in_parts_and_added_up_equal_one_pass(tmp_path):
             counter.limit = 7  # spilled to partition files: `save` takes them back
         if part:
             acc.add({c: [r[c] for r in part] for c in rows[0]})
-        acc.save(tmp_path / f"{k}.npz")
+        (tmp_path / f"{k}.npz").write_bytes(acc.to_bytes())
         acc.close()
         assert merged.absorb(tmp_path / f"{k}.npz")
     expected = whole.result()
@@ -253,8 +253,9 @@ def test_statistics_saved_in_parts_and_added_up_equal_one_pass(tmp_path):
 
 def test_a_runs_statistics_are_its_shards_added_up_and_its_general_rows_counted(tmp_path, monkeypatch, capsys):
     """stats.json adds up what each shard took of its rows as it made them (`shards/NNNNN.stats.npz`) and counts
-    only the general rows at the end: the numbers of one pass over the published corpus. A shard without its file
-    (done by an earlier ipt_data) is read again in its place, to the same numbers."""
+    only the general rows at the end: the numbers of one pass over the published corpus. A shard whose done marker
+    does not name its file (made by an earlier ipt_data) is read again in its place, to the same numbers, even
+    with a stale file beside it."""
     general = tmp_path / "general.jsonl"
     lines = [{"question": f"What is step {i % 9}?", "response": f"Step {i % 9} is to stir."} for i in range(40)]
     general.write_text("".join(json.dumps(line) + "\n" for line in lines))  # repeats: duplicates across the mix
@@ -283,7 +284,11 @@ def test_a_runs_statistics_are_its_shards_added_up_and_its_general_rows_counted(
 
     added.clear()
     first = pq.read_metadata(work / "shards" / "00000.parquet").num_rows
-    parts[0].unlink()
+    marker = work / "shards" / "00000.done.json"
+    done = json.loads(marker.read_text())
+    del done["corpus_stats"]  # as an earlier ipt_data wrote it, beside a file of another shard's statistics
+    marker.write_text(json.dumps(done))
+    parts[0].write_bytes(parts[1].read_bytes())
     assert main([*args, "--output", str(tmp_path / "b")]) == 0  # every shard done: only the end runs again
     assert json.loads((tmp_path / "b" / "stats.json").read_text()) == got
     assert sum(added) == got["rows"]["general"] + first

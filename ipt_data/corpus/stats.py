@@ -17,15 +17,15 @@ files in a temporary folder (memory: one buffer and one partition at a time); qu
 exactly up to `MAX_OPENINGS` distinct ones, then the rarest are pruned (the result says so).
 
 Mergeable: a run's shards each take the statistics of their own rows as they are made (`CorpusStats.add`
-batch by batch, `save` next to the shard); the run merges them (`absorb`), adds its general rows, and reads
+batch by batch, saved next to the shard: `to_bytes`); the run merges them (`absorb`), adds its general rows, and reads
 the result: the same numbers as one pass over the published corpus (every count is a sum, every distinct
 count is taken from all the hashes together), without that pass.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -175,8 +175,8 @@ class CorpusStats:
     _COUNTERS = ("rows", "tokens", "pairs_per_text", "shots", "layouts", "tasks", "openings")
     _DISTINCT = ("questions", "texts", "pairs")
 
-    def save(self, path: str | os.PathLike) -> None:
-        """These statistics so far, into one file (written whole or not at all), for `absorb`."""
+    def to_bytes(self) -> bytes:
+        """These statistics so far, as the bytes of one file (`.npz`) that `absorb` reads."""
         state = {
             "format": self.FORMAT,
             **{name: [[k, n] for k, n in getattr(self, name).items()] for name in self._COUNTERS},
@@ -187,19 +187,13 @@ class CorpusStats:
             "openings_exact": self.openings_exact,
         }
         arrays = {name: getattr(self, name).hashes() for name in self._DISTINCT}
-        tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, state=np.frombuffer(json.dumps(state).encode(), np.uint8), **arrays)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-        os.replace(tmp, path)
+        out = io.BytesIO()
+        np.savez(out, state=np.frombuffer(json.dumps(state).encode(), np.uint8), **arrays)
+        return out.getvalue()
 
     def absorb(self, path: str | os.PathLike) -> bool:
-        """Add the statistics `save` wrote to `path`; False (nothing added) when there is no such file or it is of
-        another format."""
+        """Add the statistics `to_bytes` gave, written to `path`; False (nothing added) when there is no such file
+        or it is of another format."""
         try:
             with np.load(path) as saved:
                 state = json.loads(saved["state"].tobytes())

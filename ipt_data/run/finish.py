@@ -24,7 +24,7 @@ from ipt_data.corpus.sources import as_dataset
 from ipt_data.corpus.stats import CorpusStats
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
-from ipt_data.run.workdir import STATS, WorkDir
+from ipt_data.run.workdir import WorkDir
 from ipt_data.schema import KEPT_TYPE, PUBLISHED_COLUMNS, SHARD_SCHEMA
 from ipt_data.stages import PIPELINE
 
@@ -96,7 +96,8 @@ def corpus_stats(
     earlier ipt_data) is read."""
     acc = CorpusStats()
     for k in range(n_shards):
-        if not acc.absorb(work.shard(k, STATS)):
+        saved = work.corpus_stats_file(k)
+        if saved is None or not acc.absorb(saved):
             for batch in pq.ParquetFile(work.shard(k, ".parquet")).iter_batches(10_000, columns=PUBLISHED_COLUMNS):
                 acc.add(batch.to_pydict())
     if corpus is None:  # no general rows
@@ -152,8 +153,9 @@ def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encode
         t = time.perf_counter()
         corpus, shards = mix_shards(config, work, n_shards, encoder, folder)
         report["seconds"]["mix"] = time.perf_counter() - t
-        late = None if early else statistics(corpus, work, n_shards, stable(report), config)
-        numbers, images, report["seconds"]["stats"] = early.result() if early else late
+        numbers, images, report["seconds"]["stats"] = (
+            early.result() if early else statistics(corpus, work, n_shards, stable(report), config)
+        )
     report["output_rows"], report["output_tokens"] = numbers["rows"], numbers["tokens"]
     if config.general:
         report["mix"] = achieved_mix(config, report)

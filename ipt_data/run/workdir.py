@@ -1,5 +1,5 @@
 """The work folder of a run: `run.json` (the shard fingerprint), `shards/NNNNN.parquet` + `.rejects.jsonl` +
-`.stats.npz` (the statistics of its rows, `CorpusStats.save`) + `.done.json` (written last: a shard is done when
+`.stats.npz` (the statistics of its rows, `CorpusStats.to_bytes`) + `.done.json` (written last: a shard is done when
 its marker exists; it records the hash of the input rows the shard was made from, and the shard's stats), and
 `run.log`. A shard is written to a temporary file per writer, then renamed; a run removes the temporary files that
 writers killed mid-write left over an hour ago.
@@ -123,11 +123,19 @@ class WorkDir:
         else:
             self.shard(k, ".records.jsonl").unlink(missing_ok=True)
         if corpus_stats is not None:
-            corpus_stats.save(self.shard(k, STATS))
+            _atomic_write(self.shard(k, STATS), corpus_stats.to_bytes())
         else:
             self.shard(k, STATS).unlink(missing_ok=True)
         marker = {"input_hash": input_hash, "stats": stats}
+        if corpus_stats is not None:  # a marker an older writer left says nothing of it: its file is not trusted
+            marker["corpus_stats"] = STATS
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
+
+    def corpus_stats_file(self, k: int) -> Path | None:
+        """Shard `k`'s statistics of its rows, when its done marker says they were written with it (a shard an
+        earlier ipt_data made, or remade, has none of its own: a file left beside it may be another make's)."""
+        marker = json.loads(self.shard(k, ".done.json").read_text())
+        return self.shard(k, STATS) if marker.get("corpus_stats") == STATS else None
 
     def shard_files(self, n: int) -> list[str]:
         """The non-empty shard files (a shard whose rows were all rejected holds no rows)."""
@@ -168,10 +176,13 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
