@@ -137,8 +137,12 @@ def test_a_full_disk_while_publishing_is_one_line_not_retried_and_leaves_nothing
     """The disk fills while the data files are written to the temporary folder, while one is copied to the
     output, and while a small file is written: each time one line and exit code 2 at once (a full disk does not
     heal: no retry), no `.partial`/`.ipt-tmp-*` file and no temporary folder left; then the same command with
-    room publishes from the kept shards, synthesizing nothing again."""
+    room publishes from the kept shards, synthesizing nothing again. The data files go through the temporary
+    folder when the run mixes general data in (the first case); without it the shards' files, made again here
+    (the shards were made for a mix), are copied as they are."""
     out, work = tmp_path / "out", tmp_path / "work"
+    general = tmp_path / "general.jsonl"
+    general.write_text("".join(json.dumps({"question": f"Q{i}?", "response": f"A{i}."}) + "\n" for i in range(20)))
     calls, temporary = {"temp": 0, "upload": 0, "small": 0}, []
     real_to_parquet, real_put, real_pipe = Dataset.to_parquet, LocalFileSystem.put_file, LocalFileSystem.pipe_file
 
@@ -168,7 +172,7 @@ def test_a_full_disk_while_publishing_is_one_line_not_retried_and_leaves_nothing
     monkeypatch.setattr(LocalFileSystem, "put_file", put_file)
     monkeypatch.setattr(LocalFileSystem, "pipe_file", pipe_file)
     for fails in ("temp", "upload", "small"):
-        assert augment_cli(out, work) == 2, fails
+        assert augment_cli(out, work, *(["--general", str(general)] if fails == "temp" else [])) == 2, fails
         line = one_error_line(capsys)
         assert ("temporary folder" in line and "TMPDIR" in line) if fails == "temp" else "no space left" in line
         assert "run the same command again" in line

@@ -193,7 +193,10 @@ def test_without_the_options_the_output_is_what_it_was(tmp_path, planted, capsys
 
 # The published content of the run in `test_without_the_options_...`, as the code before the quality stages
 # (commit c0a3431) published it: the rows (as JSON), stats.json, the card, and the run report without its
-# fingerprint (which holds the input's absolute path). Recorded by running this file's scenario at c0a3431.
+# fingerprint (which holds the input's absolute path). Recorded by running this file's scenario at c0a3431. That
+# code mixed the corpus at the run's end (the shards' rows, then one seeded shuffle of them all); since issue 24
+# a run without general data publishes each shard's own files (`ipt_data.run.outputs`): the same rows, in
+# another order, and a card whose `dataset_info` sizes differ. The test takes both apart.
 BEFORE_THE_STAGES = {
     "rows": "9e525330731ea0ca",
     "stats.json": "53af88bcdbbe4db2",
@@ -202,25 +205,72 @@ BEFORE_THE_STAGES = {
 }
 
 
-def content_hashes(out: Path) -> dict[str, str]:
+def _h(data: bytes) -> str:
     import hashlib
 
-    def h(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()[:16]
 
+
+def content_hashes(out: Path, rows: list[dict]) -> dict[str, str]:
     report = json.loads((out / "run_report.json").read_text())
     report.pop("fingerprint")
     return {
-        "rows": h(json.dumps(published(out), sort_keys=True).encode()),
-        "stats.json": h((out / "stats.json").read_bytes()),
-        "README.md": h((out / "README.md").read_bytes()),
-        "run_report": h(json.dumps(report, sort_keys=True).encode()),
+        "rows": _h(json.dumps(rows, sort_keys=True).encode()),
+        "stats.json": _h((out / "stats.json").read_bytes()),
+        "README.md": _h((out / "README.md").read_bytes()),
+        "run_report": _h(json.dumps(report, sort_keys=True).encode()),
     }
 
 
-def test_without_the_options_the_content_is_what_the_code_before_the_stages_published(tmp_path, planted):
+def mixed_as_before(work: Path) -> list[dict]:
+    """The shards' rows in the order the end-of-run mix gave them: all shards, then one shuffle with the seed."""
+    from datasets import Dataset
+
+    from ipt_data.schema import PUBLISHED_COLUMNS
+
+    rows = [
+        r for f in sorted(work.glob("shards/[0-9][0-9][0-9][0-9][0-9].parquet")) for r in pq.read_table(f).to_pylist()
+    ]
+    return Dataset.from_list([{c: r[c] for c in PUBLISHED_COLUMNS} for r in rows]).shuffle(seed=0).to_list()
+
+
+def sizes_out(card: str) -> str:
+    return "\n".join(
+        line
+        for line in card.splitlines()
+        if not line.lstrip().startswith(("num_bytes", "download_size", "dataset_size"))
+    )
+
+
+def test_without_the_options_the_content_is_what_the_code_before_the_stages_published(tmp_path, planted, monkeypatch):
+    import importlib
+
+    finish = importlib.import_module("ipt_data.run.finish")  # the module (`ipt_data.run.finish` is a function too)
+    card_module = importlib.import_module("ipt_data.corpus.card")
     assert augment(tmp_path, "g")[0] == 0
-    assert content_hashes(tmp_path / "g") == BEFORE_THE_STAGES
+    out = tmp_path / "g"
+    before = mixed_as_before(tmp_path / "g.work")
+    assert sorted(json.dumps(r, sort_keys=True) for r in published(out)) == sorted(
+        json.dumps(r, sort_keys=True) for r in before
+    )  # the same rows
+    hashes = content_hashes(out, before)
+    assert {k: v for k, v in hashes.items() if k != "README.md"} == {
+        k: v for k, v in BEFORE_THE_STAGES.items() if k != "README.md"
+    }
+    # the card as the end-of-run mix writes it (general data takes that path still) is the card of c0a3431, whose
+    # command line also named where its shards ran (left out since issue 24: the data does not depend on it; the
+    # Slurm options, added since, are never in it)
+    monkeypatch.setattr(finish, "published_files", lambda *args: None)
+    where = ("executor", "gpus", "workers", "gpus_per_worker")
+    monkeypatch.setattr(card_module, "LOCAL_ONLY", tuple(k for k in card_module.LOCAL_ONLY if k not in where))
+    assert augment(tmp_path, "m")[0] == 0
+    assert content_hashes(tmp_path / "m", published(tmp_path / "m"))["README.md"] == BEFORE_THE_STAGES["README.md"]
+    assert published(tmp_path / "m") == before
+    monkeypatch.undo()
+    monkeypatch.setattr(finish, "published_files", lambda *args: None)
+    assert augment(tmp_path, "m2")[0] == 0  # mixed at the end, the card without where the shards ran
+    card, mixed_card = (out / "README.md").read_text(), (tmp_path / "m2" / "README.md").read_text()
+    assert card != mixed_card and sizes_out(card) == sizes_out(mixed_card)  # only the data files' sizes differ
 
 
 def test_a_filter_change_is_a_new_fingerprint(tmp_path, planted, capsys):

@@ -142,4 +142,4 @@ def test_cli_executor_ray(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "all input rows accounted for: True" in result.stdout
-    assert len(list((tmp_path / "cli" / "data").glob("*.parquet"))) == 1
+    assert len(list((tmp_path / "cli" / "data").glob("*.parquet"))) == 2  # a file per shard (8 rows, 4 a shard)

@@ -104,7 +104,7 @@ def test_demo_output_numbers_equal_a_recount(tmp_path, capsys):
     args = ["augment", "--recipe", "recipes/cpu-demo.yaml", "--model", TINY_SYNTHESIZER, "--dataset", SAMPLE_CORPUS]
     assert main([*args, "--output", str(out), "--no-progress", "--fraction", "0.5"]) == 0
     capsys.readouterr()
-    rows = pq.read_table(next((out / "data").glob("*.parquet"))).to_pylist()
+    rows = [r for p in sorted((out / "data").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     report = json.loads((out / "run_report.json").read_text())
     got = stats(str(out), progress=False)
     check_against_recount(got, rows)

@@ -18,7 +18,10 @@ CITATION = """@inproceedings{cheng2024instruction,
   note={arXiv:2406.14491}
 }"""
 
-LOCAL_ONLY = ("overwrite", "work_dir", "output", "ray_address")  # about the machine that ran it, not the data
+# about the machine that ran it, not the data: where and how its shards ran gives the same bytes
+LOCAL_ONLY = ("overwrite", "work_dir", "output", "ray_address")
+LOCAL_ONLY += ("executor", "gpus", "workers", "gpus_per_worker")
+LOCAL_ONLY += ("slurm_partition", "slurm_gpus", "slurm_cpus", "slurm_mem", "slurm_time", "slurm_parallel", "slurm_args")
 LOCAL_PATHS = ("dataset", "model", "tokenizer", "general", "decontaminate")  # shown by name when local paths
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset, IterableDataset, load_dataset
@@ -133,8 +135,53 @@ class JsonlSource:
             ) as f:
                 yield from (self._array(f, path) if json_layout(path) == "array" else self._lines(f, path))
 
-    def _lines(self, f, path: str):
-        for number, line in enumerate(f, 1):
+    def spans(self, rows: int, limit: int | None = None) -> Iterator[list[LineSpan]] | None:
+        """The rows cut into parts of `rows` rows (the last may be shorter; at most `limit` rows in all), each part
+        as the byte spans of the files that hold it, for `read_spans` to read in another process; None when a file
+        cannot be cut by bytes (compressed, not on this machine, a .json array). Only line ends are looked for (no
+        JSON is parsed): a part is where iterating this source would put it, blank lines and line numbers alike."""
+        if not all(_cuttable(path) for path in self.files):
+            return None
+        return self._cut(rows, limit) if limit is None or limit > 0 else iter(())
+
+    def _cut(self, rows: int, limit: int | None) -> Iterator[list[LineSpan]]:
+        part: list[LineSpan] = []
+        count = 0
+        for path in self.files:
+            start = offset = 0
+            first = number = 1
+            with open(path, "rb") as f:
+                for binary in f:
+                    for line in _text_lines(binary):
+                        offset += len(line)
+                        number += 1
+                        if _blank(line):
+                            continue
+                        count += 1
+                        if count % rows == 0 or count == limit:
+                            part.append(LineSpan(path, start, offset, first))
+                            yield part
+                            if count == limit:
+                                return
+                            part, start, first = [], offset, number
+            if offset > start:
+                part.append(LineSpan(path, start, offset, first))
+        if count % rows:
+            yield part
+
+    def read_spans(self, spans: list[LineSpan]) -> Iterator[dict]:
+        """The rows of `spans` (a part of `spans`), as iterating the whole source gives them there."""
+        import io
+
+        for span in spans:
+            with open(span.path, "rb") as f:
+                f.seek(span.start)
+                data = f.read(span.end - span.start)
+            text = io.StringIO(data.decode("utf-8", "surrogateescape"), newline=None)  # as text mode reads it
+            yield from self._lines(text, span.path, span.line)
+
+    def _lines(self, f, path: str, first: int = 1):
+        for number, line in enumerate(f, first):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
@@ -226,6 +273,43 @@ class JsonlSource:
             if sep != ",":
                 raise corrupt("expected ',' or ']' after an element", pos)
             pos += 1
+
+
+@dataclass(frozen=True)
+class LineSpan:
+    """Lines of one JSON Lines file: bytes `start` to `end`, the first of them line `line` of the file."""
+
+    path: str
+    start: int
+    end: int
+    line: int
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _cuttable(path: str) -> bool:
+    """A local, uncompressed file of one row per line (`_lines` reads it; a .json array is parsed whole)."""
+    return os.path.isfile(path) and not path.lower().endswith(".gz") and json_layout(path) != "array"
+
+
+def _text_lines(binary: bytes) -> list[bytes]:
+    """A line read in binary (up to b"\\n") as the lines text mode reads in it: a lone carriage return ends one."""
+    if b"\r" not in binary:
+        return [binary]
+    cut = [m.end() for m in _BARE_CR.finditer(binary)]
+    return [binary[a:b] for a, b in zip([0, *cut], [*cut, len(binary)], strict=True) if a < b]
+
+
+def _blank(line: bytes) -> bool:
+    """Whether `_lines` skips this line (`str.strip()` leaves nothing): ASCII white space, or, for a line that
+    starts with neither `{` nor ASCII white space only, any Unicode white space (decoded only then)."""
+    stripped = line.strip()
+    if not stripped:
+        return True
+    if stripped[:1] == b"{":
+        return False
+    return not line.decode("utf-8", "surrogateescape").strip()
 
 
 def _row(value) -> dict:

@@ -31,7 +31,7 @@ from ipt_data.run.preflight import preflight, probe_engine
 from ipt_data.run.progress import Progress
 from ipt_data.run.report import dumps, merged
 from ipt_data.run.shard import ShardWork, active_stats, setup_stages
-from ipt_data.run.workdir import WorkDir, rows_hash
+from ipt_data.run.workdir import WorkDir
 
 __all__ = ["augment", "open_run", "register_executor"]
 log = logging.getLogger(__name__)
@@ -99,28 +99,22 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     hashes: dict[int, str] = {}  # shard -> hash of its input rows
     known = work.known()  # shards an earlier run wrote
 
-    def unfinished() -> Iterator[ShardTask]:
-        for k, start, rows in iter_shards(source, config.shard_size, config.limit):
-            counts["total"] = k + 1
-            task = ShardTask(k, start, rows())
-            task.input_hash = hashes[k] = rows_hash(task.rows)
-            done = work.done(k, task.input_hash)
-            if done is not None and config.on_engine_error == "retry" and done["status"].get("engine_error"):
-                done = None  # made with --on-engine-error raw: its rows the engine failed on are redone
-            if done is not None:
-                counts["reused"] += 1
-                stats[k] = done
-                bar.skip_shard(done)
-                continue
-            counts["redone" if k in known else "added"] += 1
+    def tasks() -> Iterator[ShardTask]:  # where each shard's rows are: the executor's workers read them
+        for task in iter_shards(source, config.shard_size, config.limit):
+            counts["total"] = task.k + 1
             yield task
 
     work_fn = ShardWork(config, str(work.path), bar.update_synth if executor.in_process else None, work.lock_token)
     shards_started = time.perf_counter()
     try:
-        for result in executor.run(work_fn, unfinished()):
-            stats[result.k] = result.stats
-            bar.add_shard(result.stats, counted_live=result.live, shard=result.k)
+        for result in executor.run(work_fn, tasks()):
+            stats[result.k], hashes[result.k] = result.stats, result.input_hash
+            if result.reused:
+                counts["reused"] += 1
+                bar.skip_shard(result.stats)
+            else:
+                counts["redone" if result.k in known else "added"] += 1
+                bar.add_shard(result.stats, counted_live=result.live, shard=result.k)
     finally:
         bar.close()
     for k in sorted(k for k in known if k >= counts["total"]):  # their input rows are gone

@@ -8,11 +8,11 @@ as engines are: `register_executor(name, build)` where `build(config)` returns a
 - `processes`: N worker processes, worker r always passed rank r (GPU r), each with its own engine
   (`--gpus N`); at most 2N shards in flight, so memory stays bounded.
 - `ray`: a Ray Data actor pool (`ipt_data.run.ray_executor`).
+- `slurm`: one Slurm job array, a task per shard (`ipt_data.run.slurm_executor`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -37,18 +37,18 @@ class LocalExecutor:
     name, in_process = "local", True
 
     def run(self, work: ShardWork, tasks: Iterable[ShardTask]) -> Iterator[ShardResult]:
-        tasks = iter(tasks)
-        first = next(tasks, None)
-        if first is None:  # every shard done already: no engine needed
-            return
-        at_once = work.shards_at_once()
-        if at_once == 1:
-            for task in itertools.chain([first], tasks):
-                yield work(task)
-            return
+        at_once = 0  # known once a shard is to be made: every shard done already needs no engine
         busy: dict[Future, int] = {}
         try:
-            for task in itertools.chain([first], tasks):
+            for task in tasks:
+                reused = work.reused(task)
+                if reused is not None:
+                    yield reused
+                    continue
+                at_once = at_once or work.shards_at_once()
+                if at_once == 1:
+                    yield work(task)
+                    continue
                 busy[_in_daemon_thread(work, task)] = task.k
                 yield from _finished(busy, below=at_once)  # before reading the next shard: at most `at_once` held
             yield from _finished(busy, below=1)
@@ -122,9 +122,29 @@ def _ray(config):
     return RayExecutor(address=config.ray_address, workers=config.workers, gpus_per_worker=config.gpus_per_worker)
 
 
+def _slurm(config):
+    import shlex
+
+    from ipt_data.run.slurm_executor import SlurmExecutor
+
+    return SlurmExecutor(
+        partition=config.slurm_partition,
+        gpus_per_task=config.slurm_gpus,
+        cpus_per_task=config.slurm_cpus,
+        mem=config.slurm_mem,
+        time_limit=config.slurm_time,
+        parallel=config.slurm_parallel,
+        extra_args=tuple(shlex.split(config.slurm_args or "")),
+    )
+
+
 EXECUTORS: Registry[Callable] = Registry(
     "executor",
-    {"local": lambda config: LocalExecutor() if config.gpus <= 1 else ProcessExecutor(config.gpus), "ray": _ray},
+    {
+        "local": lambda config: LocalExecutor() if config.gpus <= 1 else ProcessExecutor(config.gpus),
+        "ray": _ray,
+        "slurm": _slurm,
+    },
 )
 
 

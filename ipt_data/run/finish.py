@@ -22,10 +22,12 @@ from ipt_data.corpus.card import dataset_card
 from ipt_data.corpus.plots import figures
 from ipt_data.corpus.sources import as_dataset
 from ipt_data.corpus.stats import CorpusStats
+from ipt_data.run import outputs
 from ipt_data.run.inputs import general_rejects, open_general
 from ipt_data.run.report import dumps, stable
 from ipt_data.run.workdir import WorkDir
 from ipt_data.schema import KEPT_TYPE, PUBLISHED_COLUMNS, SHARD_SCHEMA
+from ipt_data.sinks.base import DataFiles, shard_name
 from ipt_data.stages import PIPELINE
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,41 @@ def shards_table(files: list[str], schema: pa.Schema, folder: Path):
     return datasets.Dataset.from_file(str(path))
 
 
+def published_files(config, work: WorkDir, n_shards: int) -> DataFiles | None:
+    """The corpus as the files the shards' workers wrote (`ipt_data.run.outputs`), named in shard order, for the
+    sink to publish as they are; a shard's files made for another layout (or by an earlier ipt_data) are made
+    again here first. None when the corpus is mixed here instead (general data), or holds no row."""
+    if config.general:
+        return None
+    layout, made = outputs.layout(config), []
+    for k in range(n_shards):
+        listed = work.outputs(k)
+        if listed is None or listed[0] != layout:
+            tables = outputs.tables(pq.read_table(work.shard(k, ".parquet")), k, config)
+            work.remake_outputs(k, tables, layout, config.keep_columns)
+            listed = work.outputs(k)
+        made += [(str(work.shard(k, f.suffix)), f) for f in listed[1]]
+    if not made:
+        return None
+    files = [(shard_name(i, len(made), path, f.digest), path) for i, (path, f) in enumerate(made)]
+    rows, nbytes = sum(f.rows for _, f in made), sum(f.nbytes for _, f in made)
+    return DataFiles(files, outputs.features(config.keep_columns), rows, nbytes)
+
+
+def first_augmented(work: WorkDir, n_shards: int) -> str | None:
+    """The first augmented text of the shards, in shard order (the card shows it)."""
+    for k in range(n_shards):
+        for batch in pq.ParquetFile(work.shard(k, ".parquet")).iter_batches(1000, columns=["kind", "text"]):
+            kinds = batch.column("kind")
+            hits = pc.indices_nonzero(pc.equal(kinds, "augmented"))
+            if len(hits):
+                return batch.column("text")[hits[0].as_py()].as_py()
+    return None
+
+
 def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
-    """The corpus: the shards' texts mixed with general data (if any), and the shards as one dataset; their
-    Arrow tables are in `folder` (see `mixing_folder`)."""
+    """The corpus: the shards' texts mixed with general data (if any); its Arrow tables are in `folder` (see
+    `mixing_folder`)."""
     from ipt_data.corpus.mixing import mix
 
     files = work.shard_files(n_shards)
@@ -84,7 +118,7 @@ def mix_shards(config, work: WorkDir, n_shards: int, encoder, folder: Path):
         general_columns=config.general_columns,
         keep_columns=config.keep_columns,
     )
-    return corpus, shards
+    return corpus
 
 
 def corpus_stats(
@@ -151,7 +185,9 @@ def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encode
         # without general data the statistics are the shards' alone: added up and drawn while the shards are mixed
         early = None if config.general else pool.submit(statistics, None, work, n_shards, stable(report), config)
         t = time.perf_counter()
-        corpus, shards = mix_shards(config, work, n_shards, encoder, folder)
+        corpus = published_files(config, work, n_shards)  # the shards' own files, as their workers wrote them
+        if corpus is None:
+            corpus = mix_shards(config, work, n_shards, encoder, folder)
         report["seconds"]["mix"] = time.perf_counter() - t
         numbers, images, report["seconds"]["stats"] = (
             early.result() if early else statistics(corpus, work, n_shards, stable(report), config)
@@ -161,7 +197,7 @@ def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encode
         report["mix"] = achieved_mix(config, report)
         report["general_rejects"] = general_rejects(work.path)  # rows of the general data left out, by reason
     report["fingerprint"] = config.fingerprint()
-    example = next((r["text"] for r in shards if r["kind"] == "augmented"), None) if len(shards) else None
+    example = first_augmented(work, n_shards)
 
     t = time.perf_counter()
     rejects = work.rejects(n_shards)

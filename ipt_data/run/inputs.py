@@ -9,9 +9,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ipt_data.corpus.sources import REJECT_KEY, JsonlSource, json_layout, load_source
+from ipt_data.corpus.sources import REJECT_KEY, JsonlSource, LineSpan, json_layout, load_source
 from ipt_data.errors import ModelUnavailableError
 from ipt_data.schema import MISSING, text_problem
 
@@ -20,12 +20,53 @@ GENERAL_FOLDER = "general"  # in the work folder: the general data's rejects
 
 @dataclass
 class ShardTask:
-    """Shard `k`: input rows `start` .. `start + len(rows) - 1`, as columns."""
+    """Shard `k`: input rows from `start` on, as columns (`rows`), or where a worker reads them (`where`, a
+    `RowSource`: the driver never holds them)."""
 
     k: int
     start: int
-    rows: dict[str, list]
-    input_hash: str = ""  # of `rows`: a rerun reuses the done shard only if its rows hash the same
+    rows: dict[str, list] | None = None
+    where: RowSource | None = None
+    input_hash: str = ""  # of its rows: a rerun reuses the done shard only if its rows hash the same
+
+    def read(self) -> dict[str, list]:
+        """The shard's rows as columns (read once, then kept)."""
+        if self.rows is None:
+            self.rows = self.where.read()
+        return self.rows
+
+
+class RowSource(Protocol):
+    """Where a shard's rows are, for whichever process runs it to read them (picklable, small)."""
+
+    def read(self) -> dict[str, list]: ...
+
+
+@dataclass(frozen=True)
+class LineRows:
+    """Rows of JSON Lines files, by byte spans (`JsonlSource.spans`)."""
+
+    spans: tuple[LineSpan, ...]
+    bad_lines: str
+
+    def read(self) -> dict[str, list]:
+        return columns(list(JsonlSource([], self.bad_lines).read_spans(list(self.spans))))
+
+
+@dataclass(frozen=True)
+class ArrowRows:
+    """Rows `start` .. `stop - 1` of a dataset held in Arrow files (memory-mapped where they are)."""
+
+    files: tuple[str, ...]
+    start: int
+    stop: int
+
+    def read(self) -> dict[str, list]:
+        from datasets import Dataset, concatenate_datasets
+
+        parts = [Dataset.from_file(f) for f in self.files]
+        data = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+        return data.select(range(self.start, self.stop)).to_dict()
 
 
 def ensure_model_available(model: str, what: str = "the synthesizer", flag: str = "--model") -> None:
@@ -200,7 +241,41 @@ def _count_rows(path: str) -> int:
     return count + (last != b"\n")
 
 
-def iter_shards(source, shard_size: int, limit: int | None) -> Iterator[tuple[int, int, Any]]:
+def iter_shards(source, shard_size: int, limit: int | None) -> Iterator[ShardTask]:
+    """The shards of the input, each a `ShardTask` with `where` its rows are when a worker can read them itself
+    (local JSON Lines files, a dataset in Arrow files), else with the rows."""
+    from datasets import Dataset
+
+    if isinstance(source, JsonlSource):
+        parts = source.spans(shard_size, limit)
+        if parts is not None:
+            for k, spans in enumerate(parts):
+                yield ShardTask(k, k * shard_size, where=LineRows(tuple(spans), source.bad_lines))
+            return
+    files = _arrow_files(source) if isinstance(source, Dataset) else None
+    if files is not None:
+        n = input_size(source, limit)
+        for k, start in enumerate(range(0, n, shard_size)):
+            yield ShardTask(k, start, where=ArrowRows(files, start, min(n, start + shard_size)))
+        return
+    for k, start, rows in _row_shards(source, shard_size, limit):
+        yield ShardTask(k, start, rows())
+
+
+def _arrow_files(source) -> tuple[str, ...] | None:
+    """The Arrow files that hold a dataset's rows in order, when it is read straight from them (no indices
+    mapping, files that add up to it): a worker can then open them itself."""
+    from datasets import Dataset
+
+    files = tuple(f["filename"] for f in source.cache_files)
+    if not files or source._indices is not None or not all(os.path.isfile(f) for f in files):
+        return None
+    if sum(len(Dataset.from_file(f)) for f in files) != len(source):
+        return None
+    return files
+
+
+def _row_shards(source, shard_size: int, limit: int | None) -> Iterator[tuple[int, int, Any]]:
     """`(k, first_row_index, rows)` where `rows()` gives the shard's rows as columns (read only when called)."""
     from datasets import IterableDataset
 

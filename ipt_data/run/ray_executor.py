@@ -1,14 +1,17 @@
 """The `ray` executor: a run's shards on a Ray cluster (`--executor ray`, or `augment_on_ray`).
 
-Each task's input rows are staged (pickled, exactly as read) in the work folder; Ray Data maps the shard list
-through a pool of actors, one engine per actor (one GPU per actor with `gpus_per_worker=1`), each calling the
-same `ShardWork` as a local run. Shards, and so chains, are the same as locally, so the output equals the
+Each task goes to the actors as where its rows are (byte spans of JSON Lines files, a range of Arrow files): an
+actor reads, hashes and routes them itself. Only the rows of an input that a worker cannot reopen (a stream, a
+compressed file) are read by the driver, and staged (pickled, exactly as read) in the work folder. Ray Data maps
+the shard list through a pool of actors, one engine per actor (one GPU per actor with `gpus_per_worker=1`), each
+calling the same `ShardWork` as a local run. Shards, and so chains, are the same as locally, so the output equals the
 local run's. An actor that dies is restarted and its shard retried. The work folder must be visible to every
 node (a shared filesystem), as it is on one machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,13 +35,14 @@ class ShardActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: dict[str, list] = {"k": [], "result": []}
-        for k, start, path, input_hash in zip(batch["k"], batch["start"], batch["path"], batch["hash"], strict=True):
-            with open(path, "rb") as f:
-                rows = pickle.load(f)  # written by the driver of this run, in the run's own work folder
-            result = self.work(ShardTask(int(k), int(start), rows, str(input_hash)))
-            Path(path).unlink(missing_ok=True)
-            out["k"].append(int(k))
-            out["result"].append(json.dumps(result.stats))
+        for blob in batch["task"]:
+            task = pickle.loads(blob)  # made by the driver of this run
+            if task.rows is None and task.where is None:  # staged in the run's own work folder
+                with open(_staged(self.work.work_path, task.k), "rb") as f:
+                    task.rows = pickle.load(f)
+            result = self.work(task)
+            out["k"].append(result.k)
+            out["result"].append(json.dumps(dataclasses.asdict(result)))
         return out
 
 
@@ -54,15 +58,22 @@ def _ours(exc: BaseException | None) -> IptDataError | None:
     return None
 
 
-def _stage(work_path: str, task: ShardTask) -> str:
-    """Write a task's input rows for the actors, as they were read (pickled: dates, bytes and decimals stay
-    what they are); atomic. The actor removes the file once the shard is written."""
-    path = Path(work_path) / "shards" / f"{task.k:05d}.input.pkl"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(task.rows, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-    return str(path)
+def _staged(work_path: str, k: int) -> Path:
+    return Path(work_path) / "shards" / f"{k:05d}.input.pkl"
+
+
+def _item(work_path: str, task: ShardTask) -> dict[str, Any]:
+    """A task as the actors get it: where its rows are; rows a worker cannot read itself are written to the work
+    folder first, as they were read (pickled: dates, bytes and decimals stay what they are; atomic), and removed
+    by the driver once the shard is done (an actor that dies after writing it finds them again on its retry)."""
+    if task.where is None:
+        path = _staged(work_path, task.k)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(task.rows, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        task = dataclasses.replace(task, rows=None)
+    return {"k": task.k, "task": pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
 class RayExecutor:
@@ -85,7 +96,7 @@ class RayExecutor:
             import ray
         except ImportError as exc:
             raise MissingExtraError("the ray executor", "ray[data]", "ray") from exc
-        pending = [{"k": t.k, "start": t.start, "path": _stage(work.work_path, t), "hash": t.input_hash} for t in tasks]
+        pending = [_item(work.work_path, t) for t in tasks]
         if not pending:
             return
         started_ray = not ray.is_initialized()
@@ -109,7 +120,8 @@ class RayExecutor:
             )
             try:
                 for row in out.iter_rows():
-                    yield ShardResult(int(row["k"]), json.loads(row["result"]))
+                    _staged(work.work_path, int(row["k"])).unlink(missing_ok=True)
+                    yield ShardResult(**json.loads(row["result"]))
             except Exception as exc:
                 ours = _ours(exc)
                 if ours is None:

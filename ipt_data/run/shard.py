@@ -21,9 +21,10 @@ import pyarrow as pa
 from ipt_data.corpus.stats import CorpusStats
 from ipt_data.errors import EngineUnavailableError, RunStoppedError
 from ipt_data.method.tokenizer import get_encoder
+from ipt_data.run import outputs
 from ipt_data.run.inputs import ShardTask
 from ipt_data.run.report import merge
-from ipt_data.run.workdir import WorkDir
+from ipt_data.run.workdir import WorkDir, rows_hash
 from ipt_data.schema import KEPT_TYPE, MISSING, PUBLISHED_COLUMNS, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS
 from ipt_data.stages import ShardContext, ShardData, Stage, load
 from ipt_data.stages.chunk import chunk_batch
@@ -39,6 +40,8 @@ class ShardResult:
     k: int
     stats: dict
     live: bool = False  # its pairs and tokens were already reported batch by batch
+    input_hash: str = ""  # of the rows it was made from
+    reused: bool = False  # done by an earlier run from the same rows: taken as it was
 
 
 class ShardOutput(NamedTuple):
@@ -108,7 +111,7 @@ def process_shard(
     With `on_engine_error="retry"`, a batch the engine failed on is sent again (the same chunks, so the same
     prompts) up to `engine_retries` times, waiting `engine_retry_wait` seconds, doubled each time (`stop` cuts
     the wait short); the batches keep their place, so the shard is the one an engine that never failed makes."""
-    start, rows = task.start, task.rows
+    start, rows = task.start, task.read()
     stages = active_stages(config, config.resolved_work_dir()) if stages is None else stages
     shared = ShardContext(task.k, start, None)
     contexts = [
@@ -343,7 +346,20 @@ class ShardWork:
         synth = self.synthesizer()
         return 2 if synth.streams(synth.load_engine()) else 1
 
+    def reused(self, task: ShardTask) -> ShardResult | None:
+        """Reads the task's rows (where a worker reads them: here) and hashes them; the result of the shard an
+        earlier run made from the same rows, when it can be taken as it is, else None (the shard is to be made).
+        A shard made with `--on-engine-error raw` whose engine failed on some rows is made again under `retry`."""
+        task.input_hash = rows_hash(task.read())
+        done = WorkDir(self.work_path).done(task.k, task.input_hash)
+        if done is not None and self.config.on_engine_error == "retry" and done["status"].get("engine_error"):
+            done = None
+        return None if done is None else ShardResult(task.k, done, input_hash=task.input_hash, reused=True)
+
     def __call__(self, task: ShardTask, rank: int | None = None) -> ShardResult:
+        """The shard made and written (or the done one taken, when `reused` was not asked first)."""
+        if not task.input_hash and (reused := self.reused(task)) is not None:
+            return reused
         config = self.config
         synth = self.synthesizer()
         encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
@@ -363,10 +379,13 @@ class ShardWork:
                 raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
             check_engine_errors(task.k, stats, made.first_error, config)
             t = time.perf_counter()
+            published = None
+            if not config.general:  # without general data the shard's rows are published as its worker writes them
+                published = (outputs.tables(made.table, task.k, config), outputs.layout(config), config.keep_columns)
             WorkDir(self.work_path, self.lock_token).write(
-                task.k, made.table, made.rejects, stats, task.input_hash, made.records, made.corpus_stats
+                task.k, made.table, made.rejects, stats, task.input_hash, made.records, made.corpus_stats, published
             )
             stats["seconds"]["write"] = time.perf_counter() - t
         finally:
             made.corpus_stats.close()
-        return ShardResult(task.k, stats, live=self.on_batch is not None)
+        return ShardResult(task.k, stats, live=self.on_batch is not None, input_hash=task.input_hash)

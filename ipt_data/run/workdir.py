@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,11 +24,13 @@ import pyarrow.parquet as pq
 from ipt_data.config import code_versions
 from ipt_data.errors import WorkDirMismatchError
 from ipt_data.redact import redact
+from ipt_data.run import outputs
 from ipt_data.run.lock import check_held
 
 log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600.0  # a shard's temporary file this old has no writer left
 STATS = ".stats.npz"  # a shard's statistics of its rows
+OUT = ".out"  # a shard's published files: `.out-J.parquet`
 
 
 class WorkDir:
@@ -95,6 +98,43 @@ class WorkDir:
         """Forget shard `k` (its input rows are gone), done marker first."""
         for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".records.jsonl", ".input.jsonl", STATS):
             self.shard(k, suffix).unlink(missing_ok=True)
+        self._remove_outputs(k)
+
+    def _remove_outputs(self, k: int, keep: set[str] = frozenset()) -> None:
+        for path in (self.path / "shards").glob(f"{k:05d}{OUT}-*.parquet"):
+            if path.name[5:] not in keep:
+                path.unlink(missing_ok=True)
+
+    def _write_outputs(self, k: int, tables: list[pa.Table], keep_columns: tuple[str, ...]) -> list[dict]:
+        """Shard `k`'s published files (`ipt_data.run.outputs`), each under a temporary name, then renamed; the
+        marker's listing of them (suffix, rows, in-memory bytes, content hash)."""
+        listed = []
+        for j, table in enumerate(tables):
+            suffix = f"{OUT}-{j}.parquet"
+            tmp = self.shard(k, f"{suffix}.{os.getpid()}-{threading.get_ident()}.tmp")
+            try:
+                rows, nbytes, digest = outputs.write(table, tmp, keep_columns)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, self.shard(k, suffix))
+            listed.append(asdict(outputs.OutputFile(suffix, rows, nbytes, digest)))
+        self._remove_outputs(k, keep={f["suffix"] for f in listed})  # those of a layout made before
+        return listed
+
+    def outputs(self, k: int) -> tuple[dict, list[outputs.OutputFile]] | None:
+        """Shard `k`'s published files and the layout they were made for, when its done marker lists them."""
+        made = json.loads(self.shard(k, ".done.json").read_text()).get("outputs")
+        if made is None:
+            return None
+        return made["layout"], [outputs.OutputFile(**f) for f in made["files"]]
+
+    def remake_outputs(self, k: int, tables: list[pa.Table], layout: dict, keep_columns: tuple[str, ...]) -> None:
+        """Write shard `k`'s published files again (for another layout), and its marker with them."""
+        check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
+        marker = json.loads(self.shard(k, ".done.json").read_text())
+        marker["outputs"] = {"layout": layout, "files": self._write_outputs(k, tables, keep_columns)}
+        _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def write(
         self,
@@ -105,9 +145,11 @@ class WorkDir:
         input_hash: str,
         records: list[dict] = (),
         corpus_stats=None,
+        published: tuple[list[pa.Table], dict, tuple[str, ...]] | None = None,
     ) -> None:
-        """Write shard `k` (and the records its stages kept for inspection, when there are any, and the statistics
-        of its rows, a `CorpusStats`, when given), then mark it done."""
+        """Write shard `k` (and the records its stages kept for inspection, when there are any, the statistics
+        of its rows, a `CorpusStats`, when given, and its published files, `(tables, layout, kept columns)`,
+        when given), then mark it done."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
@@ -129,6 +171,11 @@ class WorkDir:
         marker = {"input_hash": input_hash, "stats": stats}
         if corpus_stats is not None:  # a marker an older writer left says nothing of it: its file is not trusted
             marker["corpus_stats"] = STATS
+        if published is not None:
+            tables, layout, keep_columns = published
+            marker["outputs"] = {"layout": layout, "files": self._write_outputs(k, tables, keep_columns)}
+        else:
+            self._remove_outputs(k)
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def corpus_stats_file(self, k: int) -> Path | None:
@@ -163,7 +210,7 @@ def rows_hash(rows: dict[str, list]) -> str:
 
 def shard_tables(path: str) -> list[Path]:
     """The shard files of a work folder, in order (for reading a finished run's texts)."""
-    return sorted((Path(path) / "shards").glob("*.parquet"))
+    return sorted((Path(path) / "shards").glob("[0-9][0-9][0-9][0-9][0-9].parquet"))
 
 
 def _changes(before: dict, now: dict) -> list[str]:

@@ -90,7 +90,7 @@ def publish(
         dataset,
         card=card,
         extra_files=extra_files or {},
-        fingerprint=fingerprint or dataset._fingerprint,
+        fingerprint=fingerprint or getattr(dataset, "_fingerprint", ""),
         overwrite=overwrite,
         private=private,
         max_shard_rows=max_shard_rows,

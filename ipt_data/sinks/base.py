@@ -9,7 +9,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import yaml
 
@@ -42,7 +43,7 @@ class Sink(Protocol):
 
     def publish(
         self,
-        dataset,
+        dataset,  # a `datasets.Dataset`, or `DataFiles` written already (a run's shards' own files)
         *,
         card: str | None,
         extra_files: dict[str, str | bytes],
@@ -53,16 +54,41 @@ class Sink(Protocol):
     ) -> str: ...
 
 
-def shard_name(i: int, n: int, local_file: str) -> str:
-    """A data file's name; it carries a hash of the file's bytes, so a new dataset never overwrites the files
-    of the one readers may be reading (new names are written first, old ones removed after), and a file of
-    that name already there is the same data (an interrupted publish resumes without sending it again). The
-    suffix keeps the `train-XXXXX-of-NNNNN` form from which `datasets` infers the split."""
-    digest = hashlib.sha256()
-    with open(local_file, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return f"data/train-{i:05d}-of-{n:05d}-{digest.hexdigest()[:12]}.parquet"
+def shard_name(i: int, n: int, local_file: str, digest: str | None = None) -> str:
+    """A data file's name; it carries a hash of the file's bytes (`digest`, the sha256 in hex, computed when not
+    given), so a new dataset never overwrites the files of the one readers may be reading (new names are written
+    first, old ones removed after), and a file of that name already there is the same data (an interrupted
+    publish resumes without sending it again). The suffix keeps the `train-XXXXX-of-NNNNN` form from which
+    `datasets` infers the split."""
+    if digest is None:
+        sha = hashlib.sha256()
+        with open(local_file, "rb") as f:
+            while block := f.read(1 << 20):
+                sha.update(block)
+        digest = sha.hexdigest()
+    return f"data/train-{i:05d}-of-{n:05d}-{digest[:12]}.parquet"
+
+
+@dataclass
+class DataFiles:
+    """A dataset as parquet files written already (by the workers of a run, say), to publish as they are:
+    `(name at the destination, local path)` of each, and what the card's `dataset_info` says of them."""
+
+    files: list[tuple[str, str]]
+    features: Any
+    num_rows: int
+    nbytes: int  # in memory, as `Dataset.data.nbytes`
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+
+def data_files(data, max_shard_rows: int, folder: str) -> DataFiles:
+    """`data` as `DataFiles`: a `Dataset` written into `folder` (`write_shards`), or `DataFiles` as they are."""
+    if isinstance(data, DataFiles):
+        return data
+    files = write_shards(data, n_shards(data, max_shard_rows), folder)
+    return DataFiles(files, data.features, len(data), int(data.data.nbytes))
 
 
 def write_shards(dataset, n: int, folder: str) -> list[tuple[str, str]]:
@@ -116,16 +142,16 @@ def n_shards(dataset, max_shard_rows: int) -> int:
     return max(1, -(-len(dataset) // max_shard_rows))
 
 
-def with_dataset_info(card: str | None, dataset, download_size: int) -> str | None:
+def with_dataset_info(card: str | None, data: DataFiles, download_size: int) -> str | None:
     """`card` with a `dataset_info` block (features, split sizes) in its YAML header, as the Hub shows it."""
     if not card or not card.startswith("---\n"):
         return card
     info = {
         "dataset_info": {
-            "features": dataset.features._to_yaml_list(),
-            "splits": [{"name": "train", "num_bytes": int(dataset.data.nbytes), "num_examples": len(dataset)}],
+            "features": data.features._to_yaml_list(),
+            "splits": [{"name": "train", "num_bytes": data.nbytes, "num_examples": data.num_rows}],
             "download_size": int(download_size),
-            "dataset_size": int(dataset.data.nbytes),
+            "dataset_size": data.nbytes,
         }
     }
     return "---\n" + yaml.safe_dump(info, sort_keys=False, allow_unicode=True) + card[len("---\n") :]

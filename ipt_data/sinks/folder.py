@@ -18,14 +18,13 @@ from ipt_data.errors import IptDataError
 from ipt_data.sinks.base import (
     MANIFEST,
     as_bytes,
+    data_files,
     dataset_files,
     foreign_refusal,
     lasting_error,
     manifest,
-    n_shards,
     with_dataset_info,
     with_retries,
-    write_shards,
 )
 
 # what a failed publish leaves: the manifest already claims every file this publish may leave, so a rerun
@@ -104,9 +103,9 @@ class FolderSink:
         fs, root = self.fs, self.root
         ours = self._ours()
         old = set(ours) if ours is not None else set(dataset_files(self._files()))  # a foreign set: overwrite
-        n = n_shards(dataset, max_shard_rows)
         with tempfile.TemporaryDirectory() as tmp:
-            shards = write_shards(dataset, n, tmp)
+            data = data_files(dataset, max_shard_rows, tmp)
+            shards = data.files
             names = [name for name, _ in shards]
             new = [*names, *extra_files, *(["README.md"] if card else []), MANIFEST]
             fs.makedirs(f"{root}/data", exist_ok=True)
@@ -128,7 +127,7 @@ class FolderSink:
 
                 with_retries(put, what=f"writing {path}", then=RERUN)
             size = sum(os.path.getsize(local) for _, local in shards)
-        files = {**extra_files, **({"README.md": with_dataset_info(card, dataset, size)} if card else {})}
+        files = {**extra_files, **({"README.md": with_dataset_info(card, data, size)} if card else {})}
         for name, text in files.items():
             self._write_text(name, text)
         for stale in sorted(old - set(new)):  # while the manifest still claims them, so a retry finishes this

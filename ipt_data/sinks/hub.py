@@ -23,13 +23,12 @@ from ipt_data.notices import NOTICE
 from ipt_data.sinks.base import (
     MANIFEST,
     as_bytes,
+    data_files,
     dataset_files,
     foreign_refusal,
     manifest,
-    n_shards,
     with_dataset_info,
     with_retries,
-    write_shards,
 )
 
 log = logging.getLogger(__name__)
@@ -117,13 +116,13 @@ class HubSink:
         files_now = with_retries(self._files, what=f"listing {where}", then=RERUN)
         ours = with_retries(lambda: self._ours(files_now), what=f"reading {where}/{MANIFEST}", then=RERUN)
         old = set(ours) if ours is not None else set(dataset_files(files_now))
-        n = n_shards(dataset, max_shard_rows)
         with tempfile.TemporaryDirectory() as tmp:
-            shards = write_shards(dataset, n, tmp)
+            data = data_files(dataset, max_shard_rows, tmp)
+            shards = data.files
             names = [name for name, _ in shards]
             size = sum(os.path.getsize(local) for _, local in shards)
             operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=local) for name, local in shards]
-            files = {**extra_files, **({"README.md": with_dataset_info(card, dataset, size)} if card else {})}
+            files = {**extra_files, **({"README.md": with_dataset_info(card, data, size)} if card else {})}
             new = [*names, *files, MANIFEST]
             files[MANIFEST] = manifest(fingerprint, new)
             operations += [CommitOperationAdd(path_in_repo=k, path_or_fileobj=as_bytes(v)) for k, v in files.items()]
