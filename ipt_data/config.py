@@ -70,13 +70,26 @@ class AugmentConfig(PipelineOptions, *built_in_options(), SynthesisOptions, Reci
     )
     gpus: int = option(1, scope=RUN, help="engine processes, one per GPU (rank r -> GPU r); on a CPU, parallel workers")
     executor: str = option(
-        "local", scope=RUN, help="where shards run: local (this process, or --gpus N processes) or ray"
+        "local",
+        scope=RUN,
+        help="where shards run: local (this process, or --gpus N processes), ray, or slurm (one job array)",
     )
     ray_address: str | None = option(
         None, scope=RUN, help="Ray cluster address (auto, ray://host:10001); default: a local Ray"
     )
     workers: int = option(2, scope=RUN, help="Ray actors, one engine each")
     gpus_per_worker: float = option(0.0, scope=RUN, help="GPUs per Ray actor (1 on a GPU cluster)")
+    slurm_partition: str | None = option(None, scope=RUN, help="Slurm partition of the job array")
+    slurm_gpus: int = option(0, scope=RUN, help="GPUs per Slurm array task (one shard at a time, one engine each)")
+    slurm_cpus: int = option(1, scope=RUN, help="CPUs per Slurm array task")
+    slurm_mem: str | None = option(None, scope=RUN, help="memory per Slurm array task (sbatch --mem, e.g. 64G)")
+    slurm_time: str | None = option(None, scope=RUN, help="time limit per Slurm array task (e.g. 4:00:00)")
+    slurm_parallel: int = option(0, scope=RUN, help="Slurm array tasks running at once (0: no limit)")
+    slurm_args: str | None = option(
+        None,
+        scope=RUN,
+        help="more sbatch options for the job array, as on a command line: --slurm-args='--account=me --qos=high'",
+    )
     batch_size: int = option(256, scope=SHARDS, help="rows per synthesize call; chains never leave it")
     shard_size: int = option(4096, scope=SHARDS, help="input rows per checkpointed shard")
     general: str | None = option(
