@@ -46,6 +46,7 @@ class HubState:
         self.repos: dict[str, Repo] = {}
         self.blobs: dict[str, bytes] = {}  # sha256 -> bytes
         self.lfs_uploads = 0
+        self.events: list[tuple] = []  # ("preupload", paths), ("put", sha256), ("commit", repo id), in order
         self.fail_next_commits = 0  # inject failures: the next N commits answer 500
         self.commit_failures: list[int] = []  # inject failures: the next commits answer these statuses, in order
         self.refuse_create: int | None = None  # inject: creating a repo answers this status
@@ -183,6 +184,7 @@ def _handler(state: HubState):
             with state.lock:
                 state.blobs[m.group(1)] = data
                 state.lfs_uploads += 1
+                state.events.append(("put", m.group(1)))
             return self._send(200)
 
         def do_POST(self):
@@ -218,6 +220,8 @@ def _handler(state: HubState):
                 if self._repo(m.group(1)) is None:
                     return self._missing(m.group(1))
                 files = json.loads(body)["files"]
+                with state.lock:
+                    state.events.append(("preupload", tuple(f["path"] for f in files)))
                 return self._json(
                     200,
                     {
@@ -284,6 +288,7 @@ def _handler(state: HubState):
                 if state.fail_next_commits > 0:
                     state.fail_next_commits -= 1
                     return self._json(500, {"error": "injected failure"})
+                state.events.append(("commit", repo_id))
                 for line in body.decode().splitlines():
                     if not line.strip():
                         continue

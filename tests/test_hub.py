@@ -4,6 +4,7 @@ huggingface_hub reads HF_ENDPOINT when imported, so each scenario runs in a chil
 environment points at the local server.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -105,7 +106,7 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
         raw = [json.loads(line)["text"] for line in open({SAMPLE_CORPUS!r})]
         publish(Dataset.from_dict({{"text": raw}}), "hf://datasets/tester/raw")  # the input, read by its Hub name
         cmd = [sys.executable, "-m", "ipt_data", "augment", "--recipe", "recipes/cpu-demo.yaml",
-               "--dataset", "tester/raw", "--model", {TINY_SYNTHESIZER!r}, "--limit", "8",
+               "--dataset", "tester/raw", "--model", {TINY_SYNTHESIZER!r}, "--limit", "8", "--shard-size", "4",
                "--work-dir", {str(tmp_path / "work")!r}, "--output", "hf://datasets/tester/demo", "--no-progress"]
         run = subprocess.run(cmd, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-3000:]
@@ -130,6 +131,14 @@ def test_cli_augment_from_a_hub_dataset_to_the_hub(hub, tmp_path):
     assert numbers == json.loads(repo.files["stats.json"]) and numbers["rows"] == report["output_rows"]
     check_card(card, {name: data for name, data in repo.files.items() if name.startswith("images/")})
     assert repo.commits == 1  # data, card, report, stats and images: one commit
+    # each data file's content was sent by the worker that wrote it, before the commit began (its own look at
+    # what to upload names the final files), and never again
+    data = [hashlib.sha256(repo.files[n]).hexdigest() for n in sorted(repo.files) if n.startswith("data/")]
+    events = hub.state.events
+    begins = next(i for i, (kind, what) in enumerate(events) if kind == "preupload" and "README.md" in what)
+    puts = [what for kind, what in events if kind == "put"]
+    assert len(data) == 2 and all(puts.count(oid) == 1 for oid in data)
+    assert all(events.index(("put", oid)) < begins for oid in data)
 
 
 def test_a_foreign_hub_dataset_is_refused_and_overwrite_keeps_unrelated_files(hub, tmp_path):

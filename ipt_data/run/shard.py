@@ -26,6 +26,7 @@ from ipt_data.run.inputs import ShardTask
 from ipt_data.run.report import merge
 from ipt_data.run.workdir import WorkDir, rows_hash
 from ipt_data.schema import KEPT_TYPE, MISSING, PUBLISHED_COLUMNS, SHARD_SCHEMA, TEMPLIFY_COLUMNS, TEXT_IDS
+from ipt_data.sinks import send_ahead
 from ipt_data.stages import ShardContext, ShardData, Stage, load
 from ipt_data.stages.chunk import chunk_batch
 from ipt_data.stages.route import route
@@ -382,9 +383,16 @@ class ShardWork:
             published = None
             if not config.general:  # without general data the shard's rows are published as its worker writes them
                 published = (outputs.tables(made.table, task.k, config), outputs.layout(config), config.keep_columns)
-            WorkDir(self.work_path, self.lock_token).write(
+            work = WorkDir(self.work_path, self.lock_token)
+            work.write(
                 task.k, made.table, made.rejects, stats, task.input_hash, made.records, made.corpus_stats, published
             )
+            if published is not None:  # the Hub: their content sent from here, the run's one commit names it
+                listed = enumerate(work.outputs(task.k)[1])
+                send_ahead(
+                    config.output,
+                    [(f"data/shard-{task.k:05d}-{j}.parquet", work.shard(task.k, f.suffix)) for j, f in listed],
+                )
             stats["seconds"]["write"] = time.perf_counter() - t
         finally:
             made.corpus_stats.close()

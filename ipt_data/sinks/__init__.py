@@ -8,6 +8,7 @@ destination (the Hub for `hf://...`, else the fsspec folder sink, which takes an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ __all__ = [
     "unregister_sink",
     "with_retries",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _hub(destination: str, token: str | None = None, **_: Any) -> Sink:
@@ -95,3 +98,18 @@ def publish(
         private=private,
         max_shard_rows=max_shard_rows,
     )
+
+
+def send_ahead(destination: str, files: list[tuple[str, str]]) -> bool:
+    """Hand data files (`(name, local path)`) to `destination`'s sink ahead of `publish`, where it takes them
+    early (the Hub: their content is sent now, from the worker that wrote them, and the publish's one commit only
+    names it). Best effort: a failure is logged and `publish` sends the content itself. Whether it was taken."""
+    sink = sink_for(destination)
+    if not hasattr(sink, "send_ahead"):
+        return False
+    try:
+        sink.send_ahead(files)
+    except Exception as exc:  # noqa: BLE001 - the publish sends them anyway
+        log.warning("could not send data files to %s ahead of publishing (%s); publishing will", destination, exc)
+        return False
+    return True

@@ -1,7 +1,8 @@
 """The Hub sink: `hf://datasets/<user>/<name>` (or a repo id with `hub=True`).
 
 The parquet shards, the card (`README.md`, with `dataset_info`: features, splits, sizes), the extra files
-and the manifest go up, and our stale files go away, in ONE commit: readers never see a mix of old and new
+and the manifest go up, and our stale files go away, in ONE commit (a run's workers send their data files'
+content ahead of it, `send_ahead`, so the commit itself sends no data): readers never see a mix of old and new
 or data without its card. Blobs the server already has are not sent again, so an interrupted push resumes
 cheaply. A repo holding a dataset that is not ours (no `.ipt_publish.json`) is refused unless `overwrite`,
 which replaces its `data/` files and `README.md` and nothing else. `check` validates the repo id and the
@@ -107,6 +108,18 @@ class HubSink:
                 where,
                 extra=NOTICE,
             )
+
+    def send_ahead(self, files: list[tuple[str, str]]) -> None:
+        """Send the content of data files ahead of the commit (`(name, local path)`): a run's workers each send
+        their shard's files as they finish it, so the run's one commit only names blobs the Hub has (it sends
+        none again). Nothing shows in the repo until that commit."""
+        from huggingface_hub import CommitOperationAdd
+
+        additions = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=local) for name, local in files]
+        with_retries(
+            lambda: self.api.preupload_lfs_files(self.repo_id, additions=additions, repo_type="dataset"),
+            what=f"sending data files to hf://datasets/{self.repo_id}",
+        )
 
     def publish(self, dataset, *, card, extra_files, fingerprint, overwrite, private, max_shard_rows) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
