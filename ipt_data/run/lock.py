@@ -79,7 +79,7 @@ class FolderLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self.holder()
+                holder = self._written_holder()
                 if holder is None or not self._stale(holder):
                     raise self._refusal(holder) from None
                 self._break(holder)
@@ -144,6 +144,16 @@ class FolderLock:
             return {**json.loads(text), "age": age}
         except ValueError:
             return {"age": age}  # created, not written yet: a run starting this instant, or one that died then
+
+    def _written_holder(self, wait_s: float = 2.0) -> dict | None:
+        """`holder()`, given up to `wait_s` seconds to be written when it was created just now (two runs started
+        together: the other one's record is a moment away), so that a refusal can name its run."""
+        deadline = time.monotonic() + wait_s
+        holder = self.holder()
+        while holder is not None and "pid" not in holder and holder["age"] < wait_s and time.monotonic() < deadline:
+            time.sleep(0.02)
+            holder = self.holder()
+        return holder
 
     def _stale(self, holder: dict) -> bool:
         if "pid" not in holder:
