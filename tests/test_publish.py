@@ -138,11 +138,14 @@ def test_a_full_disk_while_publishing_is_one_line_not_retried_and_leaves_nothing
     output, and while a small file is written: each time one line and exit code 2 at once (a full disk does not
     heal: no retry), no `.partial`/`.ipt-tmp-*` file and no temporary folder left; then the same command with
     room publishes from the kept shards, synthesizing nothing again. The data files go through the temporary
-    folder when the run mixes general data in (the first case); without it the shards' files, made again here
-    (the shards were made for a mix), are copied as they are."""
+    folder when the run's end mixes the corpus (the first case: general data compressed, which a worker cannot cut
+    into portions); otherwise the shards' own files, made again by the workers, are copied as they are."""
+    import gzip
+
     out, work = tmp_path / "out", tmp_path / "work"
-    general = tmp_path / "general.jsonl"
-    general.write_text("".join(json.dumps({"question": f"Q{i}?", "response": f"A{i}."}) + "\n" for i in range(20)))
+    general = tmp_path / "general.jsonl.gz"
+    lines = "".join(json.dumps({"question": f"Q{i}?", "response": f"A{i}."}) + "\n" for i in range(20))
+    general.write_bytes(gzip.compress(lines.encode()))
     calls, temporary = {"temp": 0, "upload": 0, "small": 0}, []
     real_to_parquet, real_put, real_pipe = Dataset.to_parquet, LocalFileSystem.put_file, LocalFileSystem.pipe_file
 

@@ -111,3 +111,45 @@ def test_another_file_size_remakes_the_files_from_the_shards_without_synthesis(t
     fresh = augment(config(tmp_path, "fresh", publish_shard_rows=4), progress=False)
     assert [f.read_bytes() for f in data_files(tmp_path / "fresh")] == [f.read_bytes() for f in files]
     assert fresh["output_rows"] == report["output_rows"]
+
+
+def test_general_data_is_mixed_in_by_each_shard_from_its_own_portion(tmp_path, calls):
+    general = tmp_path / "general.jsonl"
+    rows = [
+        {"question": f"What is step {i} of the recipe?", "response": f"Mix {i} cups. " * (1 + i % 5)} for i in range(60)
+    ]
+    rows[7]["response"], rows[33]["question"] = 5, ""  # rejected, each in its shard's portion
+    general.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = augment(config(tmp_path, general=str(general), general_ratio=0.5), progress=False)
+    out, work = tmp_path / "out", tmp_path / "out.work"
+    files = data_files(out)
+    assert len(files) == 3 and not list(work.glob("mix-*"))  # a file per shard; nothing mixed at the end
+    taken = 0
+    for k, f in enumerate(files):  # 24 rows in shards of 10: 3 shards, 60 general rows: 20 for each
+        published = pq.read_table(f).to_pylist()
+        general_rows = [r for r in published if r["kind"] == "general"]
+        numbers = [int(r["source"][0].split(":")[1]) for r in general_rows]
+        assert numbers and all(20 * k <= n < 20 * (k + 1) and n not in (7, 33) for n in numbers)
+        target = 0.5 * sum(r["n_tokens"] for r in published if r["kind"] == "augmented")
+        got = sum(r["n_tokens"] for r in general_rows)
+        assert abs(got - target) <= max(r["n_tokens"] for r in general_rows)  # the prefix closest to the target
+        assert sorted(key(r) for r in published if r["kind"] != "general") == sorted(
+            key(r) for r in shard_rows(work, k)
+        )
+        taken += len(general_rows)
+    assert report["output_rows"]["general"] == taken and report["general_rejects"] == {
+        "empty_text": 1,
+        "invalid_text": 1,
+    }
+    listed = [json.loads(line)["row"] for line in (work / "general" / "rejects.jsonl").read_text().splitlines()]
+    assert listed == [7, 33]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["rows"]["general"] == taken
+
+    calls.clear()  # another ratio: the workers make the files again from the done shards, without synthesis
+    again = augment(config(tmp_path, general=str(general), general_ratio=1.0, overwrite=True), progress=False)
+    assert calls["prompts"] == 1 and again["shards"]["reused"] == 3 and again["output_rows"]["general"] > taken
+    fresh = augment(config(tmp_path, "fresh", general=str(general), general_ratio=1.0), progress=False)
+    assert [f.read_bytes() for f in data_files(out)] == [f.read_bytes() for f in data_files(tmp_path / "fresh")]
+    assert (out / "stats.json").read_bytes() == (tmp_path / "fresh" / "stats.json").read_bytes()
+    assert fresh["mix"] == again["mix"]

@@ -256,9 +256,13 @@ def test_a_runs_statistics_are_its_shards_added_up_and_its_general_rows_counted(
     only the general rows at the end: the numbers of one pass over the published corpus. A shard whose done marker
     does not name its file (made by an earlier ipt_data) is read again in its place, to the same numbers, even
     with a stale file beside it."""
-    general = tmp_path / "general.jsonl"
+    import gzip
+
+    # compressed: a worker cannot cut it into portions, so the run's end mixes it in and counts its rows (with
+    # general data the workers can read, each shard counts those it takes: tests/test_shard_outputs.py)
+    general = tmp_path / "general.jsonl.gz"
     lines = [{"question": f"What is step {i % 9}?", "response": f"Step {i % 9} is to stir."} for i in range(40)]
-    general.write_text("".join(json.dumps(line) + "\n" for line in lines))  # repeats: duplicates across the mix
+    general.write_bytes(gzip.compress("".join(json.dumps(line) + "\n" for line in lines).encode()))  # repeats
     work = tmp_path / "work"
     args = ["augment", "--recipe", "recipes/cpu-demo.yaml", "--model", TINY_SYNTHESIZER, "--dataset", SAMPLE_CORPUS]
     args += ["--no-progress", "--fraction", "0.5", "--limit", "24", "--max-new-tokens", "60"]

@@ -147,27 +147,37 @@ class JsonlSource:
     def _cut(self, rows: int, limit: int | None) -> Iterator[list[LineSpan]]:
         part: list[LineSpan] = []
         count = 0
+        for path, start, end, line in self._rows():
+            if part and part[-1].path == path:
+                part[-1] = LineSpan(path, part[-1].start, end, part[-1].line)
+            else:
+                part.append(LineSpan(path, start, end, line))
+            count += 1
+            if count % rows == 0 or count == limit:
+                yield part
+                if count == limit:
+                    return
+                part = []
+        if part:
+            yield part
+
+    def count(self) -> int | None:
+        """How many rows iterating this source gives (None where it cannot be cut by bytes: see `spans`)."""
+        if not all(_cuttable(path) for path in self.files):
+            return None
+        return sum(1 for _ in self._rows())
+
+    def _rows(self) -> Iterator[tuple[str, int, int, int]]:
+        """`(path, start, end, line number)` of every row, in order: its bytes and the line it is on."""
         for path in self.files:
-            start = offset = 0
-            first = number = 1
+            offset, number = 0, 1
             with open(path, "rb") as f:
                 for binary in f:
                     for line in _text_lines(binary):
+                        if not _blank(line):
+                            yield path, offset, offset + len(line), number
                         offset += len(line)
                         number += 1
-                        if _blank(line):
-                            continue
-                        count += 1
-                        if count % rows == 0 or count == limit:
-                            part.append(LineSpan(path, start, offset, first))
-                            yield part
-                            if count == limit:
-                                return
-                            part, start, first = [], offset, number
-            if offset > start:
-                part.append(LineSpan(path, start, offset, first))
-        if count % rows:
-            yield part
 
     def read_spans(self, spans: list[LineSpan]) -> Iterator[dict]:
         """The rows of `spans` (a part of `spans`), as iterating the whole source gives them there."""

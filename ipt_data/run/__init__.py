@@ -24,7 +24,7 @@ from ipt_data.method.tokenizer import get_encoder
 from ipt_data.redact import collect_secrets
 from ipt_data.run.executors import Executor, get_executor, register_executor
 from ipt_data.run.finish import finish
-from ipt_data.run.inputs import ShardTask, ensure_model_available, input_size, iter_shards, open_input
+from ipt_data.run.inputs import ShardTask, ensure_model_available, input_size, iter_shards, open_input, with_general
 from ipt_data.run.lock import FolderLock, check_held
 from ipt_data.run.logs import run_log
 from ipt_data.run.preflight import preflight, probe_engine
@@ -100,7 +100,8 @@ def _run(config, source, work: WorkDir, encoder, progress: bool, executor: Execu
     known = work.known()  # shards an earlier run wrote
 
     def tasks() -> Iterator[ShardTask]:  # where each shard's rows are: the executor's workers read them
-        for task in iter_shards(source, config.shard_size, config.limit):
+        planned = iter_shards(source, config.shard_size, config.limit)
+        for task in with_general(planned, config) if config.general else planned:
             counts["total"] = task.k + 1
             yield task
 

@@ -22,10 +22,11 @@ from ipt_data.corpus.card import dataset_card
 from ipt_data.corpus.plots import figures
 from ipt_data.corpus.sources import as_dataset
 from ipt_data.corpus.stats import CorpusStats
+from ipt_data.errors import InputError
 from ipt_data.run import outputs
-from ipt_data.run.inputs import general_rejects, open_general
+from ipt_data.run.inputs import GENERAL_FOLDER, general_rejects, open_general
 from ipt_data.run.report import dumps, stable
-from ipt_data.run.workdir import WorkDir
+from ipt_data.run.workdir import GENERAL_REJECTS, GENERAL_STATS, WorkDir
 from ipt_data.schema import KEPT_TYPE, PUBLISHED_COLUMNS, SHARD_SCHEMA
 from ipt_data.sinks.base import DataFiles, shard_name
 from ipt_data.stages import PIPELINE
@@ -66,23 +67,30 @@ def shards_table(files: list[str], schema: pa.Schema, folder: Path):
 
 def published_files(config, work: WorkDir, n_shards: int) -> DataFiles | None:
     """The corpus as the files the shards' workers wrote (`ipt_data.run.outputs`), named in shard order, for the
-    sink to publish as they are; a shard's files made for another layout (or by an earlier ipt_data) are made
-    again here first. None when the corpus is mixed here instead (general data), or holds no row."""
-    if config.general:
-        return None
-    layout, made = outputs.layout(config), []
+    sink to publish as they are. None when the corpus is mixed here instead (general data the workers could not
+    read themselves), or holds no row."""
+    made = []
     for k in range(n_shards):
         listed = work.outputs(k)
-        if listed is None or listed[0] != layout:
-            tables = outputs.tables(pq.read_table(work.shard(k, ".parquet")), k, config)
-            work.remake_outputs(k, tables, layout, config.keep_columns)
-            listed = work.outputs(k)
+        if listed is None or listed[0]["max_rows"] != config.publish_shard_rows:
+            return None
+        if (listed[0].get("general") is None) != (not config.general):
+            return None
         made += [(str(work.shard(k, f.suffix)), f) for f in listed[1]]
     if not made:
         return None
     files = [(shard_name(i, len(made), path, f.digest), path) for i, (path, f) in enumerate(made)]
     rows, nbytes = sum(f.rows for _, f in made), sum(f.nbytes for _, f in made)
     return DataFiles(files, outputs.features(config.keep_columns), rows, nbytes)
+
+
+def gather_general_rejects(work: WorkDir, n_shards: int) -> None:
+    """The rejected rows of the shards' portions of the general data, in order, as `general/rejects.jsonl` (where
+    the end-of-run mix would have listed them)."""
+    folder = work.path / GENERAL_FOLDER
+    folder.mkdir(exist_ok=True)
+    parts = (work.shard(k, GENERAL_REJECTS) for k in range(n_shards))
+    (folder / "rejects.jsonl").write_text("".join(p.read_text() for p in parts if p.exists()))
 
 
 def first_augmented(work: WorkDir, n_shards: int) -> str | None:
@@ -126,15 +134,19 @@ def corpus_stats(
 ) -> dict[str, Any]:
     """`ipt_data.stats` of the mixed corpus, with the run report's synthesis numbers (those `stages` declare),
     without a pass over it: the statistics each shard took of its rows (`shards/NNNNN.stats.npz`), added up, plus
-    those of the general rows the mix took in (`corpus` None: there are none). A shard without them (done by an
-    earlier ipt_data) is read."""
+    those of the general rows: each shard's (`corpus` None: the shards' own files were published) or those the
+    end-of-run mix took in (`corpus`). A shard without them (done by an earlier ipt_data) is read."""
     acc = CorpusStats()
     for k in range(n_shards):
         saved = work.corpus_stats_file(k)
         if saved is None or not acc.absorb(saved):
             for batch in pq.ParquetFile(work.shard(k, ".parquet")).iter_batches(10_000, columns=PUBLISHED_COLUMNS):
                 acc.add(batch.to_pydict())
-    if corpus is None:  # no general rows
+    if corpus is None:  # the shards' own files: the general rows each took in, if any, counted by its worker
+        for k in range(n_shards):
+            general = work.shard(k, GENERAL_STATS)
+            if general.exists() and not acc.absorb(general):
+                raise InputError(f"{general}: cannot be read; delete the shard's done marker to make it again")
         return acc.result(report, stages)
     kinds = corpus.with_format("arrow")["kind"] if len(corpus) else pa.array([], pa.string())
     general = np.flatnonzero(pc.equal(kinds, "general").to_numpy(zero_copy_only=False))
@@ -181,17 +193,22 @@ QUALITY_RECORDS = "quality.jsonl"
 def _finish(config, work: WorkDir, report: dict[str, Any], n_shards: int, encoder, fingerprint: str, folder: Path):
     from ipt_data.sinks import publish
 
-    with ThreadPoolExecutor(1, thread_name_prefix="ipt-stats") as pool:
-        # without general data the statistics are the shards' alone: added up and drawn while the shards are mixed
-        early = None if config.general else pool.submit(statistics, None, work, n_shards, stable(report), config)
-        t = time.perf_counter()
-        corpus = published_files(config, work, n_shards)  # the shards' own files, as their workers wrote them
-        if corpus is None:
-            corpus = mix_shards(config, work, n_shards, encoder, folder)
+    t = time.perf_counter()
+    corpus = published_files(config, work, n_shards)  # the shards' own files, as their workers wrote them
+    if corpus is not None:
         report["seconds"]["mix"] = time.perf_counter() - t
-        numbers, images, report["seconds"]["stats"] = (
-            early.result() if early else statistics(corpus, work, n_shards, stable(report), config)
-        )
+        numbers, images, report["seconds"]["stats"] = statistics(None, work, n_shards, stable(report), config)
+        if config.general:
+            gather_general_rejects(work, n_shards)
+    else:
+        with ThreadPoolExecutor(1, thread_name_prefix="ipt-stats") as pool:
+            # without general data the statistics are the shards' alone: added up and drawn while they are mixed
+            early = None if config.general else pool.submit(statistics, None, work, n_shards, stable(report), config)
+            corpus = mix_shards(config, work, n_shards, encoder, folder)
+            report["seconds"]["mix"] = time.perf_counter() - t
+            numbers, images, report["seconds"]["stats"] = (
+                early.result() if early else statistics(corpus, work, n_shards, stable(report), config)
+            )
     report["output_rows"], report["output_tokens"] = numbers["rows"], numbers["tokens"]
     if config.general:
         report["mix"] = achieved_mix(config, report)

@@ -28,6 +28,7 @@ class ShardTask:
     rows: dict[str, list] | None = None
     where: RowSource | None = None
     input_hash: str = ""  # of its rows: a rerun reuses the done shard only if its rows hash the same
+    general: GeneralPortion | None = None  # its portion of the general data (`with_general`), if it mixes its own
 
     def read(self) -> dict[str, list]:
         """The shard's rows as columns (read once, then kept)."""
@@ -40,6 +41,16 @@ class RowSource(Protocol):
     """Where a shard's rows are, for whichever process runs it to read them (picklable, small)."""
 
     def read(self) -> dict[str, list]: ...
+
+
+@dataclass(frozen=True)
+class GeneralPortion:
+    """A shard's portion of the general data: where its rows are, the number of its first row in the general
+    data, and what identifies the general data read (a change makes the shards' files again)."""
+
+    where: RowSource | None  # None: no rows (more shards than general rows)
+    first_row: int
+    source_id: str
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,15 @@ def general_problem(row: dict, columns: tuple[str, str]) -> str | None:
     return None
 
 
+def general_reject(number: int, row: dict, reason: str, columns: tuple[str, str]) -> dict:
+    """A rejected row of the general data as `general/rejects.jsonl` lists it (its values shown short, secrets
+    redacted)."""
+    from ipt_data.redact import redact
+
+    value = ascii({c: row[c] for c in columns if c in row})[:200]
+    return redact({"row": number, "reason": reason, "value": value})
+
+
 def general_rows(source, columns: tuple[str, str]) -> Iterator[tuple[int, dict, str | None]]:
     """`(row number, row, reject reason or None)` for every row of the general data, streamed (a `Dataset` a
     batch of its two columns at a time). A corrupt line raises, unless --bad-lines skip made it a reject."""
@@ -164,7 +184,6 @@ def open_general(config, rows_folder: Path):
     from datasets import Dataset
 
     from ipt_data.corpus.mixing import GENERAL_ROW
-    from ipt_data.redact import redact
 
     folder = Path(config.resolved_work_dir()) / GENERAL_FOLDER
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's rejects (and rows, before they moved out)
@@ -180,9 +199,7 @@ def open_general(config, rows_folder: Path):
     ):
         for number, row, reason in general_rows(read_general(config), config.general_columns):
             if reason is not None:
-                value = ascii({c: row[c] for c in config.general_columns if c in row})[:200]
-                rejects.write(json.dumps(redact({"row": number, "reason": reason, "value": value})))
-                rejects.write("\n")
+                rejects.write(json.dumps(general_reject(number, row, reason, config.general_columns)) + "\n")
                 continue
             for column, value in ((q, row[q]), (r, row[r]), (GENERAL_ROW, number)):
                 batch[column].append(value)
@@ -260,6 +277,50 @@ def iter_shards(source, shard_size: int, limit: int | None) -> Iterator[ShardTas
         return
     for k, start, rows in _row_shards(source, shard_size, limit):
         yield ShardTask(k, start, rows())
+
+
+def with_general(tasks: Iterator[ShardTask], config) -> Iterator[ShardTask]:
+    """`tasks`, each with its portion of the general data (`ShardTask.general`: the general data's rows cut into
+    as many equal runs as there are shards, in order), when the workers can read both the input and the general
+    data themselves: each shard then mixes its own portion in, and no process mixes the whole corpus. The shards
+    are all listed first (where their rows are, not the rows), to know how many there are. Otherwise (a stream,
+    a compressed file) the tasks as they are: the run's end mixes the general data in."""
+    from datasets import Dataset
+
+    first = next(tasks, None)
+    if first is None:
+        return
+    if first.where is None:
+        yield first
+        yield from tasks
+        return
+    listed = [first, *tasks]
+    source, n = read_general(config), len(listed)
+    if isinstance(source, JsonlSource) and (total := source.count()) is not None:
+        size = max(1, -(-total // n))
+        parts = [LineRows(tuple(spans), source.bad_lines) for spans in source.spans(size)]
+        source_id = _files_id(source.files)
+    elif isinstance(source, Dataset) and (files := _arrow_files(source)) is not None:
+        total = len(source)
+        size = max(1, -(-total // n))
+        parts = [ArrowRows(files, start, min(total, start + size)) for start in range(0, total, size)]
+        source_id = source._fingerprint
+    else:
+        yield from listed
+        return
+    parts += [None] * (n - len(parts))
+    for i, (task, part) in enumerate(zip(listed, parts, strict=True)):
+        task.general = GeneralPortion(part, i * size, source_id)
+        yield task
+
+
+def _files_id(files: list[str]) -> str:
+    """What identifies local files' content cheaply: their paths, sizes and modification times."""
+    import hashlib
+    import json
+
+    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def _arrow_files(source) -> tuple[str, ...] | None:

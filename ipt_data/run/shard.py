@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ipt_data.corpus.stats import CorpusStats
 from ipt_data.errors import EngineUnavailableError, RunStoppedError
@@ -352,10 +353,30 @@ class ShardWork:
         earlier run made from the same rows, when it can be taken as it is, else None (the shard is to be made).
         A shard made with `--on-engine-error raw` whose engine failed on some rows is made again under `retry`."""
         task.input_hash = rows_hash(task.read())
-        done = WorkDir(self.work_path).done(task.k, task.input_hash)
+        work = WorkDir(self.work_path, self.lock_token)
+        done = work.done(task.k, task.input_hash)
         if done is not None and self.config.on_engine_error == "retry" and done["status"].get("engine_error"):
             done = None
-        return None if done is None else ShardResult(task.k, done, input_hash=task.input_hash, reused=True)
+        if done is None:
+            return None
+        listed = work.outputs(task.k)
+        mixed_at_the_end = self.config.general and task.general is None
+        if not mixed_at_the_end and (listed is None or listed[0] != outputs.layout(self.config, task)):
+            config = self.config  # its files were made for another layout (or by an earlier ipt_data): made again
+            encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
+            made = outputs.published(pq.read_table(work.shard(task.k, ".parquet")), task, config, encoder)
+            if made is not None:
+                work.remake_outputs(task.k, made, config.keep_columns)
+                self._send_ahead(work, task.k)
+        return ShardResult(task.k, done, input_hash=task.input_hash, reused=True)
+
+    def _send_ahead(self, work: WorkDir, k: int) -> None:
+        """The shard's published files to the sink ahead of publishing (the Hub: their content sent from here, and
+        the run's one commit names it)."""
+        listed = enumerate(work.outputs(k)[1])
+        send_ahead(
+            self.config.output, [(f"data/shard-{k:05d}-{j}.parquet", work.shard(k, f.suffix)) for j, f in listed]
+        )
 
     def __call__(self, task: ShardTask, rank: int | None = None) -> ShardResult:
         """The shard made and written (or the done one taken, when `reused` was not asked first)."""
@@ -380,19 +401,14 @@ class ShardWork:
                 raise RunStoppedError(f"shard {task.k}: the run was stopped; not written")
             check_engine_errors(task.k, stats, made.first_error, config)
             t = time.perf_counter()
-            published = None
-            if not config.general:  # without general data the shard's rows are published as its worker writes them
-                published = (outputs.tables(made.table, task.k, config), outputs.layout(config), config.keep_columns)
+            published = outputs.published(made.table, task, config, encoder)
             work = WorkDir(self.work_path, self.lock_token)
             work.write(
-                task.k, made.table, made.rejects, stats, task.input_hash, made.records, made.corpus_stats, published
-            )
-            if published is not None:  # the Hub: their content sent from here, the run's one commit names it
-                listed = enumerate(work.outputs(task.k)[1])
-                send_ahead(
-                    config.output,
-                    [(f"data/shard-{task.k:05d}-{j}.parquet", work.shard(task.k, f.suffix)) for j, f in listed],
-                )
+                task.k, made.table, made.rejects, stats, task.input_hash, made.records, made.corpus_stats, published,
+                config.keep_columns,
+            )  # fmt: skip
+            if published is not None:
+                self._send_ahead(work, task.k)
             stats["seconds"]["write"] = time.perf_counter() - t
         finally:
             made.corpus_stats.close()

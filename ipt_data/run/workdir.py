@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 3600.0  # a shard's temporary file this old has no writer left
 STATS = ".stats.npz"  # a shard's statistics of its rows
 OUT = ".out"  # a shard's published files: `.out-J.parquet`
+GENERAL_STATS = ".general.npz"  # the statistics of the general rows a shard took in
+GENERAL_REJECTS = ".general-rejects.jsonl"  # the rejected rows of a shard's portion of the general data
 
 
 class WorkDir:
@@ -96,8 +98,17 @@ class WorkDir:
 
     def drop(self, k: int) -> None:
         """Forget shard `k` (its input rows are gone), done marker first."""
-        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".records.jsonl", ".input.jsonl", STATS):
+        for suffix in (
+            ".done.json",
+            ".parquet",
+            ".rejects.jsonl",
+            ".records.jsonl",
+            ".input.jsonl",
+            STATS,
+            GENERAL_STATS,
+        ):
             self.shard(k, suffix).unlink(missing_ok=True)
+        self.shard(k, GENERAL_REJECTS).unlink(missing_ok=True)
         self._remove_outputs(k)
 
     def _remove_outputs(self, k: int, keep: set[str] = frozenset()) -> None:
@@ -105,11 +116,12 @@ class WorkDir:
             if path.name[5:] not in keep:
                 path.unlink(missing_ok=True)
 
-    def _write_outputs(self, k: int, tables: list[pa.Table], keep_columns: tuple[str, ...]) -> list[dict]:
-        """Shard `k`'s published files (`ipt_data.run.outputs`), each under a temporary name, then renamed; the
-        marker's listing of them (suffix, rows, in-memory bytes, content hash)."""
+    def _write_outputs(self, k: int, made: outputs.Published, keep_columns: tuple[str, ...]) -> dict:
+        """Shard `k`'s published files (`ipt_data.run.outputs`), each under a temporary name, then renamed, and with
+        general data the statistics of the general rows taken and the rejected ones; the marker's listing of them
+        (the layout; each file's suffix, rows, in-memory bytes and content hash)."""
         listed = []
-        for j, table in enumerate(tables):
+        for j, table in enumerate(made.tables):
             suffix = f"{OUT}-{j}.parquet"
             tmp = self.shard(k, f"{suffix}.{os.getpid()}-{threading.get_ident()}.tmp")
             try:
@@ -120,7 +132,13 @@ class WorkDir:
             os.replace(tmp, self.shard(k, suffix))
             listed.append(asdict(outputs.OutputFile(suffix, rows, nbytes, digest)))
         self._remove_outputs(k, keep={f["suffix"] for f in listed})  # those of a layout made before
-        return listed
+        if made.general_stats is not None:
+            _atomic_write(self.shard(k, GENERAL_STATS), made.general_stats.to_bytes())
+            _atomic_write(self.shard(k, GENERAL_REJECTS), "".join(json.dumps(r) + "\n" for r in made.general_rejects))
+        else:
+            for suffix in (GENERAL_STATS, GENERAL_REJECTS):
+                self.shard(k, suffix).unlink(missing_ok=True)
+        return {"layout": made.layout, "files": listed}
 
     def outputs(self, k: int) -> tuple[dict, list[outputs.OutputFile]] | None:
         """Shard `k`'s published files and the layout they were made for, when its done marker lists them."""
@@ -129,11 +147,11 @@ class WorkDir:
             return None
         return made["layout"], [outputs.OutputFile(**f) for f in made["files"]]
 
-    def remake_outputs(self, k: int, tables: list[pa.Table], layout: dict, keep_columns: tuple[str, ...]) -> None:
+    def remake_outputs(self, k: int, made: outputs.Published, keep_columns: tuple[str, ...]) -> None:
         """Write shard `k`'s published files again (for another layout), and its marker with them."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         marker = json.loads(self.shard(k, ".done.json").read_text())
-        marker["outputs"] = {"layout": layout, "files": self._write_outputs(k, tables, keep_columns)}
+        marker["outputs"] = self._write_outputs(k, made, keep_columns)
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def write(
@@ -145,11 +163,12 @@ class WorkDir:
         input_hash: str,
         records: list[dict] = (),
         corpus_stats=None,
-        published: tuple[list[pa.Table], dict, tuple[str, ...]] | None = None,
+        published: outputs.Published | None = None,
+        keep_columns: tuple[str, ...] = (),
     ) -> None:
         """Write shard `k` (and the records its stages kept for inspection, when there are any, the statistics
-        of its rows, a `CorpusStats`, when given, and its published files, `(tables, layout, kept columns)`,
-        when given), then mark it done."""
+        of its rows, a `CorpusStats`, when given, and its published files, `outputs.Published`, with the kept
+        columns, when given), then mark it done."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         self.shard(k, ".done.json").unlink(missing_ok=True)  # a redone shard is not done until rewritten
         tmp = self.shard(k, f".parquet.{os.getpid()}-{threading.get_ident()}.tmp")  # one per writer
@@ -172,10 +191,11 @@ class WorkDir:
         if corpus_stats is not None:  # a marker an older writer left says nothing of it: its file is not trusted
             marker["corpus_stats"] = STATS
         if published is not None:
-            tables, layout, keep_columns = published
-            marker["outputs"] = {"layout": layout, "files": self._write_outputs(k, tables, keep_columns)}
+            marker["outputs"] = self._write_outputs(k, published, keep_columns)
         else:
             self._remove_outputs(k)
+            for suffix in (GENERAL_STATS, GENERAL_REJECTS):
+                self.shard(k, suffix).unlink(missing_ok=True)
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def corpus_stats_file(self, k: int) -> Path | None:
