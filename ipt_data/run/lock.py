@@ -1,12 +1,14 @@
 """A run's hold on a folder: `FolderLock(folder)` makes a second run that wants the same work folder (or publishes
 to the same output folder) stop at once with one line naming the run that holds it.
 
-The lock is a file (`run.lock`) created with `O_CREAT | O_EXCL`, which is atomic on local disks and on shared
-filesystems (NFSv3+, Lustre, GPFS, CephFS). It records the holder (host, pid, start time, a random token) and
-is touched every `HEARTBEAT_S` seconds while the run lives. A lock left by a run that died is stale and taken
-over: on the same host when its process is gone (or its pid now belongs to a process started later); from another
-host when it has not been touched for `STALE_S` seconds. Taking over goes through a second file
-(`run.lock.break`, also `O_EXCL`), so of two runs finding the same stale lock only one breaks it.
+The lock is a file (`run.lock`) made with its record already in it: written beside it, then hard-linked to its
+name, which is atomic and fails if it exists, on local disks and on shared filesystems (NFSv3+, Lustre, GPFS,
+CephFS); where a filesystem has no hard links, created with `O_CREAT | O_EXCL`, then written. It records the
+holder (host, pid, start time, a random token) and is touched every `HEARTBEAT_S` seconds while the run lives. A
+lock left by a run that died is stale and taken over: on the same host when its process is gone (or its pid now
+belongs to a process started later); from another host when it has not been touched for `STALE_S` seconds.
+Taking over goes through a second file (`run.lock.break`, `O_EXCL`), so of two runs finding the same stale lock
+only one breaks it.
 
 Workers (other processes, Ray actors on other nodes) are given the token and check it before they write: a
 run whose lock was taken over writes nothing more.
@@ -77,21 +79,13 @@ class FolderLock:
         }
         for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(json.dumps(record))
             except FileExistsError:
                 holder = self._written_holder()
                 if holder is None or not self._stale(holder):
                     raise self._refusal(holder) from None
                 self._break(holder)
                 continue
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(json.dumps(record))
-                    f.flush()
-                    os.fsync(f.fileno())
-            except BaseException:
-                self.path.unlink(missing_ok=True)  # a full disk, Ctrl-C: no empty lock is left to refuse others
-                raise
             self._beat = threading.Thread(target=self._heartbeat, name="ipt-lock", daemon=True)
             self._beat.start()
             log.info("%s %s is held by this run (%s)", self.what, self.folder, _describe(record))
@@ -144,6 +138,36 @@ class FolderLock:
             return {**json.loads(text), "age": age}
         except ValueError:
             return {"age": age}  # created, not written yet: a run starting this instant, or one that died then
+
+    def _create(self, text: str) -> None:
+        """The lock file with `text` in it, made in one step: written beside it, then hard-linked to its name (an
+        atomic create-if-absent, NFS included), so no run ever finds it empty, even if its maker is killed right
+        then. Where the filesystem has no hard links, created with `O_EXCL` and then written. Raises
+        `FileExistsError` when another run holds it."""
+        tmp = self.path.with_name(f"{self.path.name}.{self.token}.tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path)
+                return
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            self.path.unlink(missing_ok=True)  # a full disk, Ctrl-C: no empty lock is left to refuse others
+            raise
 
     def _written_holder(self, wait_s: float = 2.0) -> dict | None:
         """`holder()`, given up to `wait_s` seconds to be written when it was created just now (two runs started
