@@ -153,3 +153,28 @@ def test_general_data_is_mixed_in_by_each_shard_from_its_own_portion(tmp_path, c
     assert [f.read_bytes() for f in data_files(out)] == [f.read_bytes() for f in data_files(tmp_path / "fresh")]
     assert (out / "stats.json").read_bytes() == (tmp_path / "fresh" / "stats.json").read_bytes()
     assert fresh["mix"] == again["mix"]
+
+
+def test_reruns_that_change_the_shard_count_or_mix_at_the_end_equal_fresh_runs(tmp_path):
+    """The general data's portions depend on the number of shards, and general data a worker cannot read (here
+    compressed) is mixed at the run's end: a rerun over done shards that changes either publishes what a fresh
+    run would."""
+    import gzip
+
+    general = tmp_path / "general.jsonl"
+    rows = [{"question": f"Which tool is number {i}?", "response": f"Tool {i} is a chisel. " * 3} for i in range(30)]
+    general.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    packed = tmp_path / "general.jsonl.gz"
+    packed.write_bytes(gzip.compress(general.read_bytes()))
+
+    def run(name, general=general, **kw):
+        work = str(tmp_path / f"{name}.work")
+        augment(config(tmp_path, name, general=str(general), work_dir=work, **kw), progress=False)
+        out = tmp_path / name
+        return [f.read_bytes() for f in data_files(out)], (out / "stats.json").read_bytes()
+
+    run("rerun", limit=16)  # 2 shards: the general rows in 2 portions of 15
+    assert run("rerun", limit=24, overwrite=True) == run("fresh", limit=24)  # 3 shards: portions of 10
+    again = run("rerun", general=packed, limit=24, overwrite=True)  # the shards' own files are not published
+    assert again == run("fresh-packed", general=packed, limit=24)
+    assert len(again[0]) == 1  # one corpus, mixed and shuffled whole

@@ -148,7 +148,7 @@ class JsonlSource:
         part: list[LineSpan] = []
         count = 0
         for path, start, end, line in self._rows():
-            if part and part[-1].path == path:
+            if part and part[-1].path == path and start >= part[-1].end:  # (a file listed twice: a new span)
                 part[-1] = LineSpan(path, part[-1].start, end, part[-1].line)
             else:
                 part.append(LineSpan(path, start, end, line))

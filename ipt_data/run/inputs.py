@@ -50,6 +50,7 @@ class GeneralPortion:
 
     where: RowSource | None  # None: no rows (more shards than general rows)
     first_row: int
+    size: int  # rows in a portion (the last one may have fewer): the general rows / the shards
     source_id: str
 
 
@@ -310,7 +311,7 @@ def with_general(tasks: Iterator[ShardTask], config) -> Iterator[ShardTask]:
         return
     parts += [None] * (n - len(parts))
     for i, (task, part) in enumerate(zip(listed, parts, strict=True)):
-        task.general = GeneralPortion(part, i * size, source_id)
+        task.general = GeneralPortion(part, i * size, size, source_id)
         yield task
 
 

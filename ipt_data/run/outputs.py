@@ -64,6 +64,7 @@ def layout(config, task=None) -> dict:
     if config.general and task is not None and task.general is not None:
         general = {
             "data": task.general.source_id,
+            "portion": [task.general.first_row, task.general.size],  # another count of shards: other portions
             **{k: getattr(config, k) for k in ("general", "general_config", "general_split", "general_ratio")},
             "mix_by": config.mix_by,
             "columns": list(config.general_columns),

@@ -360,14 +360,15 @@ class ShardWork:
         if done is None:
             return None
         listed = work.outputs(task.k)
-        mixed_at_the_end = self.config.general and task.general is None
-        if not mixed_at_the_end and (listed is None or listed[0] != outputs.layout(self.config, task)):
+        if self.config.general and task.general is None:  # the run's end mixes the corpus: no files of its own
+            if listed is not None:
+                work.remake_outputs(task.k, None, ())
+        elif listed is None or listed[0] != outputs.layout(self.config, task):
             config = self.config  # its files were made for another layout (or by an earlier ipt_data): made again
             encoder = get_encoder(config.tokenizer or config.model, config.trust_remote_code)
             made = outputs.published(pq.read_table(work.shard(task.k, ".parquet")), task, config, encoder)
-            if made is not None:
-                work.remake_outputs(task.k, made, config.keep_columns)
-                self._send_ahead(work, task.k)
+            work.remake_outputs(task.k, made, config.keep_columns)
+            self._send_ahead(work, task.k)
         return ShardResult(task.k, done, input_hash=task.input_hash, reused=True)
 
     def _send_ahead(self, work: WorkDir, k: int) -> None:

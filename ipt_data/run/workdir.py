@@ -147,10 +147,19 @@ class WorkDir:
             return None
         return made["layout"], [outputs.OutputFile(**f) for f in made["files"]]
 
-    def remake_outputs(self, k: int, made: outputs.Published, keep_columns: tuple[str, ...]) -> None:
-        """Write shard `k`'s published files again (for another layout), and its marker with them."""
+    def remake_outputs(self, k: int, made: outputs.Published | None, keep_columns: tuple[str, ...]) -> None:
+        """Write shard `k`'s published files again (for another layout), and its marker with them; `made` None:
+        forget them (the run's end mixes the corpus). The marker stops listing the old files before any is
+        touched: a kill meanwhile leaves a shard whose files are made again, never a listing that lies."""
         check_held(self.path / "run.lock", self.lock_token, f"shard {k}")
         marker = json.loads(self.shard(k, ".done.json").read_text())
+        if marker.pop("outputs", None) is not None:
+            _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
+        if made is None:
+            self._remove_outputs(k)
+            for suffix in (GENERAL_STATS, GENERAL_REJECTS):
+                self.shard(k, suffix).unlink(missing_ok=True)
+            return
         marker["outputs"] = self._write_outputs(k, made, keep_columns)
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
