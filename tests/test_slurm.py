@@ -63,7 +63,9 @@ def test_sbatch_options_and_a_refused_job_in_one_line():
     ).sbatch_args(Path("/w/slurm/x"), 100)  # fmt: skip
     assert "--array=0-99%16" in args and "--partition=gpu" in args and "--gpus-per-task=1" in args
     assert "--cpus-per-task=8" in args and "--mem=64G" in args and "--time=4:00:00" in args
-    assert args[-1] == "--account=me" and "--output=/w/slurm/x/logs/%a.log" in args
+    assert (
+        args[-1] == "--account=me" and "--output=/w/slurm/x/logs/0+%a.log" in args and "--job-name=ipt-data-x" in args
+    )
 
 
 def test_a_job_slurm_refuses_is_one_line(tmp_path, slurm):
@@ -73,7 +75,20 @@ def test_a_job_slurm_refuses_is_one_line(tmp_path, slurm):
         augment(AugmentConfig(**options(tmp_path, "x", executor="slurm", slurm_partition="nosuch")), progress=False)
 
 
-def test_slurm_equals_local_and_a_rerun_reuses_every_shard(tmp_path, slurm):
+def test_squeue_failing_is_not_an_empty_queue(tmp_path, slurm, monkeypatch):
+    from ipt_data.run.slurm_executor import _queued
+
+    assert _queued(["999999"]) is False  # a job Slurm does not know: not queued
+    dead = tmp_path / "slurm.conf"  # a controller that does not answer: squeue cannot tell
+    dead.write_text(Path(slurm["SLURM_CONF"]).read_text().replace("SlurmctldPort=", "SlurmctldPort=1#"))
+    monkeypatch.setenv("SLURM_CONF", str(dead))
+    assert _queued(["1"]) is None
+
+
+def test_slurm_equals_local_and_a_rerun_reuses_every_shard(tmp_path, slurm, monkeypatch):
+    import ipt_data.run.slurm_executor as slurm_executor
+
+    monkeypatch.setattr(slurm_executor, "MAX_ARRAY", 3)  # 4 shards: two array jobs
     local = augment(AugmentConfig(**options(tmp_path, "local")), progress=False)
     config = AugmentConfig(**options(tmp_path, "slurm", executor="slurm", slurm_parallel=2))
     report = augment(config, progress=False)
@@ -86,7 +101,10 @@ def test_slurm_equals_local_and_a_rerun_reuses_every_shard(tmp_path, slurm):
     assert not list((tmp_path / "slurm.work" / "slurm").iterdir())  # a finished job leaves nothing behind
 
 
-def test_a_killed_array_task_stops_the_run_and_the_same_command_makes_only_the_rest(tmp_path, slurm):
+def test_a_killed_array_task_stops_the_run_and_the_same_command_makes_only_the_rest(tmp_path, slurm, monkeypatch):
+    import ipt_data.run.slurm_executor as slurm_executor
+
+    monkeypatch.setattr(slurm_executor, "RESULTS_GRACE_S", 2.0)
     augment(AugmentConfig(**options(tmp_path, "local")), progress=False)
     config = AugmentConfig(**options(tmp_path, "slurm", executor="slurm", slurm_parallel=1))
     killed = []
