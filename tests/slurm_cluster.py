@@ -88,6 +88,7 @@ def cluster(root: Path):
     )
     env = {**os.environ, "SLURM_CONF": str(conf)}
     pids = [root / "munged.pid", root / "slurmctld.pid", root / "slurmd.pid"]
+    started = time.time()
     try:
         subprocess.run(
             [DAEMONS[0], f"--key-file={key}", f"--socket={root}/munge.socket", f"--pid-file={pids[0]}",
@@ -106,8 +107,47 @@ def cluster(root: Path):
             raise RuntimeError(f"the test Slurm node did not come up: {state!r}; see {root}/slurmd.log")
         yield env
     finally:
-        subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True, env=env)
-        for pid_file in reversed(pids):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        time.sleep(0.5)
+        _stop(env, pids, started)
+
+
+def _stop(env: dict, pid_files: list[Path], started: float) -> None:
+    """Cancel every job, wait (15 s at most) until the controller has heard each one end (a job step that cannot
+    report its end keeps retrying, and its slurmd with it), then stop the daemons: SIGTERM, and SIGKILL for what
+    is still there 5 s later, job steps of this cluster included."""
+    subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True, env=env)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=env)
+        if queue.returncode or not queue.stdout.strip():
+            break
+        time.sleep(0.2)
+    pids = []
+    for pid_file in reversed(pid_files):
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int(pid_file.read_text().strip()))
+    pids += _steps_since(started)
+    by_conf = subprocess.run(["pgrep", "-f", env["SLURM_CONF"]], capture_output=True, text=True).stdout.split()
+    pids += [int(pid) for pid in by_conf if int(pid) not in pids]  # a daemon whose pid file is gone
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _steps_since(started: float) -> list[int]:
+    """The `slurmstepd` processes started since `started` (this cluster's: the tests run one at a time)."""
+    found = subprocess.run(["pgrep", "-x", "slurmstepd"], capture_output=True, text=True).stdout.split()
+    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = []
+    for pid in map(int, found):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if boot + int(stat.rsplit(")", 1)[1].split()[19]) / ticks >= started - 1:
+                out.append(pid)
+    return out
