@@ -23,7 +23,6 @@ rerun that changed them) gets them made again by the worker that finds it done, 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,9 +143,7 @@ def write(table: pa.Table, path: Path, keep_columns: tuple[str, ...]) -> tuple[i
     from datasets import Dataset, DatasetInfo
     from datasets.table import InMemoryTable
 
+    from ipt_data.sinks.base import file_sha256
+
     Dataset(InMemoryTable(table), info=DatasetInfo(features=features(keep_columns))).to_parquet(str(path))
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return table.num_rows, int(table.nbytes), digest.hexdigest()
+    return table.num_rows, int(table.nbytes), file_sha256(path)

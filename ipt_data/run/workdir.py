@@ -98,23 +98,23 @@ class WorkDir:
 
     def drop(self, k: int) -> None:
         """Forget shard `k` (its input rows are gone), done marker first."""
-        for suffix in (
-            ".done.json",
-            ".parquet",
-            ".rejects.jsonl",
-            ".records.jsonl",
-            ".input.jsonl",
-            STATS,
-            GENERAL_STATS,
-        ):
+        for suffix in (".done.json", ".parquet", ".rejects.jsonl", ".records.jsonl", ".input.jsonl", STATS):
             self.shard(k, suffix).unlink(missing_ok=True)
-        self.shard(k, GENERAL_REJECTS).unlink(missing_ok=True)
-        self._remove_outputs(k)
+        self._forget_outputs(k)
 
     def _remove_outputs(self, k: int, keep: set[str] = frozenset()) -> None:
         for path in (self.path / "shards").glob(f"{k:05d}{OUT}-*.parquet"):
             if path.name[5:] not in keep:
                 path.unlink(missing_ok=True)
+
+    def _remove_general(self, k: int) -> None:
+        for suffix in (GENERAL_STATS, GENERAL_REJECTS):
+            self.shard(k, suffix).unlink(missing_ok=True)
+
+    def _forget_outputs(self, k: int) -> None:
+        """Remove shard `k`'s published files and what it kept of the general data."""
+        self._remove_outputs(k)
+        self._remove_general(k)
 
     def _write_outputs(self, k: int, made: outputs.Published, keep_columns: tuple[str, ...]) -> dict:
         """Shard `k`'s published files (`ipt_data.run.outputs`), each under a temporary name, then renamed, and with
@@ -136,8 +136,7 @@ class WorkDir:
             _atomic_write(self.shard(k, GENERAL_STATS), made.general_stats.to_bytes())
             _atomic_write(self.shard(k, GENERAL_REJECTS), "".join(json.dumps(r) + "\n" for r in made.general_rejects))
         else:
-            for suffix in (GENERAL_STATS, GENERAL_REJECTS):
-                self.shard(k, suffix).unlink(missing_ok=True)
+            self._remove_general(k)
         return {"layout": made.layout, "files": listed}
 
     def outputs(self, k: int) -> tuple[dict, list[outputs.OutputFile]] | None:
@@ -156,9 +155,7 @@ class WorkDir:
         if marker.pop("outputs", None) is not None:
             _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
         if made is None:
-            self._remove_outputs(k)
-            for suffix in (GENERAL_STATS, GENERAL_REJECTS):
-                self.shard(k, suffix).unlink(missing_ok=True)
+            self._forget_outputs(k)
             return
         marker["outputs"] = self._write_outputs(k, made, keep_columns)
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
@@ -202,9 +199,7 @@ class WorkDir:
         if published is not None:
             marker["outputs"] = self._write_outputs(k, published, keep_columns)
         else:
-            self._remove_outputs(k)
-            for suffix in (GENERAL_STATS, GENERAL_REJECTS):
-                self.shard(k, suffix).unlink(missing_ok=True)
+            self._forget_outputs(k)
         _atomic_write(self.shard(k, ".done.json"), json.dumps(marker, sort_keys=True))
 
     def corpus_stats_file(self, k: int) -> Path | None:

@@ -60,13 +60,16 @@ def shard_name(i: int, n: int, local_file: str, digest: str | None = None) -> st
     first, old ones removed after), and a file of that name already there is the same data (an interrupted
     publish resumes without sending it again). The suffix keeps the `train-XXXXX-of-NNNNN` form from which
     `datasets` infers the split."""
-    if digest is None:
-        sha = hashlib.sha256()
-        with open(local_file, "rb") as f:
-            while block := f.read(1 << 20):
-                sha.update(block)
-        digest = sha.hexdigest()
-    return f"data/train-{i:05d}-of-{n:05d}-{digest[:12]}.parquet"
+    return f"data/train-{i:05d}-of-{n:05d}-{(digest or file_sha256(local_file))[:12]}.parquet"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, in hex, read a block at a time."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 @dataclass
