@@ -342,3 +342,21 @@ def test_a_long_text_is_looked_up_in_pieces(index, monkeypatch):
     assert index.find([FILLER, text, Q1]) == [[], expected, [Hit("quiz", " ".join(words(Q1)[:13]))]]
     [hits] = index.find([f"{FILLER} {SHORT} {FILLER} {Q2}"])
     assert hits == [Hit("quiz", normalize(SHORT))]  # one hit per benchmark: the first in the text
+
+
+def test_the_kernels_are_compiled_when_the_index_is_loaded_not_in_the_first_batch(index):
+    """Loading an index compiles (or loads) the compiled loops for the argument types a run passes them (a
+    read-only packed buffer, memory-mapped bitmaps), so no batch pays for compiling: looking texts up, and
+    grounding pairs, add no new compiled version."""
+    from ipt_data.quality import ngram_kernels
+    from ipt_data.quality.pair_filters import PairFilter
+
+    kernels = ("words", "probe", "pair_stats")  # (scan is compiled into words and pair_stats)
+    index = BenchmarkIndex.load(index.folder)
+    grounding = PairFilter("grounding")
+    before = {name: len(getattr(ngram_kernels, name).signatures) for name in kernels}
+    assert all(before.values())
+    assert index.find([f"{FILLER} {Q1}", "", "Ünïcode ÉTÉ"])[0]
+    text = "The reef lies off the coast of Queensland, Australia."
+    assert grounding.judge(text, [{"instruction": "Where is the reef?", "response": "Queensland"}]) == [None]
+    assert {name: len(getattr(ngram_kernels, name).signatures) for name in kernels} == before

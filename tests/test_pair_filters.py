@@ -8,10 +8,11 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ipt_data.errors import ConfigError
-from ipt_data.quality.pair_filters import FILTERS, PairFilter, _word_set, normalize_question, parse_filters
+from ipt_data.quality.pair_filters import FILTERS, PairFilter, _words, normalize_question, parse_filters
 
 TEXT = (
     "The Great Barrier Reef is the world's largest coral reef system, composed of over 2,900 individual reefs "
@@ -99,9 +100,9 @@ def test_grounding_ngrams_need_word_order():
     assert judge({"grounding": {"ngram": 3}}, [pair("Which sea is it in?", "Coral")]) == [None]
 
 
-def test_text_word_set_fast_path_equals_the_regular_expression():
+def test_word_shortcut_on_unicode_texts_and_non_latin_grounding():
     for text in [TEXT, "Ça coûte 3€ — “très” cher… naïve_user STRASSE straße (x²) 東京は日本の首都です。 a\u00a0b", ""]:
-        assert _word_set(text) == set(re.findall(r"[^\W_]+", text.casefold()))
+        assert _words(text) == re.findall(r"[^\W_]+", text.casefold())
     # a non-Latin text is grounded by its own words
     assert judge(
         "grounding",
@@ -291,18 +292,54 @@ def test_judge_does_not_mutate_inputs_and_is_deterministic_across_processes():
         assert json.loads(out.stdout) == here
 
 
-def test_a_word_lookup_in_the_text_is_the_word_set_membership():
-    """Grounding looks answer words up in the text without building its word set: the same answers."""
+def test_the_word_shortcut_equals_the_regular_expression():
+    """`_words` (a byte-level shortcut for ASCII texts) gives what the regular expression does, on random texts
+    of every ASCII character and some others."""
     import random
 
-    from ipt_data.quality.pair_filters import _Text
-
     rng = random.Random(3)
-    alphabet = "ab c_d-é1 ß'.\n\u00a0Ωx"
+    alphabets = ["".join(map(chr, range(128))), "ab c_d-é1 ß'.\n\u00a0ΩxK\u212a"]
     for _ in range(3000):
+        alphabet = rng.choice(alphabets)
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        words = _word_set(text)
-        probe = {"".join(rng.choice("abcdé1ßssΩωx") for _ in range(rng.randint(1, 3))) for _ in range(6)} | words
-        t = _Text(text, 1)
-        for w in probe:
-            assert t.has(w.casefold()) == (w.casefold() in words), (text, w)
+        assert _words(text) == re.findall(r"[^\W_]+", text.casefold()), text
+
+
+def test_pair_word_statistics_are_those_of_their_definitions():
+    """The filters count words, repeated 3-grams and answer words found in the text in one compiled pass over
+    hashed words (`ngram_kernels.pair_stats`): on random texts and strings, ASCII and not, every count equals
+    its definition on the word lists."""
+    import random
+    from collections import Counter
+
+    from ipt_data.quality import ngram_kernels, ngrams
+    from ipt_data.quality.pair_filters import STOPWORDS, YES_NO, _packed, _word_tables
+
+    rng = random.Random(4)
+    vocab = ["the", "Reef", "reef", "is", "yes", "No", "coral", "été", "ÉTÉ", "x1", "it's", "a_b", "—", "Straße"]
+    texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    strings, owner, ground = [], [], []
+    for t in range(len(texts)):
+        for _ in range(rng.randint(0, 4)):
+            words = [rng.choice(vocab) + rng.choice([" ", ", ", "! ", "\n"]) for _ in range(rng.randint(0, 25))]
+            strings.append("".join(words))
+            owner.append(t)
+            ground.append(rng.random() < 0.6)
+    stats = ngram_kernels.pair_stats(
+        *ngrams.pack([_packed(t) for t in texts]),
+        *ngrams.pack([_packed(x) for x in strings]),
+        np.asarray(owner, np.int64),
+        np.asarray(ground, np.bool_),
+        *_word_tables(),
+    ).tolist()
+    assert len(stats) == len(strings) and len(ngram_kernels.STATS) == 7
+    for string, t, grounded, row in zip(strings, owner, ground, stats, strict=True):
+        words = _words(string)
+        grams = list(zip(words, words[1:], words[2:], strict=False))
+        distinct = set(words)
+        expected = [len(words), len(distinct), len(grams) - len(set(grams)), max(Counter(words).values(), default=0)]
+        content = distinct - STOPWORDS - YES_NO
+        found = content & set(_words(texts[t]))
+        expected += [len(content), len(found), len(distinct & YES_NO)] if grounded else [0] * 3
+        assert row == expected, (string, texts[t])
+    assert sum(row[5] for row in stats) > 300  # answer words were found

@@ -83,7 +83,8 @@ def parse_pair(pair: dict, unanswerable: Unanswerable) -> tuple[ParsedPair, bool
         return ParsedPair("chain_of_thought" if cot else "free_form", stem, answer, rationale=rationale), False
     stem, listed = stem.split(OPTIONS_MARK, 1)
     options = tuple(o.strip() for o in listed.split(OPTION_SEP) if o.strip())
-    matches = [i for i, o in enumerate(options) if normalize_answer(o) == normalize_answer(answer)]
+    wanted = normalize_answer(answer)
+    matches = [i for i, o in enumerate(options) if normalize_answer(o) == wanted]
     if len(options) < 2 or len(matches) > 1 or not stem.strip():
         return free, True
     if matches:

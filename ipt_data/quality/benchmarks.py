@@ -40,7 +40,8 @@ from urllib.parse import unquote
 import numpy as np
 
 from ipt_data.errors import ConfigError, InputError, InputNotFoundError
-from ipt_data.quality.ngrams import NgramHasher, normalize
+from ipt_data.quality import ngram_kernels
+from ipt_data.quality.ngrams import NgramHasher, _Batch, normalize
 
 KEYS = ("name", "config", "split", "question", "answer")
 QUESTION_COLUMNS = ("question", "prompt", "problem", "query", "input", "instruction", "text", "sentence", "context")
@@ -390,6 +391,11 @@ class _Bitmap:
         maybe = np.flatnonzero(byte)
         return maybe[(byte[maybe] & _BIT[h[maybe] & np.uint64(7)]) != 0]
 
+    def grams(self, batch: _Batch, length: int) -> np.ndarray:
+        """The word indexes in `batch` whose gram of `length` words lies within one piece and may be in the set
+        (one compiled pass over the batch's words)."""
+        return ngram_kernels.probe(batch.prefix, batch.piece_of_word, length, self.bitmap, 67 - self.bits)
+
 
 @dataclass(frozen=True)
 class _Table:
@@ -404,12 +410,25 @@ class _Table:
         if not len(self.hashes) or not len(h):
             return np.zeros(0, np.int64), np.zeros(0, np.uint16)
         maybe = self.prefilter.probe(h)
-        if not len(maybe):
-            return maybe, np.zeros(0, np.uint16)
-        wanted = h[maybe]
+        at, ids = self._exact(h[maybe])
+        return maybe[at], ids
+
+    def grams(self, batch: _Batch, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(word indexes, benchmark ids)` of the grams of `length` words of `batch` (each within one piece) that
+        are in the table."""
+        if not len(self.hashes):
+            return np.zeros(0, np.int64), np.zeros(0, np.uint16)
+        k = self.prefilter.grams(batch, length)
+        at, ids = self._exact(batch.hash_spans(k, length))
+        return k[at], ids
+
+    def _exact(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(positions in wanted, benchmark ids)` of the hashes that are in the table."""
+        if not len(wanted):
+            return np.zeros(0, np.int64), np.zeros(0, np.uint16)
         at = np.minimum(np.searchsorted(self.hashes, wanted), len(self.hashes) - 1)
-        found = self.hashes[at] == wanted
-        return maybe[found], self.ids[at[found]]
+        found = np.flatnonzero(self.hashes[at] == wanted)
+        return found, self.ids[at[found]]
 
 
 class BenchmarkIndex:
@@ -523,6 +542,7 @@ class BenchmarkIndex:
             if len(array) != info["sizes"][name]:
                 raise InputError(f"{path}: {len(array)} values where {INDEX_FILE} says {info['sizes'][name]}; rebuild")
             arrays[name] = array.view(np.ndarray)  # the mapped pages, without np.memmap's slow indexing
+        ngram_kernels.warm()  # compiled (or loaded) now, not in the first batch
         return cls(folder, info, arrays)
 
     def find(self, texts: list[str]) -> list[list[Hit]]:
@@ -541,10 +561,10 @@ class BenchmarkIndex:
                 found.append((text, pos, ids[inside].astype(np.int64), length))
 
         for batch in self.hasher.batches(texts):
-            k, ids = self.ngrams.lookup(batch.grams(n))
+            k, ids = self.ngrams.grams(batch, n)
             keep(batch, k, ids, n)
             if len(lengths):  # whole items: only where a text's gram starts as one does, for each length L present
-                starts = self.heads.probe(batch.grams(head))
+                starts = self.heads.grams(batch, head)
                 k, length = np.repeat(starts, len(lengths)), np.tile(lengths, len(starts))
                 fits = k + length <= batch.words
                 k, length = k[fits], length[fits]

@@ -1,20 +1,21 @@
-"""Word n-grams of normalized text, hashed to 64 bits, for many texts at once (numpy, no per-word Python loop).
+"""Word n-grams of normalized text, hashed to 64 bits, for many texts at once.
 
 Benchmark decontamination asks, for every text of a corpus, whether it shares an n-gram of words (13 by
-default) with a benchmark item. That is the hot path of a decontamination pass, so the hashing is vectorized
-over a whole batch of texts:
+default) with a benchmark item. That is the hot path of a decontamination pass, so a whole batch of texts is
+hashed at once, its loops compiled (`ngram_kernels`):
 
 - Normalization (`normalize`): NFKC, case-folded, every run of characters that are not letters or digits
   (underscore included) becomes one space, stripped. Case, punctuation and white space never change a word.
   A pure-ASCII text takes a byte-level shortcut (`bytes.translate`) that gives the same words.
-- The texts of a batch (about `BATCH_BYTES`: small enough that numpy's temporaries stay in the CPU caches and
-  need no fresh pages) are joined (a 0 byte between them, where every non-word byte is 0 too) into one
-  buffer; word starts and ends come from where bytes turn non-zero / zero.
-- A word's hash is a polynomial of its bytes, computed for all words at once from prefix sums of
-  `byte * P**position` (uint64, wrapping mod 2**64) and the inverse powers of P, then mixed (splitmix64).
-- An L-gram's hash is a polynomial of its L word hashes, again from prefix sums (`word_hash * Q**index`)
-  and inverse powers, so every L-gram costs O(1), then mixed together with L. n-grams (L = n) and the short
-  "whole item" grams (L < n, see `whole`) are one hash family: an L-gram only ever equals an L-gram.
+- The texts of a batch (about `BATCH_BYTES`) are joined (a 0 byte between them, where every non-word byte is
+  0 too) into one buffer (`pack`); a word is a run of non-zero bytes.
+- A word's hash is a polynomial of its bytes, `sum(byte[i] * P**i)` (uint64, wrapping mod 2**64), mixed
+  (splitmix64): one pass over the buffer (`ngram_kernels.scan`).
+- An L-gram's hash is a polynomial of its L word hashes, from prefix sums (`word_hash * Q**index`) and the
+  inverse powers of Q, so every L-gram costs O(1), then mixed together with L. n-grams (L = n) and the short
+  "whole item" grams (L < n, see `whole`) are one hash family: an L-gram only ever equals an L-gram. Looking
+  a batch up, one more compiled pass hashes every gram and keeps those a bitmap may hold
+  (`ngram_kernels.probe`); only those few are hashed again here (numpy) and searched for.
 
 Everything is plain uint64 arithmetic: the same values in every process and on every platform (Python's
 `hash()` is never used). A text of more than `PIECE_CHARS` characters is hashed as overlapping pieces (n - 1
@@ -30,19 +31,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ipt_data.quality import ngram_kernels as kernels
+
 _NON_WORD = re.compile(r"[\W_]+")
-BATCH_BYTES = 1 << 16  # bytes of text hashed at once: small enough that numpy's temporaries stay in cache
+BATCH_BYTES = 1 << 20  # bytes of text hashed at once: the buffers stay in the CPU caches
 PIECE_CHARS = 1 << 16  # a longer text is hashed as pieces of about this many characters
 
 # ASCII bytes: letters lower-cased, digits kept, everything else 0; bytes >= 128 (UTF-8 of a normalized
 # non-ASCII text) kept as they are.
 _ASCII_TABLE = bytes((ord(chr(b).lower()) if chr(b).isalnum() else 0) if b < 128 else b for b in range(256))
-
-_BYTE_BASE = 0x9E3779B97F4A7C15  # odd: invertible mod 2**64
-_WORD_BASE = 0xC2B2AE3D27D4EB4F
-_LENGTH_SALT = 0xD6E8FEB86659FD93
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def normalize(text: str) -> str:
@@ -55,21 +52,10 @@ def normalize(text: str) -> str:
 
 
 def _finish(x: np.ndarray) -> np.ndarray:
-    """A lighter finalizer for gram hashes (their word hashes are mixed already), in place (returned): every
-    bit of the result depends on every bit of `x`, the low and high bits alike (the index's bitmap uses both)."""
+    """`kernels.finish` on a uint64 array, in place (returned)."""
     x ^= x >> np.uint64(32)
-    x *= _MIX2
+    x *= kernels.MIX2
     x ^= x >> np.uint64(29)
-    return x
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer, in place on a uint64 array (returned)."""
-    x ^= x >> np.uint64(30)
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
     return x
 
 
@@ -97,7 +83,7 @@ class _Powers:
         return np.cumprod(out, out=out)  # wraps mod 2**64
 
 
-_BYTE_POWERS, _WORD_POWERS = _Powers(_BYTE_BASE), _Powers(_WORD_BASE)
+_WORD_POWERS = _Powers(int(kernels.WORD_BASE))
 
 
 def _pieces(normalized: str, n: int, size: int) -> list[tuple[int, int, int]]:
@@ -149,7 +135,7 @@ class _Batch:
         _, down = _WORD_POWERS.tables(self.words + 1)
         h = self.prefix[length:] - self.prefix[:count]
         h *= down[:count]
-        h += np.uint64(length * _LENGTH_SALT % (1 << 64))
+        h += np.uint64(int(length) * int(kernels.LENGTH_SALT) % (1 << 64))
         return _finish(h)
 
     def within(self, k: np.ndarray, length: int | np.ndarray) -> np.ndarray:
@@ -163,9 +149,9 @@ class _Batch:
         _, down = _WORD_POWERS.tables(self.words + 1)
         h = (self.prefix[k + length] - self.prefix[k]) * down[k]
         if np.ndim(length):
-            h += np.asarray(length).astype(np.uint64) * np.uint64(_LENGTH_SALT)
+            h += np.asarray(length).astype(np.uint64) * kernels.LENGTH_SALT
         else:
-            h += np.uint64(int(length) * _LENGTH_SALT % (1 << 64))
+            h += np.uint64(int(length) * int(kernels.LENGTH_SALT) % (1 << 64))
         return _finish(h)
 
     def locate(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,28 +242,25 @@ class NgramHasher:
             yield _hash_batch(chunks, owners, offsets)
 
 
+def pack(chunks: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """`(data, piece_starts)`: `chunks` (ASCII text, or UTF-8 of normalized text) as the kernels read them: one
+    buffer (uint8), 0 between chunks and at both ends and for every ASCII byte that is not a letter or digit,
+    letters lower-cased; and where each chunk begins in it, then its length."""
+    data = np.frombuffer(b"\0".join([b"", *chunks, b""]).translate(_ASCII_TABLE), np.uint8)
+    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
+    piece_starts = np.ones(len(chunks) + 1, np.int64)  # after the leading 0
+    np.cumsum(lengths + 1, out=piece_starts[1:])
+    piece_starts[1:] += 1
+    return data, piece_starts
+
+
 def _hash_batch(chunks: list[bytes], owners: list[int], offsets: list[int]) -> _Batch:
     """The words of `chunks` (ASCII text, or UTF-8 of normalized text), hashed; chunk i is part of text
     `owners[i]`, starting at its word `offsets[i]`."""
-    data = np.frombuffer(b"\0".join([b"", *chunks, b""]).translate(_ASCII_TABLE), np.uint8)  # 0 at both ends
-    is_word = data != 0
-    edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1
-    starts, ends = edges[0::2], edges[1::2]  # a word starts, then ends, then the next starts...
-    up, down = _BYTE_POWERS.tables(len(data) + 1)
-    prefix = np.zeros(len(data) + 1, np.uint64)
-    np.cumsum(data * up[: len(data)], out=prefix[1:])
-    word_hash = _mix((prefix[ends] - prefix[starts]) * down[starts])
-    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
-    piece_starts = np.ones(len(chunks) + 1, np.int64)  # in data, after its leading 0
-    np.cumsum(lengths + 1, out=piece_starts[1:])
-    piece_starts[1:] += 1
-    first_word = np.searchsorted(starts, piece_starts)
-    wup, _ = _WORD_POWERS.tables(len(starts) + 1)
-    word_prefix = np.zeros(len(starts) + 1, np.uint64)
-    np.cumsum(word_hash * wup[: len(starts)], out=word_prefix[1:])
+    prefix, piece_of_word, first_word = kernels.words(*pack(chunks))
     return _Batch(
-        prefix=word_prefix,
-        piece_of_word=np.repeat(np.arange(len(chunks)), np.diff(first_word)),
+        prefix=prefix,
+        piece_of_word=piece_of_word,
         piece_first_word=first_word,
         piece_text=np.asarray(owners, np.int64),
         piece_offset=np.asarray(offsets, np.int64),

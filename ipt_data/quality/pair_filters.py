@@ -13,7 +13,9 @@ chunk). The filters, applied in the order of `FILTERS` (the first that drops a p
   "cannot be answered" (an answer about the text, not from it), and ungrounded otherwise (e.g. "It is.").
   A number is a content word: a number absent from the text is not grounded. With `ngram: k > 1` the
   answer's word k-grams that hold a content word are looked up among the text's k-grams instead
-  (stricter: word order must match too); an answer shorter than k words is measured by words.
+  (stricter: word order must match too); an answer shorter than k words is measured by words. The answer
+  words of a whole batch are looked up at once, in a compiled pass that puts each text's words in a table
+  (words told apart by 64-bit hashes: `ngram_kernels.member`).
 - `length` -> `question_too_short` / `question_too_long` / `answer_too_short` / `answer_too_long`: word
   counts of the question (its stem: without options and the chain-of-thought trigger) and of the
   whole response. Catches truncated generations and run-away ones.
@@ -23,25 +25,28 @@ chunk). The filters, applied in the order of `FILTERS` (the first that drops a p
 - `duplicates` -> `duplicate_question`: a question equal, after `normalize_question`, to a kept
   question of an earlier chunk of the same document (`seen`) or of an earlier pair of the same list.
 
-Everything here is pure and deterministic (no hashing of str, no randomness): the same inputs give the
-same verdicts in any process. `parse_filters` returns a canonical mapping (fixed order, full parameters)
-fit for a fingerprint.
+Everything here is pure and deterministic (no hashing of str, no randomness; bytes are hashed by fixed
+arithmetic): the same inputs give the same verdicts in any process. `parse_filters` returns a canonical
+mapping (fixed order, full parameters) fit for a fingerprint.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from ipt_data.errors import ConfigError
 from ipt_data.method.pair_parse import Unanswerable, parse_pair
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (Unicode), matched on case-folded text
-_ASCII_BLANKS = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
+# ASCII bytes: letters lower-cased, digits kept, everything else a blank (`_words`' shortcut)
+_ASCII_WORD_BYTES = bytes((ord(chr(b).lower()) if chr(b).isalnum() else 32) if b < 128 else 32 for b in range(256))
 
 # Function words, plus the few words a synthesizer uses to point at the text or to reason ("the passage
 # says", "therefore"): none of them says anything about whether the answer comes from the text.
@@ -128,22 +133,12 @@ def normalize_question(q: str) -> str:
     return " ".join(_WORD.findall(q.casefold()))
 
 
-def _alnum(char: str) -> bool:
-    return char.isalnum() and char != "_"
-
-
-def _word_set(text: str) -> set[str]:
-    """`set(_WORD.findall(text.casefold()))`, four times faster on long texts: ASCII punctuation becomes
-    blanks and the text is split on whitespace; only the tokens that still hold a non-alphanumeric character
-    (Unicode punctuation) go through the regular expression. (`[^\\W_]` matches exactly what `str.isalnum`
-    accepts.)"""
-    words = set(text.casefold().translate(_ASCII_BLANKS).split())
-    odd = [w for w in words if not w.isalnum()]
-    if odd:
-        words.difference_update(odd)
-        for w in odd:
-            words.update(_WORD.findall(w))
-    return words
+def _words(text: str) -> list[str]:
+    """`_WORD.findall(text.casefold())`; an ASCII text (most) takes a byte-level shortcut, five times faster:
+    its bytes lower-cased, every other byte a blank, split."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_WORD_BYTES).decode("ascii").split()
+    return _WORD.findall(text.casefold())
 
 
 def _known(what: str, names) -> str:
@@ -228,6 +223,8 @@ class PairFilter:
         self._char_run = re.compile(rf"(\S)\1{{{self._run - 1},}}") if rep else None
         ground = self.filters.get("grounding")
         self._k = ground["ngram"] if ground else 1
+        self._by_words = bool(ground) and self._k == 1  # grounding by words: measured in `_measure`
+        self._tables = _word_tables()  # (its kernels compiled, or loaded, now: not in the first batch)
         # the judging steps, in FILTERS order
         self._steps = [getattr(self, f"_{name}") for name in FILTERS if name in self.filters]
 
@@ -235,45 +232,99 @@ class PairFilter:
         """Per pair, None (kept) or the reason of the first filter (in `FILTERS` order) that drops it.
         `seen`: normalized questions of earlier chunks of the same document; the kept pairs' questions
         are added to it (so a caller threads one set through a document's chunks in order)."""
-        seen = set() if seen is None else seen
-        ctx = _Text(text, self._k)
-        verdicts: list[str | None] = []
-        for pair in pairs:
-            p = _Pair(pair, self._unanswerable)
-            reason = None
-            for step in self._steps:
-                reason = step(p, ctx, seen)
-                if reason:
-                    break
-            if reason is None:
-                seen.add(p.normalized)
-            verdicts.append(reason)
-        return verdicts
+        return self.judge_many([text], [pairs], [set() if seen is None else seen])[0]
+
+    def judge_many(self, texts: list[str], pairs: list[list[dict]], seen: list[set[str]]) -> list[list[str | None]]:
+        """`judge` of each text with its pairs and its `seen` set, in order (texts of one document in chunk
+        order, sharing one set). The pairs' words are counted, and their answer words looked up in the texts,
+        all at once (`_measure`)."""
+        parsed = [[_Pair(pair, self._unanswerable) for pair in row] for row in pairs]
+        self._measure(texts, parsed)
+        out = []
+        for text, row, seen_here in zip(texts, parsed, seen, strict=True):
+            ctx = _Text(text, self._k)
+            verdicts: list[str | None] = []
+            for p in row:
+                reason = None
+                for step in self._steps:
+                    reason = step(p, ctx, seen_here)
+                    if reason:
+                        break
+                if reason is None:
+                    seen_here.add(p.normalized)
+                verdicts.append(reason)
+            out.append(verdicts)
+        return out
+
+    def _measure(self, texts: list[str], parsed: list[list[_Pair]]) -> None:
+        """Each pair's word statistics (`ngram_kernels.pair_stats`, in one compiled pass over every text and
+        pair of the batch): of its question stem, its response and, for grounding, the words grounding
+        measures (`_grounded_text`; the response itself for a free-form or verbatim pair)."""
+        from ipt_data.quality import ngram_kernels, ngrams
+
+        strings, owner, ground, slots = [], [], [], []
+        for t, row in enumerate(parsed):
+            for p in row:
+                answer = self._grounded_text(p) if self._by_words else None
+                at = len(strings)
+                strings += (p.parsed.question, p.response)
+                owner += (t, t)
+                ground += (False, answer is p.response)
+                if answer is not None and answer is not p.response:
+                    strings.append(answer)
+                    owner.append(t)
+                    ground.append(True)
+                slots.append((at, at + 1, None if answer is None else len(strings) - 1))
+        if not strings:
+            return
+        stats = ngram_kernels.pair_stats(
+            *ngrams.pack([_packed(t) for t in texts] if self._by_words else []),
+            *ngrams.pack([_packed(x) for x in strings]),
+            np.asarray(owner, np.int64),
+            np.asarray(ground, np.bool_),
+            *self._tables,
+        ).tolist()
+        for p, (question, response, answer) in zip((p for row in parsed for p in row), slots, strict=True):
+            p.question_stats, p.response_stats = stats[question], stats[response]
+            p.answer_stats = None if answer is None else stats[answer]
+
+    def _grounded_text(self, p: _Pair) -> str | None:
+        """What grounding measures of a pair, by its family (sets `p.none`: the answer means "none of them"):
+        the correct option's text (multiple choice) or the final answer (chain of thought), after the
+        rationale; the whole response (free form, verbatim), returned as `p.response` itself; None for a
+        free-form "none of them" (grounded outright)."""
+        pp = p.parsed
+        if pp.kind in _MC:
+            p.none = pp.correct == len(pp.options)
+            return pp.rationale + "\n" + ("" if p.none else pp.options[pp.correct])
+        p.none = self._unanswerable(pp.answer)
+        if pp.kind == "chain_of_thought":
+            return pp.rationale + "\n" + ("" if p.none else pp.answer)
+        return None if p.none and pp.kind == "free_form" else p.response
 
     def _grounding(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        pp, params = p.parsed, self.filters["grounding"]
-        if pp.kind in _MC:
-            none = pp.correct == len(pp.options)
-            words = _WORD.findall((pp.rationale + "\n" + ("" if none else pp.options[pp.correct])).casefold())
-        elif pp.kind == "chain_of_thought":
-            none = self._unanswerable(pp.answer)
-            words = _WORD.findall((pp.rationale + "\n" + ("" if none else pp.answer)).casefold())
-        else:  # free form, verbatim: the whole response (a free-form "none of them" is grounded outright)
-            none = self._unanswerable(pp.answer)
-            words = [] if none and pp.kind == "free_form" else p.response_words
-        content = {w for w in words if w not in STOPWORDS and w not in YES_NO}
-        if not content:
-            return None if none or YES_NO.intersection(words) else "ungrounded"
-        k = self._k
-        grams = {g for g in _grams(words, k) if not content.isdisjoint(g)} if k > 1 else set()
-        if grams:
-            share = len(grams & ctx.grams) / len(grams)
+        if self._by_words:
+            if p.answer_stats is None:  # a free-form "none of them"
+                return None
+            _, _, _, _, content, found, yes_no = p.answer_stats
+            if not content:
+                return None if p.none or yes_no else "ungrounded"
+            share = found / content
         else:
-            share = sum(map(ctx.has, content)) / len(content)
-        return None if share >= params[pp.kind] else "ungrounded"
+            answer = self._grounded_text(p)
+            words = _words(answer) if answer is not None else []
+            content = {w for w in words if w not in STOPWORDS and w not in YES_NO}
+            if not content:
+                return None if p.none or YES_NO.intersection(words) else "ungrounded"
+            grams = {g for g in _grams(words, self._k) if not content.isdisjoint(g)}
+            if grams:
+                share = len(grams & ctx.grams) / len(grams)
+            else:
+                share = len(content & set(ctx.words)) / len(content)
+        return None if share >= self.filters["grounding"][p.parsed.kind] else "ungrounded"
 
     def _length(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        params, q, a = self.filters["length"], len(p.question_words), len(p.response_words)
+        params, q, a = self.filters["length"], p.question_stats[0], p.response_stats[0]
         if q < params["min_question_words"]:
             return "question_too_short"
         if q > params["max_question_words"]:
@@ -286,16 +337,11 @@ class PairFilter:
 
     def _repetition(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
         params = self.filters["repetition"]
-        for raw, words in ((p.parsed.question, p.question_words), (p.response, p.response_words)):
-            n = len(words)
-            if n >= 10:
-                grams = _grams(words, 3)
-                if 1 - len(set(grams)) / len(grams) > params["max_repeated_ngrams"]:
-                    return "repetitive"
-            # a word above the share leaves fewer than n * (1 - share) + 1 distinct words: count only then
-            if n >= 8 and len(set(words)) < n * (1 - params["max_word_share"]) + 1:
-                if Counter(words).most_common(1)[0][1] / n > params["max_word_share"]:
-                    return "repetitive"
+        for raw, (n, _, repeats, top, *_) in ((p.parsed.question, p.question_stats), (p.response, p.response_stats)):
+            if n >= 10 and 1 - (n - 2 - repeats) / (n - 2) > params["max_repeated_ngrams"]:
+                return "repetitive"
+            if n >= 8 and top / n > params["max_word_share"]:
+                return "repetitive"
             # a run of non-space characters lies within one whitespace-separated token: search only long ones
             if len(raw) >= self._run and max(map(len, raw.split()), default=0) >= self._run:
                 if self._char_run.search(raw):
@@ -306,56 +352,68 @@ class PairFilter:
         return "duplicate_question" if p.normalized in seen else None
 
 
+def _packed(text: str) -> bytes:
+    """A text as `ngrams.pack` takes it, its words those of `_words`: an ASCII text as it is (`pack` lower-cases
+    it and blanks what is not a letter or digit), any other as its words, joined."""
+    return text.encode("ascii") if text.isascii() else " ".join(_words(text)).encode("utf-8")
+
+
+def _hashes(words) -> np.ndarray:
+    """The sorted word hashes of `words` (as `ngram_kernels.scan` hashes them)."""
+    from ipt_data.quality import ngram_kernels, ngrams
+
+    data, starts = ngrams.pack([w.encode("utf-8") for w in sorted(words)])
+    return np.unique(ngram_kernels.scan(data, starts)[0])
+
+
+@functools.cache
+def _word_tables() -> tuple[np.ndarray, np.ndarray]:
+    """`(stopword hashes, yes/no hashes)`, sorted: what `pair_stats` tells content words by."""
+    from ipt_data.quality import ngram_kernels
+
+    ngram_kernels.warm()
+    return _hashes(STOPWORDS), _hashes(YES_NO)
+
+
 class _Text:
-    """The text's words (and k-grams), computed once per `judge` call, on first use."""
+    """A text's words and k-grams (grounding by k-grams), on first use."""
 
     def __init__(self, text: str, k: int):
         self.text, self.k = text, k
-        self._words: set[str] | None = None
+        self._words: list[str] | None = None
         self._grams: set[tuple[str, ...]] | None = None
-        self._lowered: str | None = None
-
-    def has(self, word: str) -> bool:
-        """Whether `word` (case-folded letters/digits) is one of the text's words: an occurrence bounded by no
-        letter or digit on either side. The same answer as `word in self.words`, without building the set: a
-        few answer words are looked up in a text of hundreds."""
-        if self._lowered is None:
-            self._lowered = self.text.casefold()
-        text, at = self._lowered, 0
-        while (at := text.find(word, at)) >= 0:
-            end = at + len(word)
-            if (at == 0 or not _alnum(text[at - 1])) and (end == len(text) or not _alnum(text[end])):
-                return True
-            at += 1
-        return False
 
     @property
-    def words(self) -> set[str]:
+    def words(self) -> list[str]:
         if self._words is None:
-            self._words = _word_set(self.text)
+            self._words = _words(self.text)
         return self._words
 
     @property
     def grams(self) -> set[tuple[str, ...]]:
         if self._grams is None:
-            self._grams = set(_grams(_WORD.findall(self.text.casefold()), self.k))
+            self._grams = set(_grams(self.words, self.k))
         return self._grams
 
 
 class _Pair:
-    """One pair's parse and word lists, shared by the filters."""
+    """One pair's parse, and its word statistics (`ngram_kernels.STATS`) once `PairFilter._measure` has run."""
 
     def __init__(self, pair: dict, unanswerable: Unanswerable):
         self.parsed, _ = parse_pair(pair, unanswerable)
         self.response = pair["response"]
-        self.question_words = _WORD.findall(self.parsed.question.casefold())
-        self.response_words = _WORD.findall(self.response.casefold())
-        # a free-form or verbatim question is the whole instruction: its normalized form is at hand
-        self._normalized = " ".join(self.question_words) if self.parsed.kind in ("free_form", "verbatim") else None
         self._instruction = pair["instruction"]
+        self._normalized: str | None = None
+        self.question_stats = self.response_stats = self.answer_stats = None
+        self.none = False
 
     @property
     def normalized(self) -> str:
+        """The question as duplicates compares it (`normalize_question`); a free-form or verbatim question is
+        the whole instruction, whose words are the stem's."""
         if self._normalized is None:
-            self._normalized = normalize_question(self._instruction)
+            if self.parsed.kind in ("free_form", "verbatim"):
+                self._normalized = " ".join(_words(self.parsed.question))
+            else:
+                self._normalized = normalize_question(self._instruction)
         return self._normalized

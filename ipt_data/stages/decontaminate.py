@@ -208,11 +208,11 @@ def outside_texts(rendered: str, texts: list[str], n: int) -> list[str]:
         if not text or k < 0:
             return [rendered]
         search = k + len(text)
-        words = text.split()
-        if len(words) <= 2 * (n - 1):
+        head = text.split(None, 2 * (n - 1))  # its first words (not all of a long text's: only these are needed)
+        if len(head) <= 2 * (n - 1):
             continue  # a short text stays in its part: an n-gram may span it whole
-        parts.append(carried + rendered[start:k] + " " + " ".join(words[: n - 1]))
-        carried, start = " ".join(words[-(n - 1) :]) + " ", search
+        parts.append(carried + rendered[start:k] + " " + " ".join(head[: n - 1]))
+        carried, start = " ".join(text.rsplit(None, n - 1)[1:]) + " ", search
     parts.append(carried + rendered[start:])
     return parts
 

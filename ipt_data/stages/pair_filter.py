@@ -56,11 +56,14 @@ def filter_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
     seen: dict[Any, set[str]] = {}
     new_pairs: dict[str, list] = {}
     order = sorted(range(len(keys)), key=lambda i: (batch["doc_id"][i], batch["chunk"][i]))
-    for i in order:
+    order = [i for i in order if batch["pairs"][i]]
+    judged = ctx.state.judge_many(
+        [batch["text"][i] for i in order],
+        [batch["pairs"][i] for i in order],
+        [seen.setdefault(batch["doc_id"][i], set()) for i in order],
+    )
+    for i, verdicts in zip(order, judged, strict=True):
         pairs = batch["pairs"][i]
-        if not pairs:
-            continue
-        verdicts = ctx.state.judge(batch["text"][i], pairs, seen.setdefault(batch["doc_id"][i], set()))
         if not any(verdicts):
             continue
         new_pairs[keys[i]] = [p for p, why in zip(pairs, verdicts, strict=True) if why is None]

@@ -1,0 +1,230 @@
+"""The loops of n-gram hashing, compiled (numba): one pass over a batch's bytes for its words, one pass over its
+words for the grams a bitmap may hold.
+
+They compute exactly the values `ipt_data.quality.ngrams` defines (its module doc): a word's hash is splitmix64 of
+the polynomial of its bytes in `BYTE_BASE`; the word prefix sums are `sum(word_hash[i] * WORD_BASE**i)`; an
+L-gram's hash is `finish((prefix[k + L] - prefix[k]) * WORD_BASE**-k + L * LENGTH_SALT)`. Every value is uint64
+and every product wraps mod 2**64, as numpy's do. Compiled on first use and cached on disk (`cache=True`), so a
+new process loads them in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+BYTE_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2**64
+WORD_BASE = np.uint64(0xC2B2AE3D27D4EB4F)
+WORD_INVERSE = np.uint64(pow(int(WORD_BASE), -1, 1 << 64))
+LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+_ONE, _SEVEN = np.uint64(1), np.uint64(7)
+_S27, _S29, _S30, _S31, _S32 = (np.uint64(s) for s in (27, 29, 30, 31, 32))
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def mix(x):
+    """splitmix64's finalizer."""
+    x ^= x >> _S30
+    x *= MIX1
+    x ^= x >> _S27
+    x *= MIX2
+    return x ^ (x >> _S31)
+
+
+@_jit
+def finish(x):
+    """The gram hashes' lighter finalizer (their word hashes are mixed already)."""
+    x ^= x >> _S32
+    x *= MIX2
+    return x ^ (x >> _S29)
+
+
+@_jit
+def scan(data, piece_starts):
+    """The words of `data` (uint8: pieces of text, 0 for every byte that is not part of a word, and 0 between
+    pieces and at both ends; `piece_starts[i]` is where piece i begins, then `len(data)`). Returns
+    `(word_hash, piece_of_word, first_word)`: each word's hash (uint64), its piece, and the index of each
+    piece's first word (then the word count)."""
+    size = len(data)
+    hashes = np.empty(size // 2 + 1, np.uint64)
+    piece_of_word = np.empty(size // 2 + 1, np.int64)
+    first_word = np.empty(len(piece_starts), np.int64)
+    count, piece, i = 0, 0, 0
+    while i < size:
+        if data[i] == 0:
+            i += 1
+            continue
+        while piece < len(piece_starts) and piece_starts[piece] <= i:
+            first_word[piece] = count
+            piece += 1
+        h, p = np.uint64(0), _ONE
+        while i < size and data[i] != 0:
+            h += np.uint64(data[i]) * p
+            p *= BYTE_BASE
+            i += 1
+        hashes[count] = mix(h)
+        piece_of_word[count] = piece - 1
+        count += 1
+    while piece < len(piece_starts):
+        first_word[piece] = count
+        piece += 1
+    return hashes[:count], piece_of_word[:count], first_word
+
+
+@_jit
+def words(data, piece_starts):
+    """As `scan`, with the word prefix sums (uint64, words + 1) in place of the word hashes."""
+    hashes, piece_of_word, first_word = scan(data, piece_starts)
+    prefix = np.empty(len(hashes) + 1, np.uint64)
+    prefix[0] = 0
+    power = _ONE
+    for w in range(len(hashes)):
+        prefix[w + 1] = prefix[w] + hashes[w] * power
+        power *= WORD_BASE
+    return prefix, piece_of_word, first_word
+
+
+STATS = ("words", "distinct", "repeats", "top", "content", "found", "yes_no")  # pair_stats' columns
+_TRIGRAM1, _TRIGRAM2 = np.uint64(0xA0761D6478BD642F), np.uint64(0xE7037ED1A0B428DB)
+
+
+@_jit
+def _slots(count):
+    """A table size for `count` keys: a power of 2, at least 16 and twice `count`."""
+    size = 16
+    while size < 2 * count:
+        size *= 2
+    return size
+
+
+@_jit
+def _sorted_has(table, h):
+    """Whether the sorted uint64 array `table` holds `h`."""
+    at = np.searchsorted(table, h)
+    return at < len(table) and table[at] == h
+
+
+@_jit
+def pair_stats(data, starts, strings, string_starts, owner, ground, stop, yes_no):
+    """Word statistics of short strings (a pair's question, response, answer), and for some of them how many of
+    their words a text holds. `data`/`starts`: texts packed as `ngrams.pack` does; `strings`/`string_starts`:
+    the strings, packed the same way, string i about text `owner[i]` (ascending); `ground[i]`: whether to
+    measure string i against its text; `stop`, `yes_no`: sorted word hashes of the stopwords and of the yes/no
+    words. Returns an int64 array (strings x `STATS`):
+
+    - words: its word count; distinct: its distinct words; top: how often its most frequent word occurs;
+    - repeats: how many of its word 3-grams repeat an earlier one;
+    - (when `ground[i]`) content: its distinct words that are neither stopwords nor yes/no words; found: how
+      many of those its text holds; yes_no: its distinct yes/no words.
+
+    Words are told apart by their 64-bit hashes (as everywhere in `ngrams`): each text's words and each
+    string's words and 3-grams go into small open-addressing tables."""
+    text_hash, _, text_first = scan(data, starts)
+    word_hash, _, first = scan(strings, string_starts)
+    count = len(first) - 1
+    out = np.zeros((count, 7), np.int64)
+    most_text, most_string = 1, 1
+    for t in range(len(text_first) - 1):
+        most_text = max(most_text, text_first[t + 1] - text_first[t])
+    for i in range(count):
+        most_string = max(most_string, first[i + 1] - first[i])
+    text_keys = np.empty(_slots(most_text), np.uint64)
+    text_stamp = np.full(len(text_keys), -1, np.int64)  # which text filled each slot: no clearing between texts
+    keys = np.empty(_slots(most_string), np.uint64)
+    counts = np.zeros(len(keys), np.int64)
+    stamp = np.full(len(keys), -1, np.int64)
+    gram_keys = np.empty(len(keys), np.uint64)
+    gram_stamp = np.full(len(keys), -1, np.int64)
+    text_mask = np.uint64(0)
+    current, lo, hi = -1, 0, 0
+    for i in range(count):
+        a, b = first[i], first[i + 1]
+        n = b - a
+        out[i, 0] = n
+        if n == 0:
+            continue
+        if ground[i] and owner[i] != current:  # this string's text into the text table
+            current = owner[i]
+            lo, hi = text_first[current], text_first[current + 1]
+            text_mask = np.uint64(_slots(hi - lo) - 1)
+            for w in range(lo, hi):
+                slot = text_hash[w] & text_mask
+                while text_stamp[slot] == current and text_keys[slot] != text_hash[w]:
+                    slot = (slot + _ONE) & text_mask
+                text_stamp[slot], text_keys[slot] = current, text_hash[w]
+        mask = np.uint64(_slots(n) - 1)
+        distinct = top = content = found = yes = 0
+        for w in range(a, b):
+            h = word_hash[w]
+            slot = h & mask
+            while stamp[slot] == i and keys[slot] != h:
+                slot = (slot + _ONE) & mask
+            if stamp[slot] != i:  # the word's first occurrence in this string
+                stamp[slot], keys[slot], counts[slot] = i, h, 0
+                distinct += 1
+                if ground[i]:
+                    if _sorted_has(yes_no, h):
+                        yes += 1
+                    elif not _sorted_has(stop, h):
+                        content += 1
+                        if hi > lo:
+                            t_slot = h & text_mask
+                            while text_stamp[t_slot] == current:
+                                if text_keys[t_slot] == h:
+                                    found += 1
+                                    break
+                                t_slot = (t_slot + _ONE) & text_mask
+            counts[slot] += 1
+            top = max(top, counts[slot])
+        repeats = 0
+        for w in range(a, b - 2):
+            g = mix(word_hash[w] * _TRIGRAM1 + word_hash[w + 1] * _TRIGRAM2 + word_hash[w + 2])
+            slot = g & mask
+            while gram_stamp[slot] == i and gram_keys[slot] != g:
+                slot = (slot + _ONE) & mask
+            if gram_stamp[slot] == i:
+                repeats += 1
+            else:
+                gram_stamp[slot], gram_keys[slot] = i, g
+        out[i, 1], out[i, 2], out[i, 3] = distinct, repeats, top
+        out[i, 4], out[i, 5], out[i, 6] = content, found, yes
+    return out
+
+
+@_jit
+def probe(prefix, piece_of_word, length, bitmap, shift):
+    """The word indexes k (int64, ascending) whose gram of `length` words lies within one piece and may be in a
+    set by its bitmap: bit `h & 7` of byte `h >> shift` set, for the gram's hash h (`benchmarks._bitmap`)."""
+    count = len(piece_of_word) - length + 1
+    out = np.empty(max(count, 0), np.int64)
+    found = 0
+    salt = np.uint64(length) * LENGTH_SALT
+    down = _ONE
+    shift = np.uint64(shift)
+    for k in range(count):
+        if piece_of_word[k] == piece_of_word[k + length - 1]:
+            h = finish((prefix[k + length] - prefix[k]) * down + salt)
+            if bitmap[h >> shift] & (_ONE << (h & _SEVEN)):
+                out[found] = k
+                found += 1
+        down *= WORD_INVERSE
+    return out[:found]
+
+
+def warm() -> None:
+    """Compile (or load from the disk cache) every kernel now, for the argument types they are called with (a
+    packed buffer is read-only; a bitmap is read-only when memory-mapped), so that a run's set-up pays for it
+    rather than its first batch."""
+    data = np.frombuffer(b"\0aa\0", np.uint8)  # read-only, as `ngrams.pack` gives it
+    starts = np.array([1, 4], np.int64)
+    prefix, piece_of_word, _ = words(data, starts)
+    bitmap = np.zeros(8, np.uint8)
+    probe(prefix, piece_of_word, 1, bitmap, 61)
+    bitmap.flags.writeable = False
+    probe(prefix, piece_of_word, 1, bitmap, 61)
+    table = np.zeros(1, np.uint64)
+    pair_stats(data, starts, data, starts, np.zeros(1, np.int64), np.ones(1, np.bool_), table, table)
