@@ -313,10 +313,11 @@ def test_pair_word_statistics_are_those_of_their_definitions():
     from collections import Counter
 
     from ipt_data.quality import ngram_kernels, ngrams
-    from ipt_data.quality.pair_filters import STOPWORDS, YES_NO, _packed, _word_tables
+    from ipt_data.quality.pair_filters import STOPWORDS, YES_NO, _joined_words, _word_tables
 
     rng = random.Random(4)
     vocab = ["the", "Reef", "reef", "is", "yes", "No", "coral", "été", "ÉTÉ", "x1", "it's", "a_b", "—", "Straße"]
+    vocab += ["!!!", "aaaa", "\x1c", "\t", "..", "zz"]  # runs of one character, and white space
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 30))) for _ in range(300)]
     strings, owner, ground = [], [], []
     for t in range(len(texts)):
@@ -325,14 +326,17 @@ def test_pair_word_statistics_are_those_of_their_definitions():
             strings.append("".join(words))
             owner.append(t)
             ground.append(rng.random() < 0.6)
+    raw = [x.encode("utf-8") for x in strings]
     stats = ngram_kernels.pair_stats(
-        *ngrams.pack([_packed(t) for t in texts]),
-        *ngrams.pack([_packed(x) for x in strings]),
+        *ngrams.pack_texts(texts, _joined_words),
+        *ngrams.pack_texts(strings, _joined_words),
+        np.frombuffer(b"".join(raw), np.uint8),
+        np.cumsum([len(r) for r in raw], dtype=np.int64),
         np.asarray(owner, np.int64),
         np.asarray(ground, np.bool_),
         *_word_tables(),
     ).tolist()
-    assert len(stats) == len(strings) and len(ngram_kernels.STATS) == 7
+    assert len(stats) == len(strings) and len(ngram_kernels.STATS) == 8
     for string, t, grounded, row in zip(strings, owner, ground, stats, strict=True):
         words = _words(string)
         grams = list(zip(words, words[1:], words[2:], strict=False))
@@ -341,5 +345,11 @@ def test_pair_word_statistics_are_those_of_their_definitions():
         content = distinct - STOPWORDS - YES_NO
         found = content & set(_words(texts[t]))
         expected += [len(content), len(found), len(distinct & YES_NO)] if grounded else [0] * 3
-        assert row == expected, (string, texts[t])
+        runs = [len(m.group(0)) for m in re.finditer(r"(\S)\1*", string)]
+        if string.isascii():
+            expected.append(max(runs, default=0))  # the longest run of one character that is not white space
+            assert row == expected, (string, texts[t])
+        else:
+            assert row[:7] == expected, (string, texts[t])
     assert sum(row[5] for row in stats) > 300  # answer words were found
+    assert max(row[7] for row in stats) >= 4  # runs of one character were found

@@ -10,7 +10,7 @@ the pair falls back to `verbatim`: rendered with its original wording, and count
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 COT_TRIGGER = "\nLet's think step by step."
 COT_ANSWER = "\nTherefore, the answer is "
@@ -21,8 +21,7 @@ _QUOTES = "\"'`“”‘’«»()[]"
 _FINAL_PUNCTUATION = ".!?;:,…。"
 
 
-@dataclass(frozen=True)
-class ParsedPair:
+class ParsedPair(NamedTuple):  # a tuple: cheap to make (every pair is parsed by templify, and by the filters)
     kind: str  # free_form, multiple_choice, chain_of_thought, multiple_choice_cot; verbatim (a fallback)
     question: str  # the stem: without options or CoT trigger
     answer: str  # free-form answer, or the CoT final answer
@@ -66,18 +65,17 @@ def parse_pair(pair: dict, unanswerable: Unanswerable) -> tuple[ParsedPair, bool
     that matches no option (and is not recognised as "none of them") falls back to a `verbatim` pair:
     the original texts, unpatterned."""
     question, answer = pair["instruction"].strip(), pair["response"].strip()
-    free = ParsedPair("verbatim", question, answer)
     stem, rationale, cot = question, "", False
     if question.endswith(COT_TRIGGER):
         if COT_ANSWER not in answer:
-            return free, True
+            return ParsedPair("verbatim", question, answer), True
         stem = question[: -len(COT_TRIGGER)]
         rationale, answer = answer.rsplit(COT_ANSWER, 1)
         rationale, answer = rationale.strip(), answer.strip()
         if rationale.endswith("."):
             rationale = rationale[:-1]
         if not rationale or not answer:
-            return free, True
+            return ParsedPair("verbatim", question, pair["response"].strip()), True
         cot = True
     if OPTIONS_MARK not in stem:
         return ParsedPair("chain_of_thought" if cot else "free_form", stem, answer, rationale=rationale), False
@@ -86,12 +84,12 @@ def parse_pair(pair: dict, unanswerable: Unanswerable) -> tuple[ParsedPair, bool
     wanted = normalize_answer(answer)
     matches = [i for i, o in enumerate(options) if normalize_answer(o) == wanted]
     if len(options) < 2 or len(matches) > 1 or not stem.strip():
-        return free, True
+        return ParsedPair("verbatim", question, pair["response"].strip()), True
     if matches:
         correct = matches[0]
     elif unanswerable(answer):
         correct = len(options)
     else:
-        return free, True
+        return ParsedPair("verbatim", question, pair["response"].strip()), True
     kind = "multiple_choice_cot" if cot else "multiple_choice"
     return ParsedPair(kind, stem.strip(), answer, options, correct, rationale), False

@@ -34,7 +34,7 @@ import numpy as np
 from ipt_data.quality import ngram_kernels as kernels
 
 _NON_WORD = re.compile(r"[\W_]+")
-BATCH_BYTES = 1 << 20  # bytes of text hashed at once: the buffers stay in the CPU caches
+BATCH_BYTES = 1 << 18  # bytes of text hashed at once: the buffers stay in the CPU caches
 PIECE_CHARS = 1 << 16  # a longer text is hashed as pieces of about this many characters
 
 # ASCII bytes: letters lower-cased, digits kept, everything else 0; bytes >= 128 (UTF-8 of a normalized
@@ -174,7 +174,9 @@ class NgramHasher:
         parts = [self._located(batch, self.n) for batch in self.batches(texts)]
         if not parts:
             return np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32)
-        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+        hashes, text, pos = (np.concatenate(column) for column in zip(*parts, strict=True))
+        order = np.lexsort((pos, text))  # batches hold the plain ASCII texts first
+        return hashes[order], text[order], pos[order]
 
     def _located(self, batch: _Batch, length: int):
         h = batch.grams(length)
@@ -216,48 +218,69 @@ class NgramHasher:
 
     def batches(self, texts: list[str], batch_bytes: int | None = None, piece_chars: int | None = None):
         """The words of `texts`, hashed, as `_Batch`es of about `batch_bytes` bytes of text each (default
-        `BATCH_BYTES`); a text of more than `piece_chars` characters (default `PIECE_CHARS`) in pieces."""
+        `BATCH_BYTES`); a text of more than `piece_chars` characters (default `PIECE_CHARS`) in pieces. The
+        ASCII texts that need no pieces (most) come first, a batch of them joined and encoded at once."""
         batch_bytes, piece_chars = batch_bytes or BATCH_BYTES, piece_chars or PIECE_CHARS
+        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+        whole = (lengths <= piece_chars) & np.fromiter(map(str.isascii, texts), bool, len(texts))
+        plain = np.flatnonzero(whole)
+        if len(plain):
+            group = (np.cumsum(lengths[plain] + 1) - 1) // batch_bytes  # consecutive texts, about batch_bytes each
+            for part in np.split(plain, np.flatnonzero(np.diff(group)) + 1):
+                joined = "\0".join([texts[i] for i in part.tolist()]).encode("ascii")
+                yield _hash_batch(_buffer(joined, lengths[part]), part, np.zeros(len(part), np.int64))
         chunks, owners, offsets, size = [], [], [], 0
-        for index, text in enumerate(texts):
-            if text.isascii() and len(text) <= piece_chars:
-                pieces = [(text.encode("ascii"), 0)]
+        for index in np.flatnonzero(~whole).tolist():
+            normalized = normalize(texts[index])
+            if len(normalized) <= piece_chars:
+                pieces = [(normalized.encode("utf-8"), 0)]
             else:
-                normalized = normalize(text)
-                if len(normalized) <= piece_chars:
-                    pieces = [(normalized.encode("utf-8"), 0)]
-                else:
-                    pieces = [
-                        (normalized[s:e].encode("utf-8"), off) for s, e, off in _pieces(normalized, self.n, piece_chars)
-                    ]
+                pieces = [
+                    (normalized[s:e].encode("utf-8"), off) for s, e, off in _pieces(normalized, self.n, piece_chars)
+                ]
             for data, offset in pieces:
                 chunks.append(data)
                 owners.append(index)
                 offsets.append(offset)
                 size += len(data) + 1
                 if size >= batch_bytes:
-                    yield _hash_batch(chunks, owners, offsets)
+                    yield _hash_batch(pack(chunks), owners, offsets)
                     chunks, owners, offsets, size = [], [], [], 0
         if chunks:
-            yield _hash_batch(chunks, owners, offsets)
+            yield _hash_batch(pack(chunks), owners, offsets)
 
 
 def pack(chunks: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """`(data, piece_starts)`: `chunks` (ASCII text, or UTF-8 of normalized text) as the kernels read them: one
     buffer (uint8), 0 between chunks and at both ends and for every ASCII byte that is not a letter or digit,
-    letters lower-cased; and where each chunk begins in it, then its length."""
-    data = np.frombuffer(b"\0".join([b"", *chunks, b""]).translate(_ASCII_TABLE), np.uint8)
-    lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))
-    piece_starts = np.ones(len(chunks) + 1, np.int64)  # after the leading 0
+    letters lower-cased, padded with zeros to a multiple of 8 bytes (8 of them at least); and where each chunk
+    begins in it, then where the last one ends."""
+    return _buffer(b"\0".join(chunks), np.fromiter(map(len, chunks), np.int64, len(chunks)))
+
+
+def pack_texts(texts: list[str], words) -> tuple[np.ndarray, np.ndarray]:
+    """`pack` of texts: an ASCII text as it is, any other as `words(text)` (its words joined by spaces, as the
+    caller defines them), UTF-8. When all are ASCII (most batches), they are joined and encoded at once."""
+    joined = "\0".join(texts)
+    if joined.isascii():
+        return _buffer(joined.encode("ascii"), np.fromiter(map(len, texts), np.int64, len(texts)))
+    return pack([t.encode("ascii") if t.isascii() else words(t).encode("utf-8") for t in texts])
+
+
+def _buffer(joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pack`'s result from its chunks already joined by 0 bytes, and their lengths."""
+    padding = bytes(16 - (len(joined) + 1) % 8)  # the closing 0, then zeros to a multiple of 8 (8 at least)
+    data = np.frombuffer((b"\0" + joined + padding).translate(_ASCII_TABLE), np.uint8)
+    piece_starts = np.ones(len(lengths) + 1, np.int64)  # after the leading 0
     np.cumsum(lengths + 1, out=piece_starts[1:])
     piece_starts[1:] += 1
     return data, piece_starts
 
 
-def _hash_batch(chunks: list[bytes], owners: list[int], offsets: list[int]) -> _Batch:
-    """The words of `chunks` (ASCII text, or UTF-8 of normalized text), hashed; chunk i is part of text
-    `owners[i]`, starting at its word `offsets[i]`."""
-    prefix, piece_of_word, first_word = kernels.words(*pack(chunks))
+def _hash_batch(packed: tuple[np.ndarray, np.ndarray], owners, offsets) -> _Batch:
+    """The words of `packed` (`pack`'s result), hashed; its chunk i is part of text `owners[i]`, starting at
+    its word `offsets[i]`."""
+    prefix, piece_of_word, first_word = kernels.words(*packed)
     return _Batch(
         prefix=prefix,
         piece_of_word=piece_of_word,

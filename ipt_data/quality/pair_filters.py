@@ -65,6 +65,7 @@ STOPWORDS = frozenset(
 YES_NO = frozenset({"yes", "no", "true", "false"})  # neither content words nor stopwords: answers in themselves
 
 _MC = ("multiple_choice", "multiple_choice_cot")
+_WORDS, _DISTINCT, _REPEATS, _TOP, _CONTENT, _FOUND, _YES_NO, _RUN = range(8)  # ngram_kernels.STATS' columns
 
 
 @dataclass(frozen=True)
@@ -259,34 +260,45 @@ class PairFilter:
     def _measure(self, texts: list[str], parsed: list[list[_Pair]]) -> None:
         """Each pair's word statistics (`ngram_kernels.pair_stats`, in one compiled pass over every text and
         pair of the batch): of its question stem, its response and, for grounding, the words grounding
-        measures (`_grounded_text`; the response itself for a free-form or verbatim pair)."""
+        measures (`_grounded_text`; the response itself for a free-form or verbatim pair). Few Python objects
+        are made per pair: the statistics stay in columns, each pair holds its rows' indexes."""
         from ipt_data.quality import ngram_kernels, ngrams
 
-        strings, owner, ground, slots = [], [], [], []
+        strings, owner, ground = [], [], []
         for t, row in enumerate(parsed):
             for p in row:
                 answer = self._grounded_text(p) if self._by_words else None
-                at = len(strings)
+                p.at = len(strings)
                 strings += (p.parsed.question, p.response)
                 owner += (t, t)
                 ground += (False, answer is p.response)
-                if answer is not None and answer is not p.response:
+                if answer is None or answer is p.response:
+                    p.answer = -1 if answer is None else p.at + 1
+                else:
+                    p.answer = p.at + 2
                     strings.append(answer)
                     owner.append(t)
                     ground.append(True)
-                slots.append((at, at + 1, None if answer is None else len(strings) - 1))
         if not strings:
             return
-        stats = ngram_kernels.pair_stats(
-            *ngrams.pack([_packed(t) for t in texts] if self._by_words else []),
-            *ngrams.pack([_packed(x) for x in strings]),
+        joined = "".join(strings)
+        if joined.isascii():
+            raw, raw_lengths = joined.encode("ascii"), map(len, strings)
+        else:
+            encoded = [x.encode("utf-8") for x in strings]
+            raw, raw_lengths = b"".join(encoded), map(len, encoded)
+        columns = ngram_kernels.pair_stats(
+            *ngrams.pack_texts(texts if self._by_words else [], _joined_words),
+            *ngrams.pack_texts(strings, _joined_words),
+            np.frombuffer(raw, np.uint8),
+            np.cumsum(np.fromiter(raw_lengths, np.int64, len(strings))),
             np.asarray(owner, np.int64),
             np.asarray(ground, np.bool_),
             *self._tables,
-        ).tolist()
-        for p, (question, response, answer) in zip((p for row in parsed for p in row), slots, strict=True):
-            p.question_stats, p.response_stats = stats[question], stats[response]
-            p.answer_stats = None if answer is None else stats[answer]
+        ).T.tolist()
+        for row in parsed:
+            for p in row:
+                p.stats = columns
 
     def _grounded_text(self, p: _Pair) -> str | None:
         """What grounding measures of a pair, by its family (sets `p.none`: the answer means "none of them"):
@@ -304,9 +316,9 @@ class PairFilter:
 
     def _grounding(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
         if self._by_words:
-            if p.answer_stats is None:  # a free-form "none of them"
+            if p.answer < 0:  # a free-form "none of them"
                 return None
-            _, _, _, _, content, found, yes_no = p.answer_stats
+            content, found, yes_no = (p.stats[c][p.answer] for c in (_CONTENT, _FOUND, _YES_NO))
             if not content:
                 return None if p.none or yes_no else "ungrounded"
             share = found / content
@@ -324,7 +336,8 @@ class PairFilter:
         return None if share >= self.filters["grounding"][p.parsed.kind] else "ungrounded"
 
     def _length(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        params, q, a = self.filters["length"], p.question_stats[0], p.response_stats[0]
+        params, words = self.filters["length"], p.stats[_WORDS]
+        q, a = words[p.at], words[p.at + 1]
         if q < params["min_question_words"]:
             return "question_too_short"
         if q > params["max_question_words"]:
@@ -337,25 +350,25 @@ class PairFilter:
 
     def _repetition(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
         params = self.filters["repetition"]
-        for raw, (n, _, repeats, top, *_) in ((p.parsed.question, p.question_stats), (p.response, p.response_stats)):
-            if n >= 10 and 1 - (n - 2 - repeats) / (n - 2) > params["max_repeated_ngrams"]:
+        words, repeats, top, run = p.stats[_WORDS], p.stats[_REPEATS], p.stats[_TOP], p.stats[_RUN]
+        for raw, i in ((p.parsed.question, p.at), (p.response, p.at + 1)):
+            n = words[i]
+            if n >= 10 and 1 - (n - 2 - repeats[i]) / (n - 2) > params["max_repeated_ngrams"]:
                 return "repetitive"
-            if n >= 8 and top / n > params["max_word_share"]:
+            if n >= 8 and top[i] / n > params["max_word_share"]:
                 return "repetitive"
-            # a run of non-space characters lies within one whitespace-separated token: search only long ones
-            if len(raw) >= self._run and max(map(len, raw.split()), default=0) >= self._run:
-                if self._char_run.search(raw):
-                    return "repetitive"
+            # a run of one character: of one byte in an ASCII string; searched for in any other
+            if run[i] >= self._run if raw.isascii() else self._char_run.search(raw):
+                return "repetitive"
         return None
 
     def _duplicates(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
         return "duplicate_question" if p.normalized in seen else None
 
 
-def _packed(text: str) -> bytes:
-    """A text as `ngrams.pack` takes it, its words those of `_words`: an ASCII text as it is (`pack` lower-cases
-    it and blanks what is not a letter or digit), any other as its words, joined."""
-    return text.encode("ascii") if text.isascii() else " ".join(_words(text)).encode("utf-8")
+def _joined_words(text: str) -> str:
+    """A non-ASCII text as `ngrams.pack_texts` takes it: its words (`_words`) joined by spaces."""
+    return " ".join(_words(text))
 
 
 def _hashes(words) -> np.ndarray:
@@ -378,6 +391,8 @@ def _word_tables() -> tuple[np.ndarray, np.ndarray]:
 class _Text:
     """A text's words and k-grams (grounding by k-grams), on first use."""
 
+    __slots__ = ("text", "k", "_words", "_grams")
+
     def __init__(self, text: str, k: int):
         self.text, self.k = text, k
         self._words: list[str] | None = None
@@ -397,14 +412,19 @@ class _Text:
 
 
 class _Pair:
-    """One pair's parse, and its word statistics (`ngram_kernels.STATS`) once `PairFilter._measure` has run."""
+    """One pair's parse, and where its word statistics are once `PairFilter._measure` has run: the columns
+    `stats` (`ngram_kernels.STATS`), rows `at` (its question stem), `at + 1` (its response) and `answer` (what
+    grounding measures; -1: nothing)."""
+
+    __slots__ = ("parsed", "response", "_instruction", "_normalized", "stats", "at", "answer", "none")
 
     def __init__(self, pair: dict, unanswerable: Unanswerable):
         self.parsed, _ = parse_pair(pair, unanswerable)
         self.response = pair["response"]
         self._instruction = pair["instruction"]
         self._normalized: str | None = None
-        self.question_stats = self.response_stats = self.answer_stats = None
+        self.stats: list[list[int]] = []
+        self.at = self.answer = -1
         self.none = False
 
     @property
