@@ -131,7 +131,7 @@ _POSITIVE = {"ngram", "max_char_run"}  # ints >= 1
 def normalize_question(q: str) -> str:
     """The form questions are compared in: case-folded, its words (letters/digits) joined by single
     spaces, so case, punctuation and whitespace do not matter."""
-    return " ".join(_WORD.findall(q.casefold()))
+    return " ".join(_words(q))
 
 
 def _words(text: str) -> list[str]:
@@ -273,7 +273,7 @@ class PairFilter:
                 owner += (t, t)
                 ground += (False, answer is p.response)
                 if answer is None or answer is p.response:
-                    p.answer = -1 if answer is None else p.at + 1
+                    p.answer = p.at + 1
                 else:
                     p.answer = p.at + 2
                     strings.append(answer)
@@ -300,40 +300,47 @@ class PairFilter:
             for p in row:
                 p.stats = columns
 
-    def _grounded_text(self, p: _Pair) -> str | None:
-        """What grounding measures of a pair, by its family (sets `p.none`: the answer means "none of them"):
-        the correct option's text (multiple choice) or the final answer (chain of thought), after the
-        rationale; the whole response (free form, verbatim), returned as `p.response` itself; None for a
-        free-form "none of them" (grounded outright)."""
+    def _grounded_text(self, p: _Pair) -> str:
+        """What grounding measures of a pair, by its family: the correct option's text (multiple choice) or the
+        final answer (chain of thought), after the rationale; the whole response (free form, verbatim), returned
+        as `p.response` itself. Sets `p.none` (the answer means "none of them") where it decides what is
+        measured; for a free-form or verbatim pair it is asked later, only where it decides the verdict."""
         pp = p.parsed
         if pp.kind in _MC:
             p.none = pp.correct == len(pp.options)
             return pp.rationale + "\n" + ("" if p.none else pp.options[pp.correct])
-        p.none = self._unanswerable(pp.answer)
         if pp.kind == "chain_of_thought":
+            p.none = self._unanswerable(pp.answer)
             return pp.rationale + "\n" + ("" if p.none else pp.answer)
-        return None if p.none and pp.kind == "free_form" else p.response
+        return p.response
+
+    def _means_none(self, p: _Pair) -> bool:
+        """Whether the pair's answer means "none of them" (`_unanswerable`; already known for multiple choice
+        and chain of thought)."""
+        kind = p.parsed.kind
+        return p.none if kind in _MC or kind == "chain_of_thought" else self._unanswerable(p.parsed.answer)
 
     def _grounding(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
+        kind = p.parsed.kind
         if self._by_words:
-            if p.answer < 0:  # a free-form "none of them"
-                return None
             content, found, yes_no = (p.stats[c][p.answer] for c in (_CONTENT, _FOUND, _YES_NO))
             if not content:
-                return None if p.none or yes_no else "ungrounded"
+                return None if yes_no or self._means_none(p) else "ungrounded"
             share = found / content
         else:
-            answer = self._grounded_text(p)
-            words = _words(answer) if answer is not None else []
+            words = _words(self._grounded_text(p))
             content = {w for w in words if w not in STOPWORDS and w not in YES_NO}
             if not content:
-                return None if p.none or YES_NO.intersection(words) else "ungrounded"
+                return None if YES_NO.intersection(words) or self._means_none(p) else "ungrounded"
             grams = {g for g in _grams(words, self._k) if not content.isdisjoint(g)}
             if grams:
                 share = len(grams & ctx.grams) / len(grams)
             else:
                 share = len(content & set(ctx.words)) / len(content)
-        return None if share >= self.filters["grounding"][p.parsed.kind] else "ungrounded"
+        if share >= self.filters["grounding"][kind]:
+            return None
+        # a free-form "none of them" is grounded outright: an answer about the text, not from it
+        return None if kind == "free_form" and self._means_none(p) else "ungrounded"
 
     def _length(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
         params, words = self.filters["length"], p.stats[_WORDS]
