@@ -360,3 +360,34 @@ def test_the_kernels_are_compiled_when_the_index_is_loaded_not_in_the_first_batc
     text = "The reef lies off the coast of Queensland, Australia."
     assert grounding.judge(text, [{"instruction": "Where is the reef?", "response": "Queensland"}]) == [None]
     assert {name: len(getattr(ngram_kernels, name).signatures) for name in kernels} == before
+
+
+def test_word_hashes_are_the_polynomial_of_their_bytes():
+    """The compiled scan reads 8 bytes at a time; every word's hash is still the definition (`ngram_kernels`):
+    splitmix64 of sum(byte[i] * P**i) mod 2**64, for words of 1 to 40 bytes at every offset of a block."""
+    from ipt_data.quality import ngram_kernels as k
+
+    m = 1 << 64
+
+    def mix(x: int) -> int:
+        x ^= x >> 30
+        x = x * int(k.MIX1) % m
+        x ^= x >> 27
+        x = x * int(k.MIX2) % m
+        return x ^ (x >> 31)
+
+    def word_hash(word: bytes) -> int:
+        return mix(sum(b * pow(int(k.BYTE_BASE), i, m) for i, b in enumerate(word)) % m)
+
+    rng = random.Random(7)
+    chunks = [
+        " ".join("".join(rng.choice("abcxyz09") for _ in range(rng.randint(1, 40))) for _ in range(rng.randint(0, 6)))
+        .encode()
+        for _ in range(400)
+    ]
+    hashes, piece_of_word, first_word = k.scan(*ngrams.pack(chunks))
+    words = [w for chunk in chunks for w in chunk.split()]
+    assert hashes.tolist() == [word_hash(w) for w in words]
+    assert piece_of_word.tolist() == [i for i, chunk in enumerate(chunks) for _ in chunk.split()]
+    assert first_word[-1] == len(words)
+    assert int(k._swap(np.uint64(0x0102030405060708))) == 0x0807060504030201  # a big-endian machine's blocks

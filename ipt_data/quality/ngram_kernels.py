@@ -198,72 +198,100 @@ def pair_stats(data, starts, strings, string_starts, raw, raw_ends, owner, groun
     word_hash, _, first = scan(strings, string_starts)
     count = len(first) - 1
     out = np.zeros((count, 8), np.int64)
-    most_text, most_string = 1, 1
-    for t in range(len(text_first) - 1):
-        most_text = max(most_text, text_first[t + 1] - text_first[t])
+    most = 1
     for i in range(count):
-        most_string = max(most_string, first[i + 1] - first[i])
-    text_keys = np.empty(_slots(most_text), np.uint64)
-    text_stamp = np.full(len(text_keys), -1, np.int64)  # which text filled each slot: no clearing between texts
-    keys = np.empty(_slots(most_string), np.uint64)
+        most = max(most, first[i + 1] - first[i])
+    keys = np.empty(_slots(most), np.uint64)  # one string's words (with their counts), then its 3-grams
     counts = np.zeros(len(keys), np.int64)
-    stamp = np.full(len(keys), -1, np.int64)
+    stamp = np.full(len(keys), -1, np.int64)  # which string filled each slot: no clearing between strings
     gram_keys = np.empty(len(keys), np.uint64)
     gram_stamp = np.full(len(keys), -1, np.int64)
-    text_mask = np.uint64(0)
-    current, lo, hi = -1, 0, 0
-    for i in range(count):
-        out[i, 7] = _longest_run(raw, raw_ends[i - 1] if i else 0, raw_ends[i])
-        a, b = first[i], first[i + 1]
-        n = b - a
-        out[i, 0] = n
-        if n == 0:
+    most_asked, group = 1, 0  # the most words in one text's strings
+    while group < count:
+        end = group
+        while end < count and owner[end] == owner[group]:
+            end += 1
+        most_asked = max(most_asked, first[end] - first[group])
+        group = end
+    asked = np.empty(most_asked, np.uint64)  # the content words of a text's grounded strings, distinct per string
+    asked_keys = np.empty(_slots(most_asked), np.uint64)  # ... and in a table, to stream the text through
+    asked_found = np.zeros(len(asked_keys), np.bool_)
+    asked_stamp = np.full(len(asked_keys), -1, np.int64)  # which text filled each slot
+    group = 0
+    while group < count:  # the strings of one text at a time
+        t = owner[group]
+        end = group
+        while end < count and owner[end] == t:
+            end += 1
+        asked_count = 0
+        for i in range(group, end):
+            out[i, 7] = _longest_run(raw, raw_ends[i - 1] if i else 0, raw_ends[i])
+            a, b = first[i], first[i + 1]
+            n = b - a
+            out[i, 0] = n
+            if n == 0:
+                continue
+            mask = np.uint64(_slots(n) - 1)
+            distinct = top = content = yes = 0
+            for w in range(a, b):
+                h = word_hash[w]
+                slot = h & mask
+                while stamp[slot] == i and keys[slot] != h:
+                    slot = (slot + _ONE) & mask
+                if stamp[slot] != i:  # the word's first occurrence in this string
+                    stamp[slot], keys[slot], counts[slot] = i, h, 0
+                    distinct += 1
+                    if ground[i]:
+                        if _sorted_has(yes_no, h):
+                            yes += 1
+                        elif not _sorted_has(stop, h):
+                            content += 1
+                            asked[asked_count] = h
+                            asked_count += 1
+                counts[slot] += 1
+                top = max(top, counts[slot])
+            repeats = 0
+            for w in range(a, b - 2):
+                g = mix(word_hash[w] * _TRIGRAM1 + word_hash[w + 1] * _TRIGRAM2 + word_hash[w + 2])
+                slot = g & mask
+                while gram_stamp[slot] == i and gram_keys[slot] != g:
+                    slot = (slot + _ONE) & mask
+                if gram_stamp[slot] == i:
+                    repeats += 1
+                else:
+                    gram_stamp[slot], gram_keys[slot] = i, g
+            out[i, 1], out[i, 2], out[i, 3], out[i, 4], out[i, 6] = distinct, repeats, top, content, yes
+        if asked_count == 0 or t >= len(text_first) - 1:
+            group = end
             continue
-        if ground[i] and owner[i] != current:  # this string's text into the text table
-            current = owner[i]
-            lo, hi = text_first[current], text_first[current + 1]
-            text_mask = np.uint64(_slots(hi - lo) - 1)
-            for w in range(lo, hi):
-                slot = text_hash[w] & text_mask
-                while text_stamp[slot] == current and text_keys[slot] != text_hash[w]:
-                    slot = (slot + _ONE) & text_mask
-                text_stamp[slot], text_keys[slot] = current, text_hash[w]
-        mask = np.uint64(_slots(n) - 1)
-        distinct = top = content = found = yes = 0
-        for w in range(a, b):
-            h = word_hash[w]
+        # the asked words in a small table; the text's words streamed through it, marking those found
+        mask = np.uint64(_slots(asked_count) - 1)
+        for q in range(asked_count):
+            h = asked[q]
             slot = h & mask
-            while stamp[slot] == i and keys[slot] != h:
+            while asked_stamp[slot] == t and asked_keys[slot] != h:
                 slot = (slot + _ONE) & mask
-            if stamp[slot] != i:  # the word's first occurrence in this string
-                stamp[slot], keys[slot], counts[slot] = i, h, 0
-                distinct += 1
-                if ground[i]:
-                    if _sorted_has(yes_no, h):
-                        yes += 1
-                    elif not _sorted_has(stop, h):
-                        content += 1
-                        if hi > lo:
-                            t_slot = h & text_mask
-                            while text_stamp[t_slot] == current:
-                                if text_keys[t_slot] == h:
-                                    found += 1
-                                    break
-                                t_slot = (t_slot + _ONE) & text_mask
-            counts[slot] += 1
-            top = max(top, counts[slot])
-        repeats = 0
-        for w in range(a, b - 2):
-            g = mix(word_hash[w] * _TRIGRAM1 + word_hash[w + 1] * _TRIGRAM2 + word_hash[w + 2])
-            slot = g & mask
-            while gram_stamp[slot] == i and gram_keys[slot] != g:
+            asked_stamp[slot], asked_keys[slot], asked_found[slot] = t, h, False
+        for w in range(text_first[t], text_first[t + 1]):
+            h = text_hash[w]
+            slot = h & mask
+            while asked_stamp[slot] == t:
+                if asked_keys[slot] == h:
+                    asked_found[slot] = True
+                    break
                 slot = (slot + _ONE) & mask
-            if gram_stamp[slot] == i:
-                repeats += 1
-            else:
-                gram_stamp[slot], gram_keys[slot] = i, g
-        out[i, 1], out[i, 2], out[i, 3] = distinct, repeats, top
-        out[i, 4], out[i, 5], out[i, 6] = content, found, yes
+        q = 0
+        for i in range(group, end):  # each grounded string's content words, in the order they were asked
+            found = 0
+            for _ in range(out[i, 4]):
+                h = asked[q]
+                slot = h & mask
+                while asked_keys[slot] != h:
+                    slot = (slot + _ONE) & mask
+                found += asked_found[slot]
+                q += 1
+            out[i, 5] = found
+        group = end
     return out
 
 
