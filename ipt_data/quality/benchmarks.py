@@ -548,7 +548,13 @@ class BenchmarkIndex:
     def find(self, texts: list[str]) -> list[list[Hit]]:
         """For each text, the benchmarks it shares a gram with: at most one `Hit` per benchmark (the text's first
         gram of that benchmark), in the order of the text."""
-        out: list[list[Hit]] = [[] for _ in texts]
+        hits = self.hits(texts)
+        return [hits.get(t, []) for t in range(len(texts))]
+
+    def hits(self, texts: list[str]) -> dict[int, list[Hit]]:
+        """`find`'s answer for the texts that share a gram with a benchmark only (most share none): text index ->
+        its hits."""
+        out: dict[int, list[Hit]] = {}
         n, head = self.info["n"], self.info["head_words"]
         lengths = np.asarray(self.info["whole_lengths"], np.int64)
         found = []
@@ -583,7 +589,7 @@ class BenchmarkIndex:
         for t, p, i, size in zip(*(a[order].tolist() for a in (text, pos, ids, length)), strict=True):
             if t not in words:
                 words[t] = normalize(texts[t]).split(" ")
-            out[t].append(Hit(names[i], " ".join(words[t][p : p + size])))
+            out.setdefault(t, []).append(Hit(names[i], " ".join(words[t][p : p + size])))
         return out
 
 

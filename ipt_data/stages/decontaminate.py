@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ipt_data.errors import InputError, IptDataError
 from ipt_data.method.chains import rewrite_pairs
 from ipt_data.options import SHARDS, option
@@ -126,29 +128,33 @@ def _count(ctx: ShardContext, hit, point: str, action: str, **where: Any) -> Non
 def screen_texts(texts: list[str], ctx: ShardContext) -> list[str | None]:
     """`on_rows`: the reason to reject each input text (`contaminated: <benchmark>`), or None."""
     action = ctx.options.decontaminate_texts
-    reasons: list[str | None] = []
+    reasons: list[str | None] = [None] * len(texts)
     rows = ctx.rows or list(range(len(texts)))
-    for row, hits in zip(rows, ctx.state.find(texts), strict=True):
+    for i, hits in sorted(ctx.state.hits(texts).items()):
         for hit in hits:
-            _count(ctx, hit, "texts", action, row=row)
-        reasons.append(f"contaminated: {hits[0].benchmark}" if hits and action == "drop" else None)
+            _count(ctx, hit, "texts", action, row=rows[i])
+        if action == "drop":
+            reasons[i] = f"contaminated: {hits[0].benchmark}"
     return reasons
 
 
 def screen_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
     """`on_synthesized`: pairs holding a benchmark n-gram, handled as `--decontaminate-pairs` says."""
     action = ctx.options.decontaminate_pairs
-    where = [(i, j) for i, pairs in enumerate(batch["pairs"]) for j in range(len(pairs or []))]
-    if not where:
+    texts = [f"{p['instruction']}\n{p['response']}" for pairs in batch["pairs"] if pairs for p in pairs]
+    found = ctx.state.hits(texts) if texts else {}
+    if not found:
         return batch
-    found = ctx.state.find([_pair_text(batch["pairs"][i][j]) for i, j in where])
+    row_of = np.repeat(np.arange(len(batch["pairs"])), [len(pairs or ()) for pairs in batch["pairs"]])
+    starts = np.cumsum([0] + [len(pairs or ()) for pairs in batch["pairs"]])
     keys = row_keys(batch, batch["text"])
     dropped: dict[int, set[int]] = {}
-    for (i, j), hits in zip(where, found, strict=True):
+    for k, hits in sorted(found.items()):
+        i = int(row_of[k])
+        j = k - int(starts[i])
         for hit in hits:
             _count(ctx, hit, "pairs", action, source=keys[i], **batch["pairs"][i][j])
-        if hits:
-            dropped.setdefault(i, set()).add(j)
+        dropped.setdefault(i, set()).add(j)
     if action == "flag" or not dropped:
         return batch
     new_pairs = {
@@ -175,7 +181,8 @@ def screen_rendered(rendered: dict[str, list], ctx: ShardContext) -> dict[str, l
         segments += parts
         owner += [i] * len(parts)
     found: dict[int, list] = {}
-    for i, hits in zip(owner, ctx.state.find(segments), strict=True):
+    for k, hits in sorted(ctx.state.hits(segments).items()):
+        i = owner[k]
         known = {h.benchmark for h in found.get(i, [])}
         found.setdefault(i, []).extend(h for h in hits if h.benchmark not in known)
     hit_rows = {i for i, hits in found.items() if hits}
@@ -215,10 +222,6 @@ def outside_texts(rendered: str, texts: list[str], n: int) -> list[str]:
         carried, start = " ".join(text.rsplit(None, n - 1)[1:]) + " ", search
     parts.append(carried + rendered[start:])
     return parts
-
-
-def _pair_text(pair: dict) -> str:
-    return f"{pair['instruction']}\n{pair['response']}"
 
 
 STAGE = Stage(
