@@ -398,6 +398,20 @@ def test_options_of_a_stage_left_out_of_the_list_are_an_error():
         AugmentConfig(stages=("chunk", "route", "synthesize", "templify", "count"))
 
 
+def test_finding_a_long_text_is_str_find():
+    """The rendered point finds each (long) text in its rendered text by its first 64 characters, then the rest:
+    the same answers as `str.find`, where the head occurs many times without the text."""
+    from ipt_data.stages.decontaminate import _find
+
+    rng = random.Random(6)
+    for _ in range(500):
+        head = "".join(rng.choice("ab ") for _ in range(rng.randint(60, 70)))
+        needle = head + "".join(rng.choice("ab ") for _ in range(rng.randint(0, 30)))
+        hay = "".join(rng.choice([head, needle, needle[:-1], "a", " b"]) for _ in range(rng.randint(0, 8)))
+        start = rng.randint(0, max(0, len(hay)))
+        assert _find(hay, needle, start) == hay.find(needle, start), (hay, needle, start)
+
+
 def test_outside_texts_holds_every_ngram_not_inside_a_text():
     """What the rendered point hashes: every n-gram of a rendered text that does not lie inside one of its
     texts is in one of the parts, whatever the template put around and between them."""

