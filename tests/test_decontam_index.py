@@ -381,8 +381,9 @@ def test_word_hashes_are_the_polynomial_of_their_bytes():
 
     rng = random.Random(7)
     chunks = [
-        " ".join("".join(rng.choice("abcxyz09") for _ in range(rng.randint(1, 40))) for _ in range(rng.randint(0, 6)))
-        .encode()
+        " ".join(
+            "".join(rng.choice("abcxyz09") for _ in range(rng.randint(1, 40))) for _ in range(rng.randint(0, 6))
+        ).encode()
         for _ in range(400)
     ]
     hashes, piece_of_word, first_word = k.scan(*ngrams.pack(chunks))
