@@ -82,3 +82,34 @@ def test_a_failing_batch_is_split_down_to_the_bad_prompt(model_path, prompts, mo
 
 def test_encoder_and_engine_agree_on_eos(engine, encoder: PromptEncoder):
     assert engine.eos_id == encoder.eos_id
+
+
+def test_a_loaded_engine_is_frozen_out_of_the_collector_and_freed_when_the_cache_is_cleared():
+    """After an engine loads, what exists is frozen out of the garbage collector's passes (they would walk the
+    imported modules again and again); clearing the cache unfreezes it, so a dropped engine held in a reference
+    cycle is collected, not kept for the life of the process."""
+    import gc
+    import weakref
+
+    from ipt_data.engines import clear_cache, register_engine, unregister_engine
+
+    class Cyclic:
+        def __init__(self, model, device, **_):
+            self.me = self  # a cycle: only the collector frees it
+
+        def generate(self, prompts, **_):
+            return [Completion("", 0) for _ in prompts]
+
+    clear_cache()
+    register_engine("cyclic-test", lambda model, device, **o: Cyclic(model, device))
+    try:
+        ref = weakref.ref(load_engine("tiny", "cyclic-test", device="cpu"))
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert ref() is not None  # cached
+        clear_cache()
+        assert gc.get_freeze_count() == 0
+        assert ref() is None  # collected: it was not left frozen
+    finally:
+        unregister_engine("cyclic-test")
+        clear_cache()

@@ -149,10 +149,16 @@ def _freeze_heap() -> None:
 
 
 def clear_cache() -> None:
-    """Close and drop every cached engine of this process."""
+    """Close and drop every cached engine of this process; what they held is collectable again (unfrozen)."""
     with _CACHE_LOCK:
-        for engine in _CACHE.values():
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+        _close(list(_CACHE.values()))  # in a frame of its own: no reference to them is left here
         _CACHE.clear()
+        gc.unfreeze()
+        gc.collect()
+
+
+def _close(engines: list[Engine]) -> None:
+    for engine in engines:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
