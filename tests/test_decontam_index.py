@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from ipt_data.errors import ConfigError, InputNotFoundError
+from ipt_data.errors import ConfigError, InputError, InputNotFoundError
 from ipt_data.quality import benchmarks as bm
 from ipt_data.quality import ngrams
 from ipt_data.quality.benchmarks import BenchmarkIndex, BenchmarkSpec, Hit, parse_specs, strings
@@ -392,3 +392,34 @@ def test_word_hashes_are_the_polynomial_of_their_bytes():
     assert piece_of_word.tolist() == [i for i, chunk in enumerate(chunks) for _ in chunk.split()]
     assert first_word[-1] == len(words)
     assert int(k._swap(np.uint64(0x0102030405060708))) == 0x0807060504030201  # a big-endian machine's blocks
+
+
+def test_a_bitmap_of_the_wrong_size_is_refused_on_load(index):
+    """The compiled probe reads the bitmap byte a hash points at, unchecked: an index whose bitmap is not the size
+    its index.json says is refused when loaded (rebuild), not read past its end."""
+    folder = index.folder
+    short = np.load(folder / "ngram_bitmap.npy")[:-8]
+    np.save(folder / "ngram_bitmap.npy", short)
+    info = json.loads((folder / "index.json").read_text())
+    info["sizes"]["ngram_bitmap"] = len(short)  # the listed size agrees; the bits do not
+    (folder / "index.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="ngram_bitmap.npy.*rebuild"):
+        BenchmarkIndex.load(folder)
+
+
+def test_the_kernels_compile_without_a_disk_cache_where_none_can_be_written(monkeypatch):
+    """Where numba can cache nowhere (a read-only install), the loops are compiled in the process instead of
+    failing the import."""
+    from ipt_data.quality import ngram_kernels
+
+    calls = []
+
+    def njit(**options):
+        calls.append(options)
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file '...'")
+        return lambda function: function
+
+    monkeypatch.setattr(ngram_kernels.numba, "njit", njit)
+    compiled = ngram_kernels._jit(len)
+    assert compiled is len and calls == [{"cache": True, "nogil": True}, {"nogil": True}]

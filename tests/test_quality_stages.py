@@ -398,6 +398,30 @@ def test_options_of_a_stage_left_out_of_the_list_are_an_error():
         AugmentConfig(stages=("chunk", "route", "synthesize", "templify", "count"))
 
 
+def test_unigrams_need_no_words_of_a_text_around_the_rest():
+    """With 1-grams no gram spans a text's edge: the parts outside the texts carry none of their words (the
+    texts are screened as input rows)."""
+    from ipt_data.stages.decontaminate import outside_texts
+
+    text = "TEXT one two three four five"
+    assert outside_texts(f"aaa bbb ccc {text} ddd eee", [text], 1) == ["aaa bbb ccc  ", "  ddd eee"]
+    assert [p.split() for p in outside_texts(f"aaa {text} ddd", [text], 3)] == [
+        ["aaa", "TEXT", "one"],
+        ["four", "five", "ddd"],
+    ]
+
+
+def test_screening_texts_checks_their_row_numbers():
+    from types import SimpleNamespace
+
+    from ipt_data.stages.base import ShardContext
+    from ipt_data.stages.decontaminate import screen_texts
+
+    ctx = ShardContext(0, 0, SimpleNamespace(decontaminate_texts="drop"), rows=[0, 1, 2])
+    with pytest.raises(ValueError, match="2 texts but 3 row numbers"):
+        screen_texts(["a", "b"], ctx)
+
+
 def test_finding_a_long_text_is_str_find():
     """The rendered point finds each (long) text in its rendered text by its first 64 characters, then the rest:
     the same answers as `str.find`, where the head occurs many times without the text."""

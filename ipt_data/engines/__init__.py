@@ -141,7 +141,9 @@ def _freeze_heap() -> None:
     """Leave what exists now (the engine, and the modules imported to build it: torch, transformers, vLLM,
     hundreds of thousands of objects) out of the cyclic garbage collector's later passes (`gc.freeze`), after
     collecting what is garbage already. Otherwise every full collection of the shard phase walks them all
-    again: a fifth of a run's CPU time with a fast engine (bench/bench_quality.py, 2026-12-04)."""
+    again: a fifth of a run's CPU time with a fast engine (bench/bench_quality.py, 2026-12-04). Whatever
+    another thread holds at that moment is frozen too: a cycle among it is freed only by `clear_cache` or at
+    exit (bounded: once per engine loaded)."""
     gc.collect()
     gc.freeze()
     atexit.unregister(gc.unfreeze)  # once: at exit all of it can be collected again (extensions check for leaks)
@@ -149,7 +151,8 @@ def _freeze_heap() -> None:
 
 
 def clear_cache() -> None:
-    """Close and drop every cached engine of this process; what they held is collectable again (unfrozen)."""
+    """Close and drop every cached engine of this process; what they held is collectable again: everything
+    frozen (`_freeze_heap`, and any freeze made by the host process) is unfrozen and collected."""
     with _CACHE_LOCK:
         _close(list(_CACHE.values()))  # in a frame of its own: no reference to them is left here
         _CACHE.clear()

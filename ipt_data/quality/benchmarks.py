@@ -53,6 +53,7 @@ INDEX_FILE = "index.json"
 FORMAT = 1
 COUNTED = ("name", "items", "ngrams", "whole", "too_short")  # per benchmark, in the digest
 ARRAYS = ("ngrams", "ngram_benchmarks", "ngram_bitmap", "whole", "whole_benchmarks", "whole_bitmap", "head_bitmap")
+BITMAPS = ("ngram_bitmap", "whole_bitmap", "head_bitmap")  # of bitmap_bits' "ngrams", "whole", "heads"
 HEAD_WORDS = 2  # a text's grams are looked up among whole items only where their first 2 words start one
 CHUNK_ITEMS, CHUNK_CHARS = 4096, 4 << 20  # benchmark items hashed at once
 MERGE_AT = 1 << 22  # hashes gathered before they are merged into the sorted unique array
@@ -542,6 +543,9 @@ class BenchmarkIndex:
             if len(array) != info["sizes"][name]:
                 raise InputError(f"{path}: {len(array)} values where {INDEX_FILE} says {info['sizes'][name]}; rebuild")
             arrays[name] = array.view(np.ndarray)  # the mapped pages, without np.memmap's slow indexing
+        for bitmap, bits in zip(BITMAPS, (info["bitmap_bits"][k] for k in ("ngrams", "whole", "heads")), strict=True):
+            if len(arrays[bitmap]) != 1 << (bits - 3):  # the compiled probe reads where a hash says: no bound check
+                raise InputError(f"{folder / bitmap}.npy: {len(arrays[bitmap])} bytes for 2**{bits} bits; rebuild")
         ngram_kernels.warm()  # compiled (or loaded) now, not in the first batch
         return cls(folder, info, arrays)
 

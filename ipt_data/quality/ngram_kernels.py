@@ -34,7 +34,14 @@ _BYTE_TERMS = np.array(
 )
 _BYTE_BASE8 = np.uint64(pow(int(BYTE_BASE), 8, 1 << 64))
 
-_jit = numba.njit(cache=True, nogil=True)
+
+def _jit(function):
+    """Compiled without the GIL, cached on disk (beside this file, or in numba's user cache folder); where
+    neither can be written (a read-only install, no `NUMBA_CACHE_DIR`), compiled afresh in each process."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
 
 
 @_jit

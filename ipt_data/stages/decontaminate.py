@@ -130,6 +130,8 @@ def screen_texts(texts: list[str], ctx: ShardContext) -> list[str | None]:
     action = ctx.options.decontaminate_texts
     reasons: list[str | None] = [None] * len(texts)
     rows = ctx.rows or list(range(len(texts)))
+    if len(rows) != len(texts):
+        raise ValueError(f"screen_texts: {len(texts)} texts but {len(rows)} row numbers")
     for i, hits in sorted(ctx.state.hits(texts).items()):
         for hit in hits:
             _count(ctx, hit, "texts", action, row=rows[i])
