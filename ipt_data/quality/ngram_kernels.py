@@ -1,5 +1,6 @@
-"""The loops of n-gram hashing, compiled (numba): one pass over a batch's bytes for its words, one pass over its
-words for the grams a bitmap may hold.
+"""The loops of n-gram hashing and of the pair filters, compiled (numba): one pass over a batch's bytes for its
+words (`scan`, `words`), one pass over its words for the grams a bitmap may hold (`probe`), one pass over a
+batch of pairs for their word statistics (`pair_stats`).
 
 They compute exactly the values `ipt_data.quality.ngrams` defines (its module doc): a word's hash is splitmix64 of
 the polynomial of its bytes in `BYTE_BASE`; the word prefix sums are `sum(word_hash[i] * WORD_BASE**i)`; an

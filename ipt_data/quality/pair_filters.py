@@ -15,7 +15,7 @@ chunk). The filters, applied in the order of `FILTERS` (the first that drops a p
   answer's word k-grams that hold a content word are looked up among the text's k-grams instead
   (stricter: word order must match too); an answer shorter than k words is measured by words. The answer
   words of a whole batch are looked up at once, in a compiled pass that puts each text's words in a table
-  (words told apart by 64-bit hashes: `ngram_kernels.member`).
+  (words told apart by 64-bit hashes: `ngram_kernels.pair_stats`).
 - `length` -> `question_too_short` / `question_too_long` / `answer_too_short` / `answer_too_long`: word
   counts of the question (its stem: without options and the chain-of-thought trigger) and of the
   whole response. Catches truncated generations and run-away ones.
@@ -436,11 +436,7 @@ class _Pair:
 
     @property
     def normalized(self) -> str:
-        """The question as duplicates compares it (`normalize_question`); a free-form or verbatim question is
-        the whole instruction, whose words are the stem's."""
+        """The question as duplicates compares it (`normalize_question` of the whole instruction)."""
         if self._normalized is None:
-            if self.parsed.kind in ("free_form", "verbatim"):
-                self._normalized = " ".join(_words(self.parsed.question))
-            else:
-                self._normalized = normalize_question(self._instruction)
+            self._normalized = normalize_question(self._instruction)
         return self._normalized

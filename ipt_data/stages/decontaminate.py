@@ -147,12 +147,11 @@ def screen_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
     found = ctx.state.hits(texts) if texts else {}
     if not found:
         return batch
-    row_of = np.repeat(np.arange(len(batch["pairs"])), [len(pairs or ()) for pairs in batch["pairs"]])
-    starts = np.cumsum([0] + [len(pairs or ()) for pairs in batch["pairs"]])
+    starts = np.cumsum([0] + [len(pairs or ()) for pairs in batch["pairs"]])  # each row's first pair in `texts`
     keys = row_keys(batch, batch["text"])
     dropped: dict[int, set[int]] = {}
     for k, hits in sorted(found.items()):
-        i = int(row_of[k])
+        i = int(np.searchsorted(starts, k, side="right")) - 1
         j = k - int(starts[i])
         for hit in hits:
             _count(ctx, hit, "pairs", action, source=keys[i], **batch["pairs"][i][j])
