@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -115,3 +115,11 @@ def resolved(completion: Completion) -> Future[Completion]:
     future: Future[Completion] = Future()
     future.set_result(completion)
     return future
+
+
+def settle(future: Future, completion: Completion) -> None:
+    """Answer `future`, unless it was cancelled meanwhile (by another thread, at any moment)."""
+    try:
+        future.set_result(completion)
+    except InvalidStateError:
+        pass

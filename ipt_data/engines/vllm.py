@@ -23,10 +23,10 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from typing import Any
 
-from ipt_data.engines.base import Completion, MissingExtraError, describe, drained, resolved, unservable
+from ipt_data.engines.base import Completion, MissingExtraError, describe, drained, resolved, settle, unservable
 from ipt_data.method.tokenizer import get_encoder
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class _Pump:
                 for out, choice, text in zip(finished, choices, texts, strict=True):
                     future, n_prompt = self.running.pop(out.request_id)
                     reason = "length" if choice.finish_reason == "length" else "stop"
-                    _settle(future, Completion(text, reason, n_prompt, len(choice.token_ids)))
+                    settle(future, Completion(text, reason, n_prompt, len(choice.token_ids)))
 
     def _add(self, llm_engine, prompt: list[int], params, future: Future) -> None:
         if future.cancelled():
@@ -211,7 +211,7 @@ class _Pump:
             llm_engine.add_request(request_id, self.engine._vllm.TokensPrompt(prompt_token_ids=prompt), params)
         except Exception as exc:  # noqa: BLE001 - a prompt vLLM refuses fails alone
             log.warning("vLLM refused a prompt of %d tokens: %s: %s", len(prompt), type(exc).__name__, exc)
-            _settle(future, Completion.raised(len(prompt), exc))
+            settle(future, Completion.raised(len(prompt), exc))
             return
         self.running[request_id] = (future, len(prompt))
         future.add_done_callback(lambda f: f.cancelled() and self.cancelled.put(request_id))
@@ -225,19 +225,12 @@ class _Pump:
 
     def _fail_running(self, reason: str) -> None:
         for future, n_prompt in self.running.values():
-            _settle(future, Completion.failed(n_prompt, reason))
+            settle(future, Completion.failed(n_prompt, reason))
         self.running.clear()
 
     def _fail_queued(self, reason: str) -> None:
         for item in drained(self.inbox):
             if item is not None:
                 prompt, _, future = item
-                _settle(future, Completion.failed(len(prompt), reason))
+                settle(future, Completion.failed(len(prompt), reason))
 
-
-def _settle(future: Future, completion: Completion) -> None:
-    """Answer `future`, unless it was cancelled meanwhile (by another thread, at any moment)."""
-    try:
-        future.set_result(completion)
-    except InvalidStateError:
-        pass
