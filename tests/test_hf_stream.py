@@ -1,6 +1,9 @@
 """The `hf` engine with continuous batching (issue 26), on the CPU with a small cache: its greedy completions
 are the static engine's, a failing prompt costs only its row, and a cancelled prompt leaves the manager."""
 
+import json
+import os
+import sys
 import threading
 
 import pytest
@@ -159,7 +162,6 @@ def test_dummy_weights_and_ignore_eos_give_full_length_completions(prompts, tmp_
 def test_a_process_that_never_closes_its_engine_still_exits():
     """The manager's loop thread is not a daemon; without the engine's exit hook the interpreter waits for it."""
     import subprocess
-    import sys
 
     code = (
         "from ipt_data.engines.hf_stream import HFStreamingEngine\n"
@@ -168,3 +170,56 @@ def test_a_process_that_never_closes_its_engine_still_exits():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("length"), done.stderr[-2000:]
+
+
+def test_an_idle_or_released_engine_does_not_poll_its_manager(streaming, prompts):
+    """A stopped manager answers `get_result` at once: a reader polling it would spin and starve generation
+    (it made transformers' own `generate_batch` 60x slower beside a released engine)."""
+    streaming.generate(prompts[:1], max_new_tokens=4)
+    streaming.release()
+    calls = []
+    manager = streaming._manager
+    get_result = manager.get_result
+    manager.get_result = lambda *a, **k: (calls.append(1), get_result(*a, **k))[1]
+    threading.Event().wait(0.5)
+    assert len(calls) <= 2  # a spinning reader makes thousands
+    assert streaming.generate(prompts[:2], max_new_tokens=8) == streaming.generate(prompts[:2], max_new_tokens=8)
+
+
+def test_gpu_check_smoke_installs_from_its_wheel_folder_and_prints_every_column(tmp_path):
+    """bench/gpu_check.sh as the GPU machine runs it (here in smoke mode): wheels from a folder and ipt_data
+    itself installed offline into a folder of their own, then bench_gpu.py --engine hf, every column printed.
+    (That `make gpu-wheels`' set is enough on a bare machine was checked by hand in a venv without them.)"""
+    import subprocess
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "ipt_probe-1.0-py3-none-any.whl", "w") as wheel:  # stands for datasets & co
+        wheel.writestr("ipt_probe.py", "HERE = True\n")
+        wheel.writestr("ipt_probe-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: ipt-probe\nVersion: 1.0\n")
+        wheel.writestr(
+            "ipt_probe-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        wheel.writestr("ipt_probe-1.0.dist-info/RECORD", "")
+    site, out = tmp_path / "site", tmp_path / "out"
+    env = {**os.environ, "WHEELS": str(wheels), "GPU_CHECK_SITE": str(site), "OUT": str(out), "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", "bench/gpu_check.sh", "--smoke", "--docs", "8"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (site / "ipt_probe.py").exists() and (site / "ipt_data" / "engines" / "hf_stream.py").exists()
+    assert "gpu_check: Python" in done.stdout and "transformers" in done.stdout
+    header = next(line for line in done.stdout.splitlines() if "gen tok/s" in line).split()
+    assert header == ["seconds", "gen", "tok/s", "prompts/s", "occupancy", "GPU-h/1B", "raw"]
+    for side in ("bare generate_batch", "synthesize (stream)", "augment (stream)", "augment (static)"):
+        assert any(line.startswith(side) and len(line[22:].split()) == 5 for line in done.stdout.splitlines()), side
+    result = json.loads((out / "gpu-hf-smoke.json").read_text())
+    assert result["engine"] == "hf" and result["smoke"] and len(result["rows"]) == 4

@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -82,6 +83,7 @@ class HFStreamingEngine(HFEngine):
         self._alone: deque[_Request] = deque()  # failed among others, to retry one at a time
         self._waiting: deque[_Request] = deque()  # held back while a prompt runs alone or sampling changes
         self._closed = False
+        self._busy = threading.Event()  # set while a prompt is in the manager: the reader reads
         self._sampling: tuple[float, int] = (0.0, 0)
         self._manager = self._start((0.0, 0))  # fails here, not at the first prompt: the fallback can act
         self._reader = threading.Thread(target=self._read, name="ipt-hf-stream", daemon=True)
@@ -136,6 +138,7 @@ class HFStreamingEngine(HFEngine):
             self._closed = True
             pending = [*self._running.values(), *self._alone, *self._waiting]
             self._running.clear(), self._alone.clear(), self._waiting.clear()
+            self._busy.set()  # the reader wakes and sees the engine closed
         for request in pending:
             settle(request.future, Completion.failed(len(request.prompt), "the hf engine was closed"))
         self._stop(self._manager)
@@ -192,6 +195,8 @@ class HFStreamingEngine(HFEngine):
         return manager
 
     def _stop(self, manager) -> None:
+        if not manager.is_running():  # stopped already, or its loop died (a new one is started for what is left)
+            return
         try:
             manager.stop(block=True, timeout=30)
         except Exception as exc:  # noqa: BLE001 - a manager that cannot stop cleanly is dropped anyway
@@ -216,6 +221,7 @@ class HFStreamingEngine(HFEngine):
             settle(request.future, Completion.raised(len(request.prompt), exc))
             return
         self._running[request_id] = request
+        self._busy.set()
         request.future.add_done_callback(lambda f: f.cancelled() and self._cancel(request_id))
 
     def _cancel(self, request_id: str) -> None:
@@ -234,16 +240,23 @@ class HFStreamingEngine(HFEngine):
             sampling = self._waiting[0].sampling
             while self._waiting and self._waiting[0].sampling == sampling:
                 self._admit(self._waiting.popleft())
+        if not self._running:
+            self._busy.clear()
 
     # ---- the reader thread ----
 
     def _read(self) -> None:
+        """Answers the prompts as their outputs come; sleeps while none is in the manager (a released or
+        replaced manager answers `get_result` at once: polling it would spin and starve generation)."""
         while not self._closed:
+            if not self._busy.wait(timeout=1.0):
+                continue
             manager = self._manager
             output = manager.get_result(timeout=0.1)
             if output is None:
                 if not manager.is_running():
                     self._lost(manager)
+                time.sleep(0.005)  # a manager with a fatal error answers None at once too
                 continue
             if output.is_finished():
                 self._finished(output)
