@@ -41,10 +41,11 @@ def prompts(encoder):
 
 def test_streaming_hf_completions_equal_the_static_engines(static, streaming, prompts):
     assert isinstance(streaming, StreamingEngine) and not isinstance(static, StreamingEngine)
-    expected = static.generate(prompts, max_new_tokens=48)
-    assert streaming.generate(prompts, max_new_tokens=48) == expected
-    assert {c.finish_reason for c in expected} <= {"stop", "length"} and len({c.text for c in expected}) > 5
-    futures = [streaming.submit(p, max_new_tokens=48) for p in reversed(prompts)]  # any order, one at a time
+    expected = static.generate(prompts, max_new_tokens=200)  # the fixture's completions end at EOS by 170
+    assert streaming.generate(prompts, max_new_tokens=200) == expected
+    assert {c.finish_reason for c in expected} == {"stop"} and len({c.text for c in expected}) > 5
+    assert streaming.generate(prompts[:3], max_new_tokens=40) == static.generate(prompts[:3], max_new_tokens=40)
+    futures = [streaming.submit(p, max_new_tokens=200) for p in reversed(prompts)]  # any order, one at a time
     assert [f.result() for f in reversed(futures)] == expected
     assert streaming.in_flight == 0
 
@@ -223,3 +224,14 @@ def test_gpu_check_smoke_installs_from_its_wheel_folder_and_prints_every_column(
         assert any(line.startswith(side) and len(line[22:].split()) == 5 for line in done.stdout.splitlines()), side
     result = json.loads((out / "gpu-hf-smoke.json").read_text())
     assert result["engine"] == "hf" and result["smoke"] and len(result["rows"]) == 4
+
+
+def test_closing_answers_every_prompt_not_yet_answered(prompts):
+    engine = HFStreamingEngine(TINY_SYNTHESIZER, device="cpu", **SMALL)
+    futures = [engine.submit(p, max_new_tokens=200) for p in prompts * 3]
+    engine.close()
+    answers = [f.result(timeout=60) for f in futures]
+    assert any(a.error == "the hf engine was closed" for a in answers)
+    assert all(a.finish_reason == "stop" or a.error == "the hf engine was closed" for a in answers)
+    assert engine.submit(prompts[0], max_new_tokens=4).result().error == "the hf engine is closed"
+    assert not engine._manager.is_running() and not engine._reader.is_alive()

@@ -118,7 +118,7 @@ class HFStreamingEngine(HFEngine):
         with self._lock:
             if self._closed:
                 return resolved(Completion.failed(len(prompt), "the hf engine is closed"))
-            if self._alone or self._waiting or any(r.alone for r in self._running.values()):
+            if self._alone or self._waiting or self._running_alone():
                 self._waiting.append(request)
             else:
                 self._admit(request)
@@ -224,6 +224,11 @@ class HFStreamingEngine(HFEngine):
         self._busy.set()
         request.future.add_done_callback(lambda f: f.cancelled() and self._cancel(request_id))
 
+    def _running_alone(self) -> bool:
+        """Whether a retried prompt is running (alone: it was admitted with nothing else running, and nothing
+        is admitted beside it)."""
+        return len(self._running) == 1 and next(iter(self._running.values())).alone
+
     def _cancel(self, request_id: str) -> None:
         with self._lock:
             if self._running.pop(request_id, None) is not None:
@@ -262,15 +267,16 @@ class HFStreamingEngine(HFEngine):
                 self._finished(output)
 
     def _finished(self, output) -> None:
+        if output.error is None:  # decoded outside the lock: submit() is not held up
+            tokens = list(output.generated_tokens)
+            stop = not self.ignore_eos and self.eos_id in tokens
+            tokens = tokens[: tokens.index(self.eos_id) + 1] if stop else tokens
+            text = self.encoder.decode_batch([tokens])[0]
         with self._lock:
             request = self._running.pop(output.request_id, None)
             if request is None:  # cancelled meanwhile
                 return
             if output.error is None:
-                tokens = list(output.generated_tokens)
-                stop = not self.ignore_eos and self.eos_id in tokens
-                tokens = tokens[: tokens.index(self.eos_id) + 1] if stop else tokens
-                text = self.encoder.decode_batch([tokens])[0]
                 settle(request.future, Completion(text, "stop" if stop else "length", len(request.prompt), len(tokens)))
             elif request.alone or not self._running and not self._alone:
                 log.warning("a prompt of %d tokens failed alone: %s", len(request.prompt), output.error)
