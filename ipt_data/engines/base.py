@@ -68,6 +68,17 @@ class StreamingEngine(Engine, Protocol):
         ...
 
 
+class SubmitsEach:
+    """`generate` for a streaming engine: every prompt submitted at once, the answers in their order."""
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[Completion]:
+        submit = self.submit  # type: ignore[attr-defined]
+        futures = [submit(p, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for p in prompts]
+        return [f.result() for f in futures]
+
+
 def unservable(prompt: Sequence[int], max_model_len: int) -> Completion | None:
     """The error completion for a prompt no engine can serve (empty, or leaving no room to generate)."""
     if not prompt:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from ipt_data.engines.base import Completion, resolved, settle, unservable
+from ipt_data.engines.base import Completion, SubmitsEach, resolved, settle, unservable
 from ipt_data.engines.hf import HFEngine
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class _Request:
     alone: bool = False  # failed among others: is retried alone
 
 
-class HFStreamingEngine(HFEngine):
+class HFStreamingEngine(SubmitsEach, HFEngine):
     name = "hf"
 
     def __init__(
@@ -123,12 +123,6 @@ class HFStreamingEngine(HFEngine):
             else:
                 self._admit(request)
         return request.future
-
-    def generate(
-        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
-    ) -> list[Completion]:
-        futures = [self.submit(p, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for p in prompts]
-        return [f.result() for f in futures]
 
     def close(self) -> None:
         """Answer every prompt not yet answered with an error, and stop the manager's loop."""

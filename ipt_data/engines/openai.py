@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ipt_data.engines.base import Completion, unservable
+from ipt_data.engines.base import Completion, SubmitsEach, unservable
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _jitter(data: bytes, attempt: int) -> float:
     return 0.5 + zlib.crc32(data + bytes([attempt & 0xFF])) / 2**32
 
 
-class OpenAIEngine:
+class OpenAIEngine(SubmitsEach):
     name = "openai"
 
     def __init__(
@@ -109,12 +109,6 @@ class OpenAIEngine:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ipt-openai")
             return self._pool.submit(self._one, list(prompt), max_new_tokens, temperature, seed)
-
-    def generate(
-        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
-    ) -> list[Completion]:
-        futures = [self.submit(p, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for p in prompts]
-        return [f.result() for f in futures]
 
     def close(self) -> None:
         """Drop the queued requests and wait for those in flight."""

@@ -26,13 +26,22 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from ipt_data.engines.base import Completion, MissingExtraError, describe, drained, resolved, settle, unservable
+from ipt_data.engines.base import (
+    Completion,
+    MissingExtraError,
+    SubmitsEach,
+    describe,
+    drained,
+    resolved,
+    settle,
+    unservable,
+)
 from ipt_data.method.tokenizer import get_encoder
 
 log = logging.getLogger(__name__)
 
 
-class VLLMEngine:
+class VLLMEngine(SubmitsEach):
     name = "vllm"
 
     def __init__(
@@ -104,12 +113,6 @@ class VLLMEngine:
             return resolved(refused)
         room = min(max_new_tokens, self.max_model_len - len(prompt))
         return self._pump.submit(list(prompt), self.sampling(room, temperature, seed))
-
-    def generate(
-        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
-    ) -> list[Completion]:
-        futures = [self.submit(p, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed) for p in prompts]
-        return [f.result() for f in futures]
 
     def close(self) -> None:
         """Stop the step loop, then vLLM's engine process, now rather than at interpreter exit."""
@@ -233,4 +236,3 @@ class _Pump:
             if item is not None:
                 prompt, _, future = item
                 settle(future, Completion.failed(len(prompt), reason))
-
