@@ -114,3 +114,103 @@ def test_rewrite_pairs_keeps_runs_whole_and_sends_emptied_rows_alone(emptied, te
         assert all(p["response"] in ("A0 again.", "A1.", "A2.") for p in pairs)
         if kind == "raw":
             assert text == batch["text"][int(source[0][0])]
+
+
+def _plain_rewrite_pairs(batch: dict, new_pairs: dict) -> tuple[dict, set]:
+    """`rewrite_pairs` as first written: every run read and written again with `json` (the definition its
+    shortcuts must keep to: a run with no row changed left as it is, a run's texts not written again)."""
+    import json
+
+    from ipt_data.schema import row_keys
+
+    keys = row_keys(batch, batch["text"])
+    alone = {k for k, old in zip(keys, batch["pairs"], strict=True) if old and k in new_pairs and not new_pairs[k]}
+    where = {k: i for i, k in enumerate(keys)}
+    pairs = [new_pairs.get(k, p) for k, p in zip(keys, batch["pairs"], strict=True)]
+    continued, prefixes = list(batch["continued"]), list(batch["chain_prefix"])
+    for i in range(len(keys)):
+        if continued[i]:
+            continue
+        earlier = json.loads(prefixes[i]) if prefixes[i] else []
+        run = [*earlier, {"key": keys[i]}]
+        if not any(e.get("key") in new_pairs or e.get("key") in alone for e in run):
+            continue
+        for e in earlier:
+            e["pairs"] = new_pairs.get(e["key"], e["pairs"])
+        kept = [e for e in run if e["key"] not in alone]
+        if not any(pairs[where[e["key"]]] for e in kept):
+            kept = []
+        for e in run:
+            j = where[e["key"]]
+            continued[j], prefixes[j] = bool(kept) and e in kept[:-1], ""
+        if kept:
+            prefixes[where[kept[-1]["key"]]] = json.dumps(kept[:-1], ensure_ascii=False) if len(kept) > 1 else ""
+    return {**batch, "pairs": pairs, "continued": continued, "chain_prefix": prefixes}, alone
+
+
+def _random_chains(rng: random.Random, ensure_ascii: bool = False) -> dict:
+    """A batch of runs as `synthesize_batch` writes them (rows of one chain anywhere in it; each run's last row
+    carries the earlier ones in `chain_prefix`), with texts and pairs that JSON must escape."""
+    import json
+
+    pieces = ["plain words", 'a "quote"', "back\\slash", "new\nline\ttab", "ctrl\x01char", "é ü ß", "😀",
+              '", "pairs": [', '"}, {"text": "', "\\u0041", "/ \\/", "", " "]  # fmt: skip
+    n = rng.randint(1, 14)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) + f" text {k}" for k in range(n)]
+    pairs = [
+        [
+            {"instruction": f"{rng.choice(pieces)}Q{k}.{j}?", "response": rng.choice(pieces)}
+            for j in range(rng.randint(1, 3))
+        ]
+        for k in range(n)
+    ]
+    rows = list(range(n))
+    rng.shuffle(rows)
+    chain, continued, prefix = [""] * n, [False] * n, [""] * n
+    while rows:
+        size = rng.randint(1, 4)
+        run, rows = rows[:size], rows[size:]
+        for m in run:
+            chain[m] = f"{run[0]}:0"
+        for m in run[:-1]:
+            continued[m] = True
+        if len(run) > 1:
+            earlier = [{"text": texts[m], "pairs": pairs[m], "key": f"{m}:0"} for m in run[:-1]]
+            prefix[run[-1]] = json.dumps(earlier, ensure_ascii=ensure_ascii)
+    return {"text": texts, "doc_id": list(range(n)), "chunk": [0] * n, "pairs": pairs, "chain": chain,
+            "continued": continued, "chain_prefix": prefix}  # fmt: skip
+
+
+def _random_drops(rng: random.Random, batch: dict) -> dict:
+    new = {}
+    for k, pairs in enumerate(batch["pairs"]):
+        if pairs and rng.random() < 0.4:
+            new[f"{k}:0"] = [p for p in pairs if rng.random() < 0.5]
+    return new
+
+
+def test_rewrite_pairs_is_its_plain_definition():
+    """`rewrite_pairs` leaves the runs of chains with no row changed unread, and takes the texts of the runs it
+    writes again from what it read: on random runs whose texts and pairs JSON must escape (quotes, backslashes,
+    control characters, what a run's JSON looks like), rewritten twice over (as the pair filters, then
+    decontamination, do), it gives what reading and writing every run gives, to the byte; a run written with
+    other escapes (`ensure_ascii=True`) reads the same."""
+    import json
+
+    from ipt_data.method.chains import rewrite_pairs
+
+    rng = random.Random(5)
+    for case in range(400):
+        batch = _random_chains(rng, ensure_ascii=case % 5 == 4)
+        for _ in range(2):
+            new = _random_drops(rng, batch)
+            got, alone = rewrite_pairs(batch, new)
+            want, alone_wanted = _plain_rewrite_pairs(batch, new)
+            assert alone == alone_wanted and got["pairs"] == want["pairs"] and got["continued"] == want["continued"]
+            if case % 5 == 4:
+                assert [json.loads(p) if p else p for p in got["chain_prefix"]] == [
+                    json.loads(p) if p else p for p in want["chain_prefix"]
+                ]
+            else:
+                assert got["chain_prefix"] == want["chain_prefix"]
+            batch = got

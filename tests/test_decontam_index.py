@@ -351,7 +351,7 @@ def test_the_kernels_are_compiled_when_the_index_is_loaded_not_in_the_first_batc
     from ipt_data.quality import ngram_kernels
     from ipt_data.quality.pair_filters import PairFilter
 
-    kernels = ("words", "probe", "pair_stats")  # (scan is compiled into words and pair_stats)
+    kernels = ("scan", "words", "probe", "find", "pair_stats")
     index = BenchmarkIndex.load(index.folder)
     grounding = PairFilter("grounding")
     before = {name: len(getattr(ngram_kernels, name).signatures) for name in kernels}
@@ -423,3 +423,35 @@ def test_the_kernels_compile_without_a_disk_cache_where_none_can_be_written(monk
     monkeypatch.setattr(ngram_kernels.numba, "njit", njit)
     compiled = ngram_kernels._jit(len)
     assert compiled is len and calls == [{"cache": True, "nogil": True}, {"nogil": True}]
+
+
+def test_the_word_hashes_left_for_the_grounding_filter_are_those_it_would_make(index):
+    """Looking texts up can leave their word hashes (`hits(texts, words)`) for the grounding filter not to hash
+    the texts again: those of every ASCII text hashed whole, each what the filter hashes of it
+    (`ngram_kernels.scan` of `ngrams.pack_texts([text])`), and none of a text hashed otherwise (not ASCII: the
+    index normalizes it, the filter does not). Taken for some texts and not others, the filter's words of a
+    batch are those it makes alone, and so are its verdicts."""
+    from ipt_data.quality import ngram_kernels, ngrams
+    from ipt_data.quality.pair_filters import PairFilter, _joined_words, _text_words
+
+    def hashed(texts):
+        hashes, _, first = ngram_kernels.scan(*ngrams.pack_texts(texts, _joined_words))
+        return hashes, first
+
+    texts = [f"{FILLER} {Q1}", "The Reef, at 1620 -- it's Queensland's!", "", "Ünïcode ÉTÉ ﬁsh", "a\0b c", FILLER]
+    texts += ["x " * (ngrams.PIECE_CHARS // 2 + 10)]  # hashed in pieces
+    words: dict = {}
+    index.hits(texts, words)
+    assert set(words) == {t for t in texts if t.isascii() and len(t) <= ngrams.PIECE_CHARS}
+    for text, hashes in words.items():
+        assert np.array_equal(hashes, hashed([text])[0]), text
+    batch = [texts[1], "not looked up", texts[3], texts[0], texts[1], ""]
+    for known in (words, {texts[0]: words[texts[0]]}, {}, None):
+        got = _text_words(batch, known)
+        assert all(np.array_equal(a, b) for a, b in zip(got, hashed(batch), strict=True))
+    judge = PairFilter("grounding,length,repetition,duplicates")
+    pairs = [[{"instruction": "Where is the reef?", "response": w}] for w in ("Queensland", "Reef 1620", "ÉTÉ", "Mars")]
+    pairs += [[{"instruction": "What?", "response": "lorem dolor amet"}], []]
+    plain = judge.judge_many(batch, pairs, [set() for _ in batch])
+    assert judge.judge_many(batch, pairs, [set() for _ in batch], words) == plain
+    assert [v[:1] for v in plain] == [[None], ["ungrounded"], [None], ["ungrounded"], ["ungrounded"], []]

@@ -327,8 +327,10 @@ def test_pair_word_statistics_are_those_of_their_definitions():
             owner.append(t)
             ground.append(rng.random() < 0.6)
     raw = [x.encode("utf-8") for x in strings]
+    text_hash, _, text_first = ngram_kernels.scan(*ngrams.pack_texts(texts, _joined_words))
     stats = ngram_kernels.pair_stats(
-        *ngrams.pack_texts(texts, _joined_words),
+        text_hash,
+        text_first,
         *ngrams.pack_texts(strings, _joined_words),
         np.frombuffer(b"".join(raw), np.uint8),
         np.cumsum([len(r) for r in raw], dtype=np.int64),
@@ -353,3 +355,140 @@ def test_pair_word_statistics_are_those_of_their_definitions():
             assert row[:7] == expected, (string, texts[t])
     assert sum(row[5] for row in stats) > 300  # answer words were found
     assert max(row[7] for row in stats) >= 4  # runs of one character were found
+
+
+def _plain_verdicts(filters: dict, texts: list[str], pairs: list[list[dict]], seen: list[set[str]]) -> list:
+    """The verdicts as the module doc defines them, pair by pair on word lists (grounding by words): what the
+    filters' columns of counts, judged all at once, must give."""
+    from collections import Counter
+
+    from ipt_data.method.pair_parse import parse_pair
+    from ipt_data.quality.pair_filters import STOPWORDS, YES_NO
+    from ipt_data.stages.templify import _unanswerable
+
+    unanswerable, out = _unanswerable(None), []
+    for text, row, seen_here in zip(texts, pairs, seen, strict=True):
+        verdicts = []
+        for p in row:
+            pp, reason = parse_pair(p, unanswerable)[0], None
+            if "grounding" in filters:
+                params = filters["grounding"]
+                if pp.kind in ("multiple_choice", "multiple_choice_cot"):
+                    none = pp.correct == len(pp.options)
+                    measured = pp.rationale + "\n" + ("" if none else pp.options[pp.correct])
+                elif pp.kind == "chain_of_thought":
+                    none = unanswerable(pp.answer)
+                    measured = pp.rationale + "\n" + ("" if none else pp.answer)
+                else:
+                    none, measured = unanswerable(pp.answer), p["response"]
+                words = set(_words(measured))
+                content = words - STOPWORDS - YES_NO
+                if not content:
+                    grounded = bool(words & YES_NO) or none
+                else:
+                    share = len(content & set(_words(text))) / len(content)
+                    grounded = share >= params[pp.kind] or (pp.kind == "free_form" and none)
+                reason = None if grounded else "ungrounded"
+            if reason is None and "length" in filters:
+                params, q, a = filters["length"], len(_words(pp.question)), len(_words(p["response"]))
+                bounds = (
+                    (q < params["min_question_words"], "question_too_short"),
+                    (q > params["max_question_words"], "question_too_long"),
+                    (a < params["min_answer_words"], "answer_too_short"),
+                    (a > params["max_answer_words"], "answer_too_long"),
+                )
+                reason = next((why for out_of, why in bounds if out_of), None)
+            if reason is None and "repetition" in filters:
+                params = filters["repetition"]
+                for raw in (pp.question, p["response"]):
+                    words = _words(raw)
+                    n, grams = len(words), list(zip(words, words[1:], words[2:], strict=False))
+                    repeated = (
+                        n >= 10
+                        and 1 - (n - 2 - (len(grams) - len(set(grams)))) / (n - 2) > params["max_repeated_ngrams"]
+                    )
+                    common = n >= 8 and max(Counter(words).values()) / n > params["max_word_share"]
+                    run = re.search(rf"(\S)\1{{{params['max_char_run'] - 1},}}", raw)
+                    if repeated or common or run:
+                        reason = "repetitive"
+            if reason is None:
+                question = normalize_question(p["instruction"])
+                if "duplicates" in filters and question in seen_here:
+                    reason = "duplicate_question"
+                else:
+                    seen_here.add(question)
+            verdicts.append(reason)
+        out.append(verdicts)
+    return out
+
+
+def test_the_verdicts_judged_in_columns_are_those_of_their_definitions():
+    """`judge_many` judges a batch's pairs filter by filter, all at once, from compiled word counts; on random
+    pairs of every family (options, chains of thought, "none of them", loops, runs of one character, repeated
+    questions across a document's chunks), with several parameter sets, its verdicts and the questions it keeps
+    in `seen` are those of the definitions, pair by pair; and `reasons`, with no set for a text that is its
+    document's only one, gives the same verdicts."""
+    import random
+    from collections import Counter
+
+    rng = random.Random(6)
+    vocab = (
+        "the reef coral sea is it yes no true false none fish water 1620 été Straße Ωmega ﬁsh because "
+        "cannot be answered therefore aaaa zzzzzzzzzzzzzzzzzzzzzzzzz it's a_b — !!!"
+    ).split()
+
+    def words(k: int) -> str:
+        return " ".join(rng.choice(vocab) for _ in range(k))
+
+    def random_pair(text: str) -> dict:
+        question = rng.choice([words(rng.randint(0, 12)) + "?", "Where is the reef?", words(30)])
+        answer = rng.choice(
+            [
+                words(rng.randint(0, 15)),
+                "None of the above",
+                "It cannot be determined.",
+                "Yes.",
+                "a" * rng.randint(1, 30),
+            ]
+            + ([" ".join(text.split()[: rng.randint(1, 8)])] if text else [])
+        )
+        options = [words(rng.randint(1, 4)) for _ in range(rng.randint(1, 4))]
+        stem = question + "\nOptions:\n- " + "\n- ".join(options)
+        chosen = rng.choice([*options, "none of the options", words(2)])
+        return rng.choice(
+            [
+                pair(question, answer),
+                pair(stem, chosen),
+                pair(stem + COT, words(rng.randint(0, 20)) + "." + THEREFORE + chosen),
+                pair(question + COT, words(rng.randint(0, 25)) + rng.choice(["", THEREFORE + answer])),
+                pair(question, answer + " " + answer * 3),
+            ]
+        )
+
+    configs = [
+        "grounding,length,repetition,duplicates",
+        {"grounding": {"free_form": 0.9, "chain_of_thought": 0.1}, "repetition": {"max_char_run": 5}},
+        {
+            "length": {"min_question_words": 5, "max_question_words": 10, "max_answer_words": 6},
+            "repetition": {"max_word_share": 0.2},
+        },
+        ["duplicates", "length"],
+    ]
+    reasons_seen = Counter()
+    for config in configs:
+        filters = parse_filters(config)
+        judge = PairFilter(filters)
+        for _ in range(150):
+            docs = [d for d in range(rng.randint(1, 5)) for _ in range(rng.randint(1, 3))]
+            texts = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 60))) for _ in docs]
+            pairs = [[random_pair(t) for _ in range(rng.randint(0, 5))] for t in texts]
+            sets, plain_sets = {}, {}
+            got = judge.judge_many(texts, pairs, [sets.setdefault(d, set()) for d in docs])
+            want = _plain_verdicts(filters, texts, pairs, [plain_sets.setdefault(d, set()) for d in docs])
+            assert got == want and sets == plain_sets
+            chunks, alone_sets = Counter(docs), {}
+            seen = [alone_sets.setdefault(d, set()) if chunks[d] > 1 else None for d in docs]
+            assert judge.reasons(texts, pairs, seen) == [v for row in want for v in row]
+            assert alone_sets == {d: s for d, s in plain_sets.items() if chunks[d] > 1}
+            reasons_seen.update(v for row in got for v in row)
+    assert set(reasons_seen) == {None, *(r for spec in FILTERS.values() for r in spec.reasons)}

@@ -484,3 +484,42 @@ def test_the_built_in_stages_declare_the_columns_their_functions_write(encoder):
         "templify",
         "count",
     }
+
+
+def test_the_grounding_filter_takes_the_words_decontamination_hashed(tmp_path):
+    """Decontaminating a shard's texts leaves their words' hashes (`ShardContext.words`) for the grounding filter,
+    which takes them (and forgets them) rather than hash the texts again: its verdicts, the batch it returns,
+    its counts and records are those it makes alone. Only a filter that grounds by words asks for them."""
+    from types import SimpleNamespace
+
+    from ipt_data.quality.benchmarks import BenchmarkIndex, parse_specs
+    from ipt_data.stages import pair_filter
+    from ipt_data.stages.base import ShardContext
+    from ipt_data.stages.decontaminate import screen_texts
+
+    index = BenchmarkIndex.build(parse_specs(str(bench_file(tmp_path))), tmp_path / "index")
+    texts = [prose(40), prose(30) + " Ünïcode", prose(20), prose(50)]
+    words: dict = {}
+    ctx = ShardContext(0, 0, SimpleNamespace(decontaminate_texts="drop"), index, rows=[0, 1, 2, 3], words=words)
+    assert screen_texts(texts, ctx) == [None] * 4
+    assert set(words) == {texts[0], texts[2], texts[3]}
+    grounded = {"instruction": "What is it about?", "response": " ".join(texts[0].split()[3:9])}
+    batch = {
+        "text": texts, "doc_id": ["0", "1", "2", "2"], "chunk": [0, 0, 0, 1],
+        "pairs": [[grounded, pair_of("Mars rovers?")], [pair_of("Where?")], [grounded], [grounded, grounded]],
+        "chain": ["0:0", "1:0", "2:0", "2:1"], "continued": [False] * 4, "chain_prefix": [""] * 4,
+    }  # fmt: skip
+    options = SimpleNamespace(filters="grounding,length,repetition,duplicates")
+    state = pair_filter._prepare(options, None)
+    alone = ShardContext(0, 0, options, state)
+    taking = ShardContext(0, 0, options, state, words=words)
+    assert pair_filter.filter_pairs(batch, taking) == pair_filter.filter_pairs(batch, alone)
+    assert (taking.stats, taking.records, taking.raw_because) == (alone.stats, alone.records, alone.raw_because)
+    assert alone.stats["filtered"] and not words
+    assert pair_filter.STAGE.takes_words(options)
+    assert not pair_filter.STAGE.takes_words(SimpleNamespace(filters={"grounding": {"ngram": 2}, "length": None}))
+    assert not pair_filter.STAGE.takes_words(SimpleNamespace(filters="length,duplicates"))
+
+
+def pair_of(question: str) -> dict:
+    return {"instruction": question, "response": "Venus and Mars are planets orbiting far away"}

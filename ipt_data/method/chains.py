@@ -20,6 +20,7 @@ no pair is published alone, raw.
 from __future__ import annotations
 
 import json
+import json.scanner
 import logging
 from collections import defaultdict
 from typing import Any
@@ -104,10 +105,14 @@ def rewrite_pairs(batch: dict[str, list], new_pairs: dict[str, list]) -> tuple[d
     n = len(keys)
     continued = list(batch.get("continued") or [False] * n)
     prefixes = list(batch.get("chain_prefix") or [""] * n)
+    chains = batch.get("chain")  # a run's rows are all of one chain: a chain with no row changed is left as it is
+    changed = {chains[where[k]] for k in new_pairs if k in where} if chains else None
     for i in range(n):
         if continued[i]:
             continue  # a run is rendered from its last row, which carries the others
-        earlier = json.loads(prefixes[i]) if prefixes[i] else []
+        if changed is not None and chains[i] not in changed and keys[i] not in new_pairs:
+            continue
+        earlier, texts = _read_run(prefixes[i]) if prefixes[i] else ([], None)
         run = [*earlier, {"key": keys[i]}]
         if not any(e.get("key") in new_pairs or e.get("key") in alone for e in run):
             continue
@@ -121,8 +126,57 @@ def rewrite_pairs(batch: dict[str, list], new_pairs: dict[str, list]) -> tuple[d
             continued[j], prefixes[j] = bool(kept) and e in kept[:-1], ""
         if kept:
             last = where[kept[-1]["key"]]
-            prefixes[last] = json.dumps(kept[:-1], ensure_ascii=False) if len(kept) > 1 else ""
+            prefixes[last] = _write_run(kept[:-1], earlier, texts) if len(kept) > 1 else ""
     return {**batch, "pairs": pairs, "continued": continued, "chain_prefix": prefixes}, alone
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # `json.dumps(value, ensure_ascii=False)` is `_JSON.encode(value)`
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # `json.loads`' own: (text, at) -> (the value there, its end)
+
+
+def _read_run(prefix: str) -> tuple[list[dict], list[str] | None]:
+    """`json.loads(prefix)` (a `chain_prefix`: the earlier rows of a run), and each row's text as `prefix` writes
+    it (the JSON string it was read from) when `prefix` is `[{"text": T, "pairs": P, "key": K}, ...]` with the
+    separators `json.dumps` writes (as `synthesize` and `rewrite_pairs` write it; else None): `_write_run` takes
+    those rather than write the texts again."""
+    rows, texts, at = [], [], 0
+    try:
+        while prefix.startswith(', {"text": ' if rows else '[{"text": ', at):
+            start = at + (11 if rows else 10)
+            text, end = _SCAN(prefix, start)
+            if not isinstance(text, str) or not prefix.startswith(', "pairs": ', end):
+                break
+            texts.append(prefix[start:end])
+            pairs, end = _SCAN(prefix, end + 11)
+            if not prefix.startswith(', "key": ', end):
+                break
+            key, end = _SCAN(prefix, end + 9)
+            if not prefix.startswith("}", end):
+                break
+            rows.append({"text": text, "pairs": pairs, "key": key})
+            at = end + 1
+            if at == len(prefix) - 1 and prefix[at] == "]":
+                return rows, texts
+    except (StopIteration, ValueError):  # not JSON there: json.loads says why
+        pass
+    return json.loads(prefix), None
+
+
+def _write_run(rows: list[dict], earlier: list[dict], texts: list[str] | None) -> str:
+    """`json.dumps(rows, ensure_ascii=False)`: `rows` some of `earlier` (`_read_run`'s, their pairs since
+    replaced), each text's JSON taken from `texts` (as `_read_run` found it) when it found them: the same
+    string, and the same bytes where the prefix read was written by `json.dumps(..., ensure_ascii=False)`."""
+    if texts is None:
+        return _JSON.encode(rows)
+    text_of = {id(e): t for e, t in zip(earlier, texts, strict=True)}
+    return (
+        "["
+        + ", ".join(
+            f'{{"text": {text_of[id(e)]}, "pairs": {_JSON.encode(e["pairs"])}, "key": {_JSON.encode(e["key"])}}}'
+            for e in rows
+        )
+        + "]"
+    )
 
 
 def _runs(orphans: list[int], chain_of: dict[int, tuple[str, int]]) -> list[list[int]]:

@@ -419,9 +419,11 @@ class _Table:
         are in the table."""
         if not len(self.hashes):
             return np.zeros(0, np.int64), np.zeros(0, np.uint16)
-        k = self.prefilter.grams(batch, length)
-        at, ids = self._exact(batch.hash_spans(k, length))
-        return k[at], ids
+        bitmap = self.prefilter
+        k, at = ngram_kernels.find(
+            batch.prefix, batch.piece_of_word, length, bitmap.bitmap, 67 - bitmap.bits, self.hashes
+        )
+        return k, self.ids[at]
 
     def _exact(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(positions in wanted, benchmark ids)` of the hashes that are in the table."""
@@ -555,9 +557,11 @@ class BenchmarkIndex:
         hits = self.hits(texts)
         return [hits.get(t, []) for t in range(len(texts))]
 
-    def hits(self, texts: list[str]) -> dict[int, list[Hit]]:
+    def hits(self, texts: list[str], words: dict[str, np.ndarray] | None = None) -> dict[int, list[Hit]]:
         """`find`'s answer for the texts that share a gram with a benchmark only (most share none): text index ->
-        its hits."""
+        its hits. `words`, when given, takes the word hashes of the texts hashed as they are (ASCII; `_Batch.ascii`):
+        text -> `ngram_kernels.scan`'s hashes of its words (those of `ngrams.pack_texts([text])`), for a later
+        stage that needs them (the pair filters' grounding) not to hash the text again."""
         out: dict[int, list[Hit]] = {}
         n, head = self.info["n"], self.info["head_words"]
         lengths = np.asarray(self.info["whole_lengths"], np.int64)
@@ -571,6 +575,8 @@ class BenchmarkIndex:
                 found.append((text, pos, ids[inside].astype(np.int64), length))
 
         for batch in self.hasher.batches(texts):
+            if words is not None and batch.ascii:
+                _leave_words(words, texts, batch)
             k, ids = self.ngrams.grams(batch, n)
             keep(batch, k, ids, n)
             if len(lengths):  # whole items: only where a text's gram starts as one does, for each length L present
@@ -595,6 +601,13 @@ class BenchmarkIndex:
                 words[t] = normalize(texts[t]).split(" ")
             out.setdefault(t, []).append(Hit(names[i], " ".join(words[t][p : p + size])))
         return out
+
+
+def _leave_words(words: dict[str, np.ndarray], texts: list[str], batch: _Batch) -> None:
+    """Each text of `batch` (whole ASCII texts, one piece each) -> its words' hashes, into `words`."""
+    bounds = batch.piece_first_word.tolist()
+    for p, t in enumerate(batch.piece_text.tolist()):
+        words[texts[t]] = batch.word_hash[bounds[p] : bounds[p + 1]]
 
 
 def _write(folder: Path, info: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -23,7 +23,7 @@ LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
 _ONE, _SEVEN = np.uint64(1), np.uint64(7)
-_S7, _S27, _S29, _S30, _S31, _S32, _S56, _S64 = (np.uint64(s) for s in (7, 27, 29, 30, 31, 32, 56, 64))
+_S7, _S27, _S29, _S30, _S31, _S32, _S56, _S58, _S64 = (np.uint64(s) for s in (7, 27, 29, 30, 31, 32, 56, 58, 64))
 LITTLE = sys.byteorder == "little"
 _BYTE = np.uint64(0xFF)
 _LOW7, _HIGH = np.uint64(0x7F7F7F7F7F7F7F7F), np.uint64(0x8080808080808080)
@@ -137,7 +137,8 @@ def _swap(x):
 
 @_jit
 def words(data, piece_starts):
-    """As `scan`, with the word prefix sums (uint64, words + 1) in place of the word hashes."""
+    """As `scan`, with the word prefix sums (uint64, words + 1) after the word hashes: `(word_hash, prefix,
+    piece_of_word, first_word)`."""
     hashes, piece_of_word, first_word = scan(data, piece_starts)
     prefix = np.empty(len(hashes) + 1, np.uint64)
     prefix[0] = 0
@@ -145,7 +146,7 @@ def words(data, piece_starts):
     for w in range(len(hashes)):
         prefix[w + 1] = prefix[w] + hashes[w] * power
         power *= WORD_BASE
-    return prefix, piece_of_word, first_word
+    return hashes, prefix, piece_of_word, first_word
 
 
 STATS = ("words", "distinct", "repeats", "top", "content", "found", "yes_no", "run")  # pair_stats' columns
@@ -186,10 +187,11 @@ def _longest_run(raw, start, end):
 
 
 @_jit
-def pair_stats(data, starts, strings, string_starts, raw, raw_ends, owner, ground, stop, yes_no):
+def pair_stats(text_hash, text_first, strings, string_starts, raw, raw_ends, owner, ground, stop, yes_no):
     """Word statistics of short strings (a pair's question, response, answer), and for some of them how many of
-    their words a text holds. `data`/`starts`: texts packed as `ngrams.pack` does; `strings`/`string_starts`:
-    the strings, packed the same way, string i about text `owner[i]` (ascending); `raw`: their UTF-8 bytes
+    their words a text holds. `text_hash`/`text_first`: the texts' words as `scan` gives them (`word_hash`,
+    `first_word`) for the texts packed as `ngrams.pack` does; `strings`/`string_starts`: the strings, packed
+    the same way, string i about text `owner[i]` (ascending); `raw`: their UTF-8 bytes
     end to end (string i ends at `raw_ends[i]`); `ground[i]`: whether to
     measure string i against its text; `stop`, `yes_no`: sorted word hashes of the stopwords and of the yes/no
     words. Returns an int64 array (strings x `STATS`):
@@ -202,7 +204,6 @@ def pair_stats(data, starts, strings, string_starts, raw, raw_ends, owner, groun
 
     Words are told apart by their 64-bit hashes (as everywhere in `ngrams`): each text's words and each
     string's words and 3-grams go into small open-addressing tables."""
-    text_hash, _, text_first = scan(data, starts)
     word_hash, _, first = scan(strings, string_starts)
     count = len(first) - 1
     out = np.zeros((count, 8), np.int64)
@@ -272,22 +273,34 @@ def pair_stats(data, starts, strings, string_starts, raw, raw_ends, owner, groun
         if asked_count == 0 or t >= len(text_first) - 1:
             group = end
             continue
-        # the asked words in a small table; the text's words streamed through it, marking those found
+        # the asked words in a small table (and a 64-bit summary of them: most of the text's words are told apart
+        # by it alone); the text's words streamed through it, marking those found, until all are
         mask = np.uint64(_slots(asked_count) - 1)
+        summary = np.uint64(0)
+        distinct = 0
         for q in range(asked_count):
             h = asked[q]
+            summary |= _ONE << (h >> _S58)
             slot = h & mask
             while asked_stamp[slot] == t and asked_keys[slot] != h:
                 slot = (slot + _ONE) & mask
+            if asked_stamp[slot] != t:
+                distinct += 1
             asked_stamp[slot], asked_keys[slot], asked_found[slot] = t, h, False
         for w in range(text_first[t], text_first[t + 1]):
             h = text_hash[w]
+            if not (summary >> (h >> _S58)) & _ONE:
+                continue
             slot = h & mask
             while asked_stamp[slot] == t:
                 if asked_keys[slot] == h:
-                    asked_found[slot] = True
+                    if not asked_found[slot]:
+                        asked_found[slot] = True
+                        distinct -= 1
                     break
                 slot = (slot + _ONE) & mask
+            if distinct == 0:
+                break
         q = 0
         for i in range(group, end):  # each grounded string's content words, in the order they were asked
             found = 0
@@ -323,13 +336,37 @@ def probe(prefix, piece_of_word, length, bitmap, shift):
     return out[:found]
 
 
+@_jit
+def find(prefix, piece_of_word, length, bitmap, shift, table):
+    """`probe`, then each gram its bitmap lets through searched for in `table` (sorted unique uint64): `(k, at)`,
+    the word indexes k (int64, ascending) whose gram of `length` words lies within one piece and is in `table`,
+    and where it is there (int64)."""
+    count = len(piece_of_word) - length + 1
+    ks = np.empty(max(count, 0), np.int64)
+    at = np.empty(max(count, 0), np.int64)
+    found = 0
+    salt = np.uint64(length) * LENGTH_SALT
+    down = _ONE
+    shift = np.uint64(shift)
+    for k in range(count):
+        if piece_of_word[k] == piece_of_word[k + length - 1]:
+            h = finish((prefix[k + length] - prefix[k]) * down + salt)
+            if bitmap[h >> shift] & (_ONE << (h & _SEVEN)):
+                i = np.searchsorted(table, h)
+                if i < len(table) and table[i] == h:
+                    ks[found], at[found] = k, i
+                    found += 1
+        down *= WORD_INVERSE
+    return ks[:found], at[:found]
+
+
 def warm() -> None:
     """Compile (or load from the disk cache) every kernel now, for the argument types they are called with (a
     packed buffer is read-only; a bitmap is read-only when memory-mapped), so that a run's set-up pays for it
     rather than its first batch."""
     data = np.frombuffer(b"\0aa" + bytes(13), np.uint8)  # read-only and padded, as `ngrams.pack` gives it
     starts = np.array([1, 3], np.int64)
-    prefix, piece_of_word, _ = words(data, starts)
+    word_hash, prefix, piece_of_word, first_word = words(data, starts)
     bitmap = np.zeros(8, np.uint8)
     probe(prefix, piece_of_word, 1, bitmap, 61)
     bitmap.flags.writeable = False
@@ -337,4 +374,6 @@ def warm() -> None:
     table = np.zeros(1, np.uint64)
     raw = np.frombuffer(b"aa", np.uint8)
     raw_ends, owner, ground = np.array([2], np.int64), np.zeros(1, np.int64), np.ones(1, np.bool_)
-    pair_stats(data, starts, data, starts, raw, raw_ends, owner, ground, table, table)
+    pair_stats(word_hash, first_word, data, starts, raw, raw_ends, owner, ground, table, table)
+    table.flags.writeable = False  # a memory-mapped index's hashes
+    find(prefix, piece_of_word, 1, bitmap, 61, table)

@@ -115,11 +115,13 @@ def _pieces(normalized: str, n: int, size: int) -> list[tuple[int, int, int]]:
 class _Batch:
     """The words of a batch of texts (or pieces of texts), hashed."""
 
+    word_hash: np.ndarray  # uint64 (words,): each word's hash
     prefix: np.ndarray  # uint64 (words + 1,): prefix sums of word_hash * Q**i
     piece_of_word: np.ndarray  # int64 (words,)
     piece_first_word: np.ndarray  # int64 (pieces + 1,): global index of each piece's first word
     piece_text: np.ndarray  # int64 (pieces,): the text (index into the caller's list) each piece is part of
     piece_offset: np.ndarray  # int64 (pieces,): word position of each piece's first word within its text
+    ascii: bool = False  # whole ASCII texts, one piece each, hashed from their bytes as they are (`pack_texts`)
 
     @property
     def words(self) -> int:
@@ -228,7 +230,9 @@ class NgramHasher:
             group = (np.cumsum(lengths[plain] + 1) - 1) // batch_bytes  # consecutive texts, about batch_bytes each
             for part in np.split(plain, np.flatnonzero(np.diff(group)) + 1):
                 joined = "\0".join([texts[i] for i in part.tolist()]).encode("ascii")
-                yield _hash_batch(_buffer(joined, lengths[part]), part, np.zeros(len(part), np.int64))
+                batch = _hash_batch(_buffer(joined, lengths[part]), part, np.zeros(len(part), np.int64))
+                batch.ascii = True
+                yield batch
         chunks, owners, offsets, size = [], [], [], 0
         for index in np.flatnonzero(~whole).tolist():
             normalized = normalize(texts[index])
@@ -280,8 +284,9 @@ def _buffer(joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def _hash_batch(packed: tuple[np.ndarray, np.ndarray], owners, offsets) -> _Batch:
     """The words of `packed` (`pack`'s result), hashed; its chunk i is part of text `owners[i]`, starting at
     its word `offsets[i]`."""
-    prefix, piece_of_word, first_word = kernels.words(*packed)
+    word_hash, prefix, piece_of_word, first_word = kernels.words(*packed)
     return _Batch(
+        word_hash=word_hash,
         prefix=prefix,
         piece_of_word=piece_of_word,
         piece_first_word=first_word,

@@ -123,6 +123,10 @@ FILTERS: Mapping[str, FilterSpec] = MappingProxyType(
     }
 )
 
+# the reasons a pair is dropped for on its own (duplicates depend on the pairs kept before): codes 1, 2, ...
+_REASONS = (None, *(r for name, spec in FILTERS.items() if name != "duplicates" for r in spec.reasons))
+_UNGROUNDED, _REPETITIVE = _REASONS.index("ungrounded"), _REASONS.index("repetitive")
+
 _SHARES = {"free_form", "multiple_choice", "chain_of_thought", "multiple_choice_cot", "verbatim"}
 _SHARES |= {"max_repeated_ngrams", "max_word_share"}  # numbers in [0, 1]; every other parameter: int >= 0
 _POSITIVE = {"ngram", "max_char_run"}  # ints >= 1
@@ -226,8 +230,9 @@ class PairFilter:
         self._k = ground["ngram"] if ground else 1
         self._by_words = bool(ground) and self._k == 1  # grounding by words: measured in `_measure`
         self._tables = _word_tables()  # (its kernels compiled, or loaded, now: not in the first batch)
-        # the judging steps, in FILTERS order
-        self._steps = [getattr(self, f"_{name}") for name in FILTERS if name in self.filters]
+        # the filters that judge each pair on its own, in FILTERS order (duplicates, last, follows the kept ones)
+        self._steps = [getattr(self, f"_{name}") for name in FILTERS if name in self.filters and name != "duplicates"]
+        self._measured = self._by_words or "length" in self.filters or "repetition" in self.filters
 
     def judge(self, text: str, pairs: list[dict], seen: set[str] | None = None) -> list[str | None]:
         """Per pair, None (kept) or the reason of the first filter (in `FILTERS` order) that drops it.
@@ -235,51 +240,116 @@ class PairFilter:
         are added to it (so a caller threads one set through a document's chunks in order)."""
         return self.judge_many([text], [pairs], [set() if seen is None else seen])[0]
 
-    def judge_many(self, texts: list[str], pairs: list[list[dict]], seen: list[set[str]]) -> list[list[str | None]]:
+    def judge_many(
+        self, texts: list[str], pairs: list[list[dict]], seen: list[set[str]], words: dict | None = None
+    ) -> list[list[str | None]]:
         """`judge` of each text with its pairs and its `seen` set, in order (texts of one document in chunk
-        order, sharing one set). The pairs' words are counted, and their answer words looked up in the texts,
-        all at once (`_measure`)."""
-        parsed = [[_Pair(pair, self._unanswerable) for pair in row] for row in pairs]
-        self._measure(texts, parsed)
-        out = []
-        for text, row, seen_here in zip(texts, parsed, seen, strict=True):
-            ctx = _Text(text, self._k)
-            verdicts: list[str | None] = []
-            for p in row:
-                reason = None
-                for step in self._steps:
-                    reason = step(p, ctx, seen_here)
-                    if reason:
-                        break
-                if reason is None:
-                    seen_here.add(p.normalized)
-                verdicts.append(reason)
-            out.append(verdicts)
+        order, sharing one set): `reasons`, a list per text."""
+        reasons = self.reasons(texts, pairs, seen, words)
+        out, j = [], 0
+        for row in pairs:
+            out.append(reasons[j : j + len(row)])
+            j += len(row)
         return out
 
-    def _measure(self, texts: list[str], parsed: list[list[_Pair]]) -> None:
-        """Each pair's word statistics (`ngram_kernels.pair_stats`, in one compiled pass over every text and
-        pair of the batch): of its question stem, its response and, for grounding, the words grounding
-        measures (`_grounded_text`; the response itself for a free-form or verbatim pair). Few Python objects
-        are made per pair: the statistics stay in columns, each pair holds its rows' indexes."""
+    def reasons(
+        self, texts: list[str], pairs: list[list[dict]], seen: list[set[str] | None], words: dict | None = None
+    ) -> list[str | None]:
+        """`judge_many`'s verdicts end to end (each text's pairs, text after text). The pairs are parsed into
+        columns (`_parse`), their words counted and their answer words looked up in the texts all at once
+        (`_measure`); each filter then judges every pair at once, and the duplicates follow pair by pair. A
+        `seen` entry may be None: a text with no other chunk of its document here, whose questions are compared
+        among themselves only (and kept in no set). `words`: ASCII texts already hashed (text -> its word hashes,
+        as `BenchmarkIndex.hits` leaves them): those are not hashed again."""
+        if not len(texts) == len(pairs) == len(seen):
+            raise ValueError(f"judge_many: {len(texts)} texts, {len(pairs)} lists of pairs, {len(seen)} sets")
+        batch = self._parse(texts, pairs)
+        if self._measured:
+            self._measure(batch, words)
+        codes = np.zeros(len(batch.kinds), np.int64)
+        for step in reversed(self._steps):  # the first filter that drops a pair gives its reason
+            dropped = step(batch)
+            codes = np.where(dropped > 0, dropped, codes)
+        reasons = [_REASONS[c] for c in codes.tolist()]
+        dedupe, alone, j = "duplicates" in self.filters, set(), 0
+        for row, seen_here in zip(pairs, seen, strict=True):
+            if seen_here is None:  # its questions are compared among themselves only: none, with one kept
+                kept = sum(reasons[k] is None for k in range(j, j + len(row)))
+                if not dedupe or kept < 2:
+                    j += len(row)
+                    continue
+                seen_here = alone
+                alone.clear()
+            for pair in row:
+                if reasons[j] is None:
+                    question = normalize_question(pair["instruction"])
+                    if dedupe and question in seen_here:
+                        reasons[j] = "duplicate_question"
+                    else:
+                        seen_here.add(question)
+                j += 1
+        return reasons
+
+    def _parse(self, texts: list[str], pairs: list[list[dict]]) -> _Pairs:
+        """Each pair parsed (`parse_pair`) into the columns of a `_Pairs` (no object kept per pair): its family,
+        question stem, answer and response and, for grounding, what it measures (`measured`): the correct
+        option's text (multiple choice) or the final answer (chain of thought), after the rationale, with whether
+        that answer means "none of them" (`none`); None for the whole response (free form, verbatim: whether it
+        means "none of them" is asked later, only where it decides the verdict). With `_measured`, the strings
+        `_measure` counts the words of are laid out too: per pair its question stem, its response and, for
+        grounding by words, what grounding measures where that is not the response."""
+        batch = _Pairs(texts, pairs)
+        kinds, questions, answers, responses = batch.kinds, batch.questions, batch.answers, batch.responses
+        measured, none, strings, owner, ground = batch.measured, batch.none, batch.strings, batch.owner, batch.ground
+        at, answer = batch.at, batch.answer
+        unanswerable, grounding, by_words, laid_out = (
+            self._unanswerable,
+            "grounding" in self.filters,
+            self._by_words,
+            self._measured,
+        )
+        for t, row in enumerate(pairs):
+            for pair in row:
+                pp, response = parse_pair(pair, unanswerable)[0], pair["response"]
+                kind = pp.kind
+                kinds.append(kind)
+                questions.append(pp.question)
+                answers.append(pp.answer)
+                responses.append(response)
+                if grounding and kind in _MC:
+                    n = pp.correct == len(pp.options)
+                    g = pp.rationale + "\n" + ("" if n else pp.options[pp.correct])
+                elif grounding and kind == "chain_of_thought":
+                    n = unanswerable(pp.answer)
+                    g = pp.rationale + "\n" + ("" if n else pp.answer)
+                else:
+                    n, g = False, None
+                measured.append(g)
+                none.append(n)
+                if not laid_out:
+                    continue
+                a = len(strings)
+                at.append(a)
+                if g is None or not by_words:
+                    strings += (pp.question, response)
+                    owner += (t, t)
+                    ground += (False, by_words)
+                    answer.append(a + 1)
+                else:
+                    strings += (pp.question, response, g)
+                    owner += (t, t, t)
+                    ground += (False, False, True)
+                    answer.append(a + 2)
+        return batch
+
+    def _measure(self, batch: _Pairs, words: dict | None) -> None:
+        """The word statistics of the strings `_parse` laid out (`ngram_kernels.pair_stats`, in one compiled pass
+        over every text and pair of the batch) into `batch.stats` (strings x `ngram_kernels.STATS`)."""
         from ipt_data.quality import ngram_kernels, ngrams
 
-        strings, owner, ground = [], [], []
-        for t, row in enumerate(parsed):
-            for p in row:
-                answer = self._grounded_text(p) if self._by_words else None
-                p.at = len(strings)
-                strings += (p.parsed.question, p.response)
-                owner += (t, t)
-                ground += (False, answer is p.response)
-                if answer is None or answer is p.response:
-                    p.answer = p.at + 1
-                else:
-                    p.answer = p.at + 2
-                    strings.append(answer)
-                    owner.append(t)
-                    ground.append(True)
+        strings = batch.strings
         if not strings:
+            batch.stats = np.zeros((0, len(ngram_kernels.STATS)), np.int64)
             return
         joined = "".join(strings)
         if joined.isascii():
@@ -287,90 +357,120 @@ class PairFilter:
         else:
             encoded = [x.encode("utf-8") for x in strings]
             raw, raw_lengths = b"".join(encoded), map(len, encoded)
-        columns = ngram_kernels.pair_stats(
-            *ngrams.pack_texts(texts if self._by_words else [], _joined_words),
+        batch.stats = ngram_kernels.pair_stats(
+            *_text_words(batch.texts if self._by_words else [], words),
             *ngrams.pack_texts(strings, _joined_words),
             np.frombuffer(raw, np.uint8),
             np.cumsum(np.fromiter(raw_lengths, np.int64, len(strings))),
-            np.asarray(owner, np.int64),
-            np.asarray(ground, np.bool_),
+            np.asarray(batch.owner, np.int64),
+            np.asarray(batch.ground, np.bool_),
             *self._tables,
-        ).T.tolist()
-        for row in parsed:
-            for p in row:
-                p.stats = columns
+        )
 
-    def _grounded_text(self, p: _Pair) -> str:
-        """What grounding measures of a pair, by its family: the correct option's text (multiple choice) or the
-        final answer (chain of thought), after the rationale; the whole response (free form, verbatim), returned
-        as `p.response` itself. Sets `p.none` (the answer means "none of them") where it decides what is
-        measured; for a free-form or verbatim pair it is asked later, only where it decides the verdict."""
-        pp = p.parsed
-        if pp.kind in _MC:
-            p.none = pp.correct == len(pp.options)
-            return pp.rationale + "\n" + ("" if p.none else pp.options[pp.correct])
-        if pp.kind == "chain_of_thought":
-            p.none = self._unanswerable(pp.answer)
-            return pp.rationale + "\n" + ("" if p.none else pp.answer)
-        return p.response
-
-    def _means_none(self, p: _Pair) -> bool:
-        """Whether the pair's answer means "none of them" (`_unanswerable`; already known for multiple choice
+    def _means_none(self, batch: _Pairs, j: int) -> bool:
+        """Whether pair `j`'s answer means "none of them" (`_unanswerable`; already known for multiple choice
         and chain of thought)."""
-        kind = p.parsed.kind
-        return p.none if kind in _MC or kind == "chain_of_thought" else self._unanswerable(p.parsed.answer)
+        kind = batch.kinds[j]
+        return batch.none[j] if kind in _MC or kind == "chain_of_thought" else self._unanswerable(batch.answers[j])
 
-    def _grounding(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        kind = p.parsed.kind
-        if self._by_words:
-            content, found, yes_no = (p.stats[c][p.answer] for c in (_CONTENT, _FOUND, _YES_NO))
-            if not content:
-                return None if yes_no or self._means_none(p) else "ungrounded"
-            share = found / content
-        else:
-            words = _words(self._grounded_text(p))
-            content = {w for w in words if w not in STOPWORDS and w not in YES_NO}
-            if not content:
-                return None if YES_NO.intersection(words) or self._means_none(p) else "ungrounded"
-            grams = {g for g in _grams(words, self._k) if not content.isdisjoint(g)}
-            if grams:
-                share = len(grams & ctx.grams) / len(grams)
-            else:
-                share = len(content & set(ctx.words)) / len(content)
-        if share >= self.filters["grounding"][kind]:
-            return None
-        # a free-form "none of them" is grounded outright: an answer about the text, not from it
-        return None if kind == "free_form" and self._means_none(p) else "ungrounded"
+    def _grounding(self, batch: _Pairs) -> np.ndarray:
+        """`_UNGROUNDED` where a pair's answer is not grounded in its text, else 0."""
+        if not self._by_words:
+            return self._grounding_by_grams(batch)
+        params, answer = self.filters["grounding"], np.asarray(batch.answer, np.int64)
+        content, found, yes_no = (batch.stats[answer, c] for c in (_CONTENT, _FOUND, _YES_NO))
+        threshold = np.fromiter(map(params.__getitem__, batch.kinds), np.float64, len(batch.kinds))
+        low = (content > 0) & (found / np.maximum(content, 1) < threshold)  # the share of content words found
+        maybe = np.flatnonzero(low | ((content == 0) & (yes_no == 0)))
+        dropped = []
+        for j, has_content in zip(maybe.tolist(), content[maybe].tolist(), strict=True):
+            if has_content:  # a free-form "none of them" is grounded outright: an answer about the text, not from it
+                grounded = batch.kinds[j] == "free_form" and self._means_none(batch, j)
+            else:  # no content word (nor a yes/no one): grounded when it means "none of them"
+                grounded = self._means_none(batch, j)
+            if not grounded:
+                dropped.append(j)
+        out = np.zeros(len(batch.kinds), np.int64)
+        out[dropped] = _UNGROUNDED
+        return out
 
-    def _length(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        params, words = self.filters["length"], p.stats[_WORDS]
-        q, a = words[p.at], words[p.at + 1]
-        if q < params["min_question_words"]:
-            return "question_too_short"
-        if q > params["max_question_words"]:
-            return "question_too_long"
-        if a < params["min_answer_words"]:
-            return "answer_too_short"
-        if a > params["max_answer_words"]:
-            return "answer_too_long"
-        return None
+    def _grounding_by_grams(self, batch: _Pairs) -> np.ndarray:
+        """`_grounding` with `ngram: k > 1`: the answer's word k-grams that hold a content word looked up among
+        the text's k-grams (by words when it has none), pair by pair."""
+        params = self.filters["grounding"]
+        out = np.zeros(len(batch.kinds), np.int64)
+        contexts: dict[int, _Text] = {}
+        j = 0
+        for t, row in enumerate(batch.pairs):
+            for _ in row:
+                kind, measured = batch.kinds[j], batch.measured[j]
+                words = _words(batch.responses[j] if measured is None else measured)
+                content = {w for w in words if w not in STOPWORDS and w not in YES_NO}
+                if not content:
+                    grounded = bool(YES_NO.intersection(words)) or self._means_none(batch, j)
+                else:
+                    ctx = contexts.get(t) or contexts.setdefault(t, _Text(batch.texts[t], self._k))
+                    grams = {g for g in _grams(words, self._k) if not content.isdisjoint(g)}
+                    if grams:
+                        share = len(grams & ctx.grams) / len(grams)
+                    else:
+                        share = len(content & set(ctx.words)) / len(content)
+                    grounded = share >= params[kind] or (kind == "free_form" and self._means_none(batch, j))
+                out[j] = 0 if grounded else _UNGROUNDED
+                j += 1
+        return out
 
-    def _repetition(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        params = self.filters["repetition"]
-        words, repeats, top, run = p.stats[_WORDS], p.stats[_REPEATS], p.stats[_TOP], p.stats[_RUN]
-        for raw, i in ((p.parsed.question, p.at), (p.response, p.at + 1)):
-            n = words[i]
-            if n >= 10 and 1 - (n - 2 - repeats[i]) / (n - 2) > params["max_repeated_ngrams"]:
-                return "repetitive"
-            if n >= 8 and top[i] / n > params["max_word_share"]:
-                return "repetitive"
-            # a run of one character: of one byte in an ASCII string; searched for in any other
-            if run[i] >= self._run if raw.isascii() else self._char_run.search(raw):
-                return "repetitive"
-        return None
+    def _length(self, batch: _Pairs) -> np.ndarray:
+        """The code of `question_too_short`, `question_too_long`, `answer_too_short` or `answer_too_long` (the
+        first that holds), else 0: word counts of a pair's question stem and of its response."""
+        params, words, at = self.filters["length"], batch.stats[:, _WORDS], np.asarray(batch.at, np.int64)
+        q, a = words[at], words[at + 1]
+        bounds = [
+            q < params["min_question_words"],
+            q > params["max_question_words"],
+            a < params["min_answer_words"],
+            a > params["max_answer_words"],
+        ]
+        return np.select(bounds, [_REASONS.index(r) for r in FILTERS["length"].reasons], 0)
 
-    def _duplicates(self, p: _Pair, ctx: _Text, seen: set[str]) -> str | None:
-        return "duplicate_question" if p.normalized in seen else None
+    def _repetition(self, batch: _Pairs) -> np.ndarray:
+        """`_REPETITIVE` where a pair's question stem or response loops, else 0: the share of its word 3-grams
+        that repeat an earlier one (>= 10 words), the share of its most frequent word (>= 8 words), a run of one
+        non-space character."""
+        params, stats = self.filters["repetition"], batch.stats
+        at = np.asarray(batch.at, np.int64)
+        rows = np.concatenate([at, at + 1])  # every question stem, then every response
+        n, repeats, top, run = (stats[rows, c] for c in (_WORDS, _REPEATS, _TOP, _RUN))
+        loops = (n >= 10) & (1 - (n - 2 - repeats) / np.maximum(n - 2, 1) > params["max_repeated_ngrams"])
+        loops |= (n >= 8) & (top / np.maximum(n, 1) > params["max_word_share"])
+        # a run of one character: of one byte in an ASCII string; searched for in any other
+        raw = batch.questions + batch.responses
+        ascii_ = np.fromiter(map(str.isascii, raw), np.bool_, len(raw))
+        loops |= ascii_ & (run >= self._run)
+        for i in np.flatnonzero(~ascii_ & ~loops).tolist():
+            loops[i] = self._char_run.search(raw[i]) is not None
+        m = len(batch.kinds)
+        return np.where(loops[:m] | loops[m:], _REPETITIVE, 0)
+
+
+def _text_words(texts: list[str], known: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """`(word hashes, each text's first word, then the word count)` of `texts` (`ngram_kernels.scan` of
+    `ngrams.pack_texts(texts)`): those of an ASCII text in `known` taken from it, the others hashed."""
+    from ipt_data.quality import ngram_kernels, ngrams
+
+    found = [known.get(t) for t in texts] if known else []
+    if not any(h is not None for h in found):
+        hashes, _, first = ngram_kernels.scan(*ngrams.pack_texts(texts, _joined_words))
+        return hashes, first
+    missing = [i for i, h in enumerate(found) if h is None]
+    if missing:
+        hashes, _, first = ngram_kernels.scan(*ngrams.pack_texts([texts[i] for i in missing], _joined_words))
+        bounds = first.tolist()
+        for j, i in enumerate(missing):
+            found[i] = hashes[bounds[j] : bounds[j + 1]]
+    first = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, found), np.int64, len(found)), out=first[1:])
+    return np.concatenate(found), first
 
 
 def _joined_words(text: str) -> str:
@@ -418,25 +518,30 @@ class _Text:
         return self._grams
 
 
-class _Pair:
-    """One pair's parse, and where its word statistics are once `PairFilter._measure` has run: the columns
-    `stats` (`ngram_kernels.STATS`), rows `at` (its question stem), `at + 1` (its response) and `answer` (what
-    grounding measures; -1: nothing)."""
+class _Pairs:
+    """The pairs of a batch being judged (`PairFilter.judge_many`), in columns of one value per pair (each text's
+    pairs in order): `kinds`, `questions` (the stems), `answers`, `responses`, `measured` and `none` (what
+    grounding measures, `PairFilter._parse`); the strings whose words are counted (`strings`, each about text
+    `owner[i]`, `ground[i]`: measured against it) with each pair's rows among them, `at` (its question stem),
+    `at + 1` (its response) and `answer` (what grounding measures); their statistics once `PairFilter._measure`
+    has run (`stats`: strings x `ngram_kernels.STATS`)."""
 
-    __slots__ = ("parsed", "response", "_instruction", "_normalized", "stats", "at", "answer", "none")
+    __slots__ = (
+        "texts", "pairs", "kinds", "questions", "answers", "responses", "measured", "none",
+        "strings", "owner", "ground", "at", "answer", "stats",
+    )  # fmt: skip
 
-    def __init__(self, pair: dict, unanswerable: Unanswerable):
-        self.parsed, _ = parse_pair(pair, unanswerable)
-        self.response = pair["response"]
-        self._instruction = pair["instruction"]
-        self._normalized: str | None = None
-        self.stats: list[list[int]] = []
-        self.at = self.answer = -1
-        self.none = False
-
-    @property
-    def normalized(self) -> str:
-        """The question as duplicates compares it (`normalize_question` of the whole instruction)."""
-        if self._normalized is None:
-            self._normalized = normalize_question(self._instruction)
-        return self._normalized
+    def __init__(self, texts: list[str], pairs: list[list[dict]]):
+        self.texts, self.pairs = texts, pairs
+        self.kinds: list[str] = []
+        self.questions: list[str] = []
+        self.answers: list[str] = []
+        self.responses: list[str] = []
+        self.measured: list[str | None] = []
+        self.none: list[bool] = []
+        self.strings: list[str] = []
+        self.owner: list[int] = []
+        self.ground: list[bool] = []
+        self.at: list[int] = []
+        self.answer: list[int] = []
+        self.stats = np.zeros((0, 8), np.int64)

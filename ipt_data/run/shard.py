@@ -115,9 +115,15 @@ def process_shard(
     the wait short); the batches keep their place, so the shard is the one an engine that never failed makes."""
     start, rows = task.start, task.read()
     stages = active_stages(config, config.resolved_work_dir()) if stages is None else stages
-    shared = ShardContext(task.k, start, None)
+    words = {} if any(a.stage.takes_words(a.options) for a in stages) else None
+    shared = ShardContext(task.k, start, None, words=words)
     contexts = [
-        (a.stage, ShardContext(task.k, start, a.options, a.state, shared.stats, shared.records, shared.raw_because))
+        (
+            a.stage,
+            ShardContext(
+                task.k, start, a.options, a.state, shared.stats, shared.records, shared.raw_because, words=words
+            ),
+        )
         for a in stages
     ]
     convert, raw, rejects = route(rows, start, config)
@@ -130,6 +136,8 @@ def process_shard(
         if stage.on_rows is not None:
             with _timed(seconds, stage.name):
                 convert, raw, rejects = _screen(stage, ctx, texts, convert, raw, rejects, start)
+    if words:  # the word hashes of texts that are not synthesized are not wanted
+        _forget(words, texts, raw)
     raw_tokens: list[int] = []
     size = config.batch_size
     raw_share = -(-len(raw) // max(1, -(-len(convert) // size)))  # raw rows counted after each batch handed over
@@ -155,6 +163,9 @@ def process_shard(
                     max_new_tokens=config.max_new_tokens,
                     ids_column=TEXT_IDS,  # each chunk's ids, counted here, are the ones its prompt and demo use
                 )
+            if words:  # nor are those of texts cut into chunks (a chunk is not its text)
+                cut = [int(d) - start for d, c in zip(chunks["doc_id"], chunks["chunk"], strict=True) if c == 1]
+                _forget(words, texts, cut)
             for key, values in chunks.items():
                 pending.setdefault(key, []).extend(values)
             while len(pending["text"]) >= size:
@@ -271,6 +282,12 @@ def _screen(
         return convert, raw, rejects
     rejects = sorted(rejects + out, key=lambda r: r["row"])
     return [i for i in convert if not reasons[i]], [i for i in raw if not reasons[i]], rejects
+
+
+def _forget(words: dict, texts: list, rows) -> None:
+    """The word hashes of the texts of `rows` out of `words` (`ShardContext.words`)."""
+    for i in rows:
+        words.pop(texts[i], None)
 
 
 @contextlib.contextmanager

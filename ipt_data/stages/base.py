@@ -94,6 +94,9 @@ class Stage:
     on_synthesized: Callable | None = None
     on_rendered: Callable | None = None
     summarize: Callable[[ShardData], dict] | None = None  # the stage's statistics of a finished shard
+    # options -> whether the stage takes the word hashes an earlier point leaves (`ShardContext.words`); when no
+    # acting stage does, none are left
+    takes_words: Callable[[Any], bool] = lambda options: False
 
     def option_values(self, config) -> Any:
         """The stage's options: `config` itself when `AugmentConfig` inherits them (the built-in stages), else
@@ -136,6 +139,10 @@ class ShardContext:
     raw_because: dict[str, str] = field(default_factory=dict)  # chunk key -> why its text is published raw
     synthesized: dict | None = None  # for `on_rendered`: the synthesized batch its texts were rendered from
     rows: list[int] | None = None  # for `on_rows`: the input row number of each text
+    # ASCII text -> the hashes of its words (`ngram_kernels.scan`), left by a stage that hashed them (the input
+    # texts' decontamination) for a later one (the grounding filter) to take rather than hash them again; one per
+    # shard, None when no acting stage takes them (`Stage.takes_words`)
+    words: dict | None = None
 
     def count(self, path: str | tuple[str, ...], n: int = 1) -> None:
         """Add `n` to the statistic at `path` of the shard's stats: dotted, or a tuple of keys (names that may

@@ -132,7 +132,7 @@ def screen_texts(texts: list[str], ctx: ShardContext) -> list[str | None]:
     rows = ctx.rows or list(range(len(texts)))
     if len(rows) != len(texts):
         raise ValueError(f"screen_texts: {len(texts)} texts but {len(rows)} row numbers")
-    for i, hits in sorted(ctx.state.hits(texts).items()):
+    for i, hits in sorted(ctx.state.hits(texts, ctx.words).items()):
         for hit in hits:
             _count(ctx, hit, "texts", action, row=rows[i])
         if action == "drop":

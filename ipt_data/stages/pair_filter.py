@@ -7,6 +7,7 @@ text left with no pair is published raw (reason `filtered`)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,24 +54,32 @@ def filter_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
     """`on_synthesized`: each row's pairs judged (`ctx.state`, a `PairFilter`); duplicate questions are looked
     for among the earlier chunks of the same document in the batch, in chunk order."""
     keys = row_keys(batch, batch["text"])
-    seen: dict[Any, set[str]] = {}
     new_pairs: dict[str, list] = {}
     order = sorted(range(len(keys)), key=lambda i: (batch["doc_id"][i], batch["chunk"][i]))
     order = [i for i in order if batch["pairs"][i]]
-    judged = ctx.state.judge_many(
-        [batch["text"][i] for i in order],
-        [batch["pairs"][i] for i in order],
-        [seen.setdefault(batch["doc_id"][i], set()) for i in order],
-    )
-    for i, verdicts in zip(order, judged, strict=True):
+    texts = [batch["text"][i] for i in order]
+    docs = Counter(batch["doc_id"][i] for i in order)  # a document with one chunk here needs no set of its own
+    seen: dict[Any, set[str]] = {}
+    seen_in = [seen.setdefault(batch["doc_id"][i], set()) if docs[batch["doc_id"][i]] > 1 else None for i in order]
+    reasons = ctx.state.reasons(texts, [batch["pairs"][i] for i in order], seen_in, ctx.words)
+    if ctx.words:  # taken: not wanted again
+        for text in texts:
+            ctx.words.pop(text, None)
+    dropped: dict[str, int] = {}  # reason -> pairs (counted once per batch, in the order first met)
+    j = 0
+    for i in order:
         pairs = batch["pairs"][i]
+        verdicts = reasons[j : j + len(pairs)]
+        j += len(pairs)
         if not any(verdicts):
             continue
         new_pairs[keys[i]] = [p for p, why in zip(pairs, verdicts, strict=True) if why is None]
         for pair, why in zip(pairs, verdicts, strict=True):
             if why is not None:
-                ctx.count(f"filtered.{why}")
+                dropped[why] = dropped.get(why, 0) + 1
                 ctx.record(stage="pair_filter", source=keys[i], reason=why, **pair)
+    for why, n in dropped.items():
+        ctx.count(("filtered", why), n)
     if not new_pairs:
         return batch
     batch, emptied = rewrite_pairs(batch, new_pairs)
@@ -93,4 +102,5 @@ STAGE = Stage(
     enabled=lambda options: bool(options.filters),
     prepare=_prepare,
     on_synthesized=filter_pairs,
+    takes_words=lambda options: (canonical(options.filters) or {}).get("grounding", {}).get("ngram") == 1,
 )
