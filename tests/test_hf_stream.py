@@ -235,3 +235,44 @@ def test_closing_answers_every_prompt_not_yet_answered(prompts):
     assert all(a.finish_reason == "stop" or a.error == "the hf engine was closed" for a in answers)
     assert engine.submit(prompts[0], max_new_tokens=4).result().error == "the hf engine is closed"
     assert not engine._manager.is_running() and not engine._reader.is_alive()
+
+
+def test_a_change_of_sampling_while_prompts_run_waits_for_them(static, prompts):
+    """The manager is replaced only once none of our prompts is in it: those of the old sampling are answered."""
+    engine = HFStreamingEngine(TINY_SYNTHESIZER, device="cpu", **SMALL)
+    try:
+        greedy = [engine.submit(p, max_new_tokens=200) for p in prompts[:6]]
+        sampled = engine.submit(prompts[6], max_new_tokens=16, temperature=0.8, seed=1)
+        assert [f.result(timeout=120) for f in greedy] == static.generate(prompts[:6], max_new_tokens=200)
+        assert sampled.result(timeout=120).completion_tokens > 0 and engine.in_flight == 0
+    finally:
+        engine.close()
+
+
+def test_one_poisoned_prompt_among_many_costs_a_few_retries_in_halves_and_frees_each_dead_cache(static, prompts):
+    import gc
+    import weakref
+
+    from transformers.generation.continuous_batching import continuous_api
+
+    caches, alive_at_start = [], []
+    create = continuous_api.ContinuousBatchingManager._create_batch_processor
+
+    def spy(manager):
+        gc.collect()
+        alive_at_start.append(sum(c() is not None for c in caches))
+        processor = create(manager)
+        caches.append(weakref.ref(processor.cache))
+        return processor
+
+    continuous_api.ContinuousBatchingManager._create_batch_processor = spy
+    engine = HFStreamingEngine(TINY_SYNTHESIZER, device="cpu", **SMALL)
+    try:
+        batch = prompts * 2 + [POISON]  # 21 prompts, one of them poisoned
+        out = engine.generate(batch, max_new_tokens=8)
+    finally:
+        continuous_api.ContinuousBatchingManager._create_batch_processor = create
+        engine.close()
+    assert out[:-1] == static.generate(prompts, max_new_tokens=8) * 2 and out[-1].finish_reason == "error"
+    assert 3 <= len(alive_at_start) <= 13  # the first, then halving: ~2 log2(21) managers, not one per prompt (21)
+    assert alive_at_start and max(alive_at_start) == 0  # each dead manager's cache freed before the next is made

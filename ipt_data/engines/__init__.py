@@ -74,15 +74,19 @@ def _build_hf(model: str, device: str, continuous: bool | None = None, **options
     manager cannot be started (a model without paged attention, say) the static engine serves instead, with
     a warning, unless `continuous=True` asked for it. The static engine ignores the continuous path's
     settings (`STREAMING_HF_OPTIONS`), so one recipe serves a GPU and a CPU smoke test."""
+    import inspect
+
     from ipt_data.engines.hf import HFEngine
 
+    known = set(inspect.signature(HFEngine).parameters) | set(STREAMING_HF_OPTIONS)
+    unknown = sorted(set(options) - known)
+    if unknown:  # said here: a TypeError from inside transformers must not read as one of ours
+        raise TypeError(f"HFEngine() got an unexpected keyword argument {unknown[0]!r}")
     if continuous or continuous is None and device.startswith("cuda"):
         from ipt_data.engines.hf_stream import HFStreamingEngine
 
         try:
             return HFStreamingEngine(model, device=device, **options)
-        except TypeError:
-            raise  # an unknown option: load_engine says so
         except Exception as exc:
             if continuous:
                 raise

@@ -7,10 +7,15 @@ needs. The default on CUDA; on a CPU the static path (`HFEngine`) stays the defa
 batching with default cache settings is far slower), and it is the fallback wherever a manager cannot be
 started.
 
-Fault isolation: the manager runs a step for many prompts at once, so one poisoned prompt fails its whole
-step. A prompt that comes back failed is retried once alone (the others wait meanwhile); only a prompt
-that fails alone gets an error completion. If the manager's loop dies, a new one is started for the
-retries. Cancelling a future drops its prompt, queued or running. Greedy outputs equal the static path's.
+Fault isolation: any error in a step kills transformers' manager and fails every prompt in it (a poisoned
+prompt, a cache too small for one, out of memory). The failed prompts are retried on a new manager in
+halves, one group at a time (later prompts wait), down to single prompts: only a prompt that fails alone
+gets an error completion, after about 2 log2(n) retries for one bad prompt among n. A manager is replaced
+only once none of our prompts is left in it, so no answer is lost with it, and a dead one's KV cache is
+freed before the next is sized. Cancelling a future drops its prompt, queued or running. A change of
+sampling (temperature, seed) waits for the prompts of the previous one, then restarts the manager; sampled
+completions depend on which prompts share a step (the seed is the manager's, not the prompt's). Greedy
+completions equal the static path's (float32 on a CPU; bf16 kernels on a GPU may differ in a few tokens).
 
 Options (`engine_options`, on top of `HFEngine`'s): `cache_blocks` (KV cache blocks; from free GPU memory
 when unset), `page_size` (tokens a block holds per layer), `max_batch_tokens` (tokens one step may take),
@@ -23,15 +28,19 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import gc
 import itertools
 import logging
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
+
+import torch
 
 from ipt_data.engines.base import Completion, SubmitsEach, resolved, settle, unservable
 from ipt_data.engines.hf import HFEngine
@@ -45,7 +54,6 @@ class _Request:
     room: int  # new tokens it may generate
     sampling: tuple[float, int]  # (temperature, seed): one manager serves one
     future: Future
-    alone: bool = False  # failed among others: is retried alone
 
 
 class HFStreamingEngine(SubmitsEach, HFEngine):
@@ -79,9 +87,11 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
             self.model.set_attn_implementation(attn_implementation)
         self._lock = threading.RLock()
         self._ids = itertools.count()
-        self._running: dict[str, _Request] = {}  # in the manager, by our request id
-        self._alone: deque[_Request] = deque()  # failed among others, to retry one at a time
-        self._waiting: deque[_Request] = deque()  # held back while a prompt runs alone or sampling changes
+        self._running: dict[str, _Request] = {}  # in the manager (`self._manager`), by our request id
+        self._group = 0  # the size of the retried group running now (0: no retry running)
+        self._failed: list[_Request] = []  # failed since the manager was last empty: to retry, in halves
+        self._retry: deque[list[_Request]] = deque()  # groups to retry, one at a time, in order
+        self._waiting: deque[_Request] = deque()  # held back: while retries run, or for a change of sampling
         self._closed = False
         self._busy = threading.Event()  # set while a prompt is in the manager: the reader reads
         self._sampling: tuple[float, int] = (0.0, 0)
@@ -97,9 +107,12 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
 
     @property
     def in_flight(self) -> int:
-        """Prompts submitted and not yet answered (running, retried alone or waiting)."""
+        """Prompts submitted and neither answered nor cancelled (running, to retry or waiting)."""
         with self._lock:
-            return len(self._running) + len(self._alone) + len(self._waiting)
+            return sum(not r.future.cancelled() for r in self._pending())
+
+    def _pending(self) -> list[_Request]:
+        return [*self._running.values(), *self._failed, *(r for g in self._retry for r in g), *self._waiting]
 
     # ---- the caller's side ----
 
@@ -118,24 +131,28 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
         with self._lock:
             if self._closed:
                 return resolved(Completion.failed(len(prompt), "the hf engine is closed"))
-            if self._alone or self._waiting or self._running_alone():
+            if self._group or self._failed or self._retry or self._waiting or self._running and not self._fits(request):
                 self._waiting.append(request)
             else:
-                self._admit(request)
+                self._admit([request])
         return request.future
 
+    def _fits(self, request: _Request) -> bool:
+        """Whether `request` can join the manager now: it takes new prompts, and of the same sampling."""
+        return request.sampling == self._sampling and _usable(self._manager)
+
     def close(self) -> None:
-        """Answer every prompt not yet answered with an error, and stop the manager's loop."""
+        """Answer every prompt not yet answered with an error, and stop the manager at once."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            pending = [*self._running.values(), *self._alone, *self._waiting]
-            self._running.clear(), self._alone.clear(), self._waiting.clear()
+            pending = self._pending()
+            self._running.clear(), self._failed.clear(), self._retry.clear(), self._waiting.clear()
             self._busy.set()  # the reader wakes and sees the engine closed
         for request in pending:
             settle(request.future, Completion.failed(len(request.prompt), "the hf engine was closed"))
-        self._stop(self._manager)
+        self._discard(self._manager, hard=True)
         self._reader.join(timeout=30)
 
     # ---- the manager ----
@@ -173,55 +190,83 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
     def release(self) -> None:
         """Stop the manager and free its KV cache while nothing is in flight (the next prompt starts a new one)."""
         with self._lock:
-            if not (self._running or self._alone or self._waiting):
-                self._stop(self._manager)
+            if not self.in_flight:
+                self._discard(self._manager)
 
     def _start(self, sampling: tuple[float, int]):
         config = self.batching_config(sampling)
         manager = self.model.init_continuous_batching(
             generation_config=self.generation_config(sampling), continuous_batching_config=config
         )
-        if config.use_cuda_graph and hasattr(manager, "warmup"):
-            manager.warmup()
+        graphs = manager.continuous_batching_config.use_cuda_graph  # as transformers resolved it
+        if (any(graphs) if isinstance(graphs, tuple) else graphs) and hasattr(manager, "warmup"):
+            manager.warmup()  # the graphs captured now, not while serving
         manager.start()
         self._sampling = sampling
         log.info("hf continuous batching started: %s", manager.continuous_batching_config)
         return manager
 
-    def _stop(self, manager) -> None:
-        if not manager.is_running():  # stopped already, or its loop died (a new one is started for what is left)
-            return
-        try:
-            manager.stop(block=True, timeout=30)
-        except Exception as exc:  # noqa: BLE001 - a manager that cannot stop cleanly is dropped anyway
-            log.warning("the hf continuous batching manager did not stop cleanly: %s: %s", type(exc).__name__, exc)
+    def _discard(self, manager, hard: bool = False) -> None:
+        """Stop `manager` (none of our prompts is in it, or they are answered already) and free its KV cache,
+        a dead one's too (its error's traceback would hold it): the next manager sizes its cache from free
+        memory."""
+        if manager.is_running():
+            try:
+                manager.stop(block=True, timeout=30, hard_stop=hard)
+            except Exception as exc:  # noqa: BLE001 - a manager that cannot stop cleanly is dropped anyway
+                log.warning("the hf continuous batching manager did not stop cleanly: %s: %s", type(exc).__name__, exc)
+        manager.batch_processor = None
+        status = getattr(manager, "background_thread_status", None)
+        error = getattr(status, "fatal_error", None)
+        if error is not None:
+            traceback.clear_frames(error.__traceback__)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
-    def _admit(self, request: _Request) -> None:
-        """Into the manager now (the lock held): restarted first if its loop died or the sampling differs."""
-        if request.future.cancelled():
+    def _admit(self, requests: list[_Request]) -> None:
+        """Into the manager now (the lock held; nothing running, or they fit it): a new manager first when
+        nothing runs and the one there takes no prompts or serves another sampling."""
+        requests = [r for r in requests if not r.future.cancelled()]
+        if not requests:
             return
-        try:
-            if request.sampling != self._sampling or not self._manager.is_running():
-                self._stop(self._manager)
-                self._manager = self._start(request.sampling)
+        if not self._running and not self._fits(requests[0]):
+            if not self._restart(requests):
+                return
+        for k, request in enumerate(requests):
             request_id = f"ipt-{next(self._ids)}"
-            eos = -1 if self.ignore_eos else self.eos_id
-            added = self._manager.add_request(
-                request.prompt, request_id=request_id, max_new_tokens=request.room, eos_token_id=eos
-            )
-            if added is None:
-                raise RuntimeError("the continuous batching manager refused the prompt")
-        except Exception as exc:  # noqa: BLE001 - a prompt that cannot be added fails alone
-            settle(request.future, Completion.raised(len(request.prompt), exc))
-            return
-        self._running[request_id] = request
-        self._busy.set()
-        request.future.add_done_callback(lambda f: f.cancelled() and self._cancel(request_id))
+            try:
+                added = self._add(request, request_id)
+                if added is None and not self._running and self._restart(requests[k:]):
+                    added = self._add(request, request_id)  # the manager died just now: once on a new one
+            except Exception as exc:  # noqa: BLE001 - a prompt the manager will not take fails alone
+                settle(request.future, Completion.raised(len(request.prompt), exc))
+                continue
+            if added is None:  # the manager is dying with prompts of ours in it: after them
+                self._waiting.extendleft(reversed(requests[k:]))
+                return
+            self._running[request_id] = request
+            self._busy.set()
+            request.future.add_done_callback(lambda f, rid=request_id: f.cancelled() and self._cancel(rid))
 
-    def _running_alone(self) -> bool:
-        """Whether a retried prompt is running (alone: it was admitted with nothing else running, and nothing
-        is admitted beside it)."""
-        return len(self._running) == 1 and next(iter(self._running.values())).alone
+    def _add(self, request: _Request, request_id: str) -> str | None:
+        eos = -1 if self.ignore_eos else self.eos_id
+        return self._manager.add_request(
+            request.prompt, request_id=request_id, max_new_tokens=request.room, eos_token_id=eos
+        )
+
+    def _restart(self, requests: list[_Request]) -> bool:
+        """A new manager for `requests[0]`'s sampling (nothing running); when it cannot start, `requests` are
+        answered with the error."""
+        self._discard(self._manager)
+        try:
+            self._manager = self._start(requests[0].sampling)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the prompts fail, not the caller
+            log.error("hf: a continuous batching manager did not start: %s: %s", type(exc).__name__, exc)
+            for request in requests:
+                settle(request.future, Completion.raised(len(request.prompt), exc))
+            return False
 
     def _cancel(self, request_id: str) -> None:
         with self._lock:
@@ -230,15 +275,28 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
                 self._advance()
 
     def _advance(self) -> None:
-        """Once nothing runs (the lock held): the next prompt to retry alone, else everything held back, in order
-        (a change of sampling waits for the prompts of the previous one to finish)."""
-        while not self._running and (self._alone or self._waiting):
-            if self._alone:
-                self._admit(self._alone.popleft())
+        """Once nothing runs (the lock held): the prompts that failed since, split in halves and retried first,
+        one group at a time; then everything held back, in order (a change of sampling waits for the prompts
+        of the previous one to finish)."""
+        if self._running:
+            return
+        if self._failed:
+            failed, half = self._failed, (len(self._failed) + 1) // 2
+            self._failed = []
+            self._retry.extendleft(reversed([g for g in (failed[:half], failed[half:]) if g]))
+        self._group = 0
+        while not self._running and (self._retry or self._waiting):
+            if self._retry:
+                group = [r for r in self._retry.popleft() if not r.future.cancelled()]
+                self._group = len(group)
+                self._admit(group)
+                if not self._running:
+                    self._group = 0
                 continue
-            sampling = self._waiting[0].sampling
+            sampling, now = self._waiting[0].sampling, []
             while self._waiting and self._waiting[0].sampling == sampling:
-                self._admit(self._waiting.popleft())
+                now.append(self._waiting.popleft())
+            self._admit(now)
         if not self._running:
             self._busy.clear()
 
@@ -247,18 +305,26 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
     def _read(self) -> None:
         """Answers the prompts as their outputs come; sleeps while none is in the manager (a released or
         replaced manager answers `get_result` at once: polling it would spin and starve generation)."""
-        while not self._closed:
-            if not self._busy.wait(timeout=1.0):
-                continue
-            manager = self._manager
-            output = manager.get_result(timeout=0.1)
-            if output is None:
-                if not manager.is_running():
-                    self._lost(manager)
-                time.sleep(0.005)  # a manager with a fatal error answers None at once too
-                continue
-            if output.is_finished():
-                self._finished(output)
+        try:
+            while not self._closed:
+                if not self._busy.wait(timeout=1.0):
+                    continue
+                manager = self._manager
+                output = manager.get_result(timeout=0.1)
+                if output is None:
+                    if not manager.is_running():
+                        self._lost(manager)
+                    time.sleep(0.005)  # a manager with a fatal error answers None at once too
+                elif output.is_finished():
+                    self._finished(output)
+        except BaseException as exc:  # noqa: BLE001 - the reader must never die leaving futures unanswered
+            log.error("the hf engine's reader stopped: %s: %s", type(exc).__name__, exc)
+            with self._lock:
+                self._closed = True
+                pending = self._pending()
+                self._running.clear(), self._failed.clear(), self._retry.clear(), self._waiting.clear()
+            for request in pending:
+                settle(request.future, Completion.failed(len(request.prompt), f"the hf engine stopped: {exc}"))
 
     def _finished(self, output) -> None:
         if output.error is None:  # decoded outside the lock: submit() is not held up
@@ -272,28 +338,39 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
                 return
             if output.error is None:
                 settle(request.future, Completion(text, "stop" if stop else "length", len(request.prompt), len(tokens)))
-            elif request.alone or not self._running and not self._alone:
+            elif self._group == 1:
                 log.warning("a prompt of %d tokens failed alone: %s", len(request.prompt), output.error)
                 settle(request.future, Completion.failed(len(request.prompt), f"generation failed: {output.error}"))
             else:
-                request.alone = True
-                self._alone.append(request)
+                self._failed.append(request)
             self._advance()
 
     def _lost(self, manager) -> None:
-        """The manager's loop stopped with prompts in it: they are retried alone, on a new manager."""
+        """The manager's loop stopped: its last outputs read, the prompts still in it are retried (in halves,
+        on a new manager) or, when they ran alone, fail."""
         with self._lock:
             if manager is not self._manager or self._closed or not self._running:
                 return
+            while (output := manager.get_result(timeout=0)) is not None:  # delivered as the loop stopped
+                if output.is_finished():
+                    self._finished(output)
+            if not self._running:
+                return
             log.error("the hf continuous batching loop stopped with %d prompts running", len(self._running))
-            for request in self._running.values():
-                if request.alone:
-                    settle(request.future, Completion.failed(len(request.prompt), "the generation loop stopped"))
-                else:
-                    request.alone = True
-                    self._alone.append(request)
+            lost = list(self._running.values())
             self._running.clear()
+            if self._group == 1:
+                for request in lost:
+                    settle(request.future, Completion.failed(len(request.prompt), "the generation loop stopped"))
+            else:
+                self._failed += lost
             self._advance()
+
+
+def _usable(manager) -> bool:
+    """Whether `manager` takes new prompts: its loop runs and is neither stopping nor dead."""
+    status = getattr(manager, "background_thread_status", None)
+    return manager.is_running() and (status is None or status.can_accept_new_requests() is None)
 
 
 def _close_at_exit(engine: HFStreamingEngine) -> None:
