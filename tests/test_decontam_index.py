@@ -455,3 +455,45 @@ def test_the_word_hashes_left_for_the_grounding_filter_are_those_it_would_make(i
     plain = judge.judge_many(batch, pairs, [set() for _ in batch])
     assert judge.judge_many(batch, pairs, [set() for _ in batch], words) == plain
     assert [v[:1] for v in plain] == [[None], ["ungrounded"], [None], ["ungrounded"], ["ungrounded"], []]
+
+
+def test_the_bloom_prefilter_misses_no_gram_of_the_table_and_lets_few_others_through():
+    """The n-grams' prefilter is a blocked Bloom filter (`_bloom`, probed by the compiled `find` with
+    `ngram_kernels.bloom_mask`, and by `_Bloom.probe` in numpy): `find` answers exactly as a binary search of
+    every gram in the table (the plain definition), for texts full of the table's grams and texts of none;
+    the kernel's masks are numpy's; few grams not in the table get through."""
+    from ipt_data.quality import ngram_kernels
+
+    rng = random.Random(7)
+    texts = random_texts(rng, 400)
+    hasher = NgramHasher(3)
+    hashes, _, _ = hasher.hashes(texts)
+    table = np.unique(hashes[::2])  # half the grams are in the table
+    bits = bm._bloom_bits(len(table))
+    bloom = bm._Bloom(bm._bloom(table, bits), bits)
+    masks = np.array([ngram_kernels.bloom_mask(h) for h in hashes], np.uint64)
+    assert (masks == bm._bloom_masks(hashes)).all()
+    assert (np.unique(hashes[bloom.probe(hashes)]) == np.unique(hashes)[np.isin(np.unique(hashes), table)]).all()
+    hits = 0
+    for batch in hasher.batches(texts):
+        k, at = ngram_kernels.find(batch.prefix, batch.piece_of_word, 3, bloom.bitmap, 70 - bits, table)
+        starts = np.arange(max(len(batch.word_hash) - 2, 0))
+        spans = batch.hash_spans(starts, 3)  # every gram's hash, the plain way
+        inside = np.flatnonzero(batch.within(starts, 3))
+        want = inside[np.isin(spans[inside], table)]
+        assert k.tolist() == want.tolist()
+        assert (table[at] == spans[k]).all()
+        hits += len(k)
+    assert hits > 100
+    others = np.random.default_rng(0).integers(0, 2**63, 100_000, dtype=np.uint64)
+    others = others[~np.isin(others, table)]
+    assert len(bloom.probe(others)) < len(others) // 200  # a few in ten thousand: at most 0.5%
+
+
+def test_an_index_of_an_older_format_is_refused_on_load(index):
+    """The format changed (2: the Bloom prefilter): an index written by an older version says to rebuild it."""
+    info = json.loads((index.folder / "index.json").read_text())
+    info["format"] = 1
+    (index.folder / "index.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="format 1; rebuild"):
+        BenchmarkIndex.load(index.folder)

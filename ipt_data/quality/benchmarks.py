@@ -13,14 +13,15 @@ contaminated. This module holds the two halves of that check:
   `min_words` words; shorter items are counted as `too_short` and not indexed. The folder holds sorted unique
   uint64 hashes with the benchmark each came from (the first, in spec order), the whole-item hashes apart
   (the lookup tries only the few lengths L present, and only where a text's gram starts with the first two
-  words of such an item: a third bitmap, of those heads), a bitmap prefilter for each, and `index.json`
+  words of such an item: a third bitmap, of those heads), a prefilter for each (a blocked Bloom filter for the
+  n-grams, bitmaps for the others), and `index.json`
   (counts, and a `digest` of the content). Rows are read and hashed in chunks, and hashes merged as sorted arrays, so
   memory stays bounded; files are written as temporaries and renamed, `index.json` last, so a build that
   dies leaves no index.
 - `BenchmarkIndex.load` memory-maps the arrays (worker processes share the pages) and `find(texts)` says, for
   each text, which benchmarks it shares a gram with, and the first such gram. The lookup hashes all texts at
-  once, probes the bitmaps, and only bitmap hits go on to a binary search: a clean text costs its hashing and
-  one bitmap probe per gram.
+  once, probes the prefilters, and only what they let through goes on to a binary search: a clean text costs its
+  hashing and one probe (one random read) per gram.
 
 Everything is deterministic: the same benchmarks give the same files and digest in any process.
 """
@@ -50,7 +51,7 @@ EXTENSIONS = (".jsonl.gz", ".ndjson.gz", ".json.gz", ".txt.gz", ".jsonl", ".ndjs
 EXTENSIONS += (".csv", ".md")
 
 INDEX_FILE = "index.json"
-FORMAT = 1
+FORMAT = 2  # 2: the n-grams' prefilter is a blocked Bloom filter (`_bloom`)
 COUNTED = ("name", "items", "ngrams", "whole", "too_short")  # per benchmark, in the digest
 ARRAYS = ("ngrams", "ngram_benchmarks", "ngram_bitmap", "whole", "whole_benchmarks", "whole_bitmap", "head_bitmap")
 BITMAPS = ("ngram_bitmap", "whole_bitmap", "head_bitmap")  # of bitmap_bits' "ngrams", "whole", "heads"
@@ -349,6 +350,32 @@ def _bitmap(values: np.ndarray, bits: int) -> np.ndarray:
     return out
 
 
+def _bloom_bits(count: int) -> int:
+    """log2 of a blocked Bloom filter's size in bits: about 32 bits per value (4 MiB for a million; with
+    `ngram_kernels.bloom_mask`'s 4 bits per value, a few in ten thousand values not in the set get through), at
+    least 2**16, at most 2**29 (64 MiB)."""
+    return min(29, max(16, math.ceil(math.log2(max(count, 1) * 32))))
+
+
+def _bloom(values: np.ndarray, bits: int) -> np.ndarray:
+    """A blocked Bloom filter (uint64 words, `2**bits` bits): for each value, the bits of
+    `ngram_kernels.bloom_mask(value)` set in the word its top `bits - 6` bits say (see `_Bloom`)."""
+    out = np.zeros(1 << (bits - 6), np.uint64)
+    for start in range(0, len(values), 1 << 20):  # in parts: a few MiB of temporaries
+        part = values[start : start + (1 << 20)]
+        np.bitwise_or.at(out, part >> np.uint64(70 - bits), _bloom_masks(part))
+    return out
+
+
+def _bloom_masks(h: np.ndarray) -> np.ndarray:
+    """`ngram_kernels.bloom_mask` of each value of `h`."""
+    one, low = np.uint64(1), np.uint64(63)
+    out = np.zeros(len(h), np.uint64)
+    for shift in (0, 6, 12, 18):
+        out |= one << ((h >> np.uint64(shift)) & low)
+    return out
+
+
 def _digest(info: dict, arrays: dict[str, np.ndarray]) -> str:
     """sha256 of what decides the index's answers: n, min_words, the benchmarks' names and counts, and the
     hashes with their benchmarks (not where the benchmarks were read from)."""
@@ -399,12 +426,26 @@ class _Bitmap:
 
 
 @dataclass(frozen=True)
+class _Bloom:
+    """A blocked Bloom filter (`_bloom`): a value is let through when every bit of its `bloom_mask` is set in
+    its word (one random read); a value not in the set, with a chance of a few in ten thousand."""
+
+    bitmap: np.ndarray  # uint64 words
+    bits: int
+
+    def probe(self, h: np.ndarray) -> np.ndarray:
+        """The positions in `h` of the hashes that may be in the set."""
+        masks = _bloom_masks(h)
+        return np.flatnonzero(self.bitmap[h >> np.uint64(70 - self.bits)] & masks == masks)
+
+
+@dataclass(frozen=True)
 class _Table:
     """Sorted unique hashes, the benchmark id of each, and their bitmap."""
 
     hashes: np.ndarray
     ids: np.ndarray
-    prefilter: _Bitmap
+    prefilter: _Bitmap | _Bloom
 
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(positions in h, benchmark ids)` of the hashes of `h` that are in the table."""
@@ -416,12 +457,12 @@ class _Table:
 
     def grams(self, batch: _Batch, length: int) -> tuple[np.ndarray, np.ndarray]:
         """`(word indexes, benchmark ids)` of the grams of `length` words of `batch` (each within one piece) that
-        are in the table."""
+        are in the table (its prefilter a `_Bloom`)."""
         if not len(self.hashes):
             return np.zeros(0, np.int64), np.zeros(0, np.uint16)
-        bitmap = self.prefilter
+        bloom = self.prefilter
         k, at = ngram_kernels.find(
-            batch.prefix, batch.piece_of_word, length, bitmap.bitmap, 67 - bitmap.bits, self.hashes
+            batch.prefix, batch.piece_of_word, length, bloom.bitmap, 70 - bloom.bits, self.hashes
         )
         return k, self.ids[at]
 
@@ -442,7 +483,7 @@ class BenchmarkIndex:
         self.hasher = NgramHasher(info["n"])
         bits = info["bitmap_bits"]
         self.ngrams = _Table(
-            arrays["ngrams"], arrays["ngram_benchmarks"], _Bitmap(arrays["ngram_bitmap"], bits["ngrams"])
+            arrays["ngrams"], arrays["ngram_benchmarks"], _Bloom(arrays["ngram_bitmap"], bits["ngrams"])
         )
         self.whole = _Table(arrays["whole"], arrays["whole_benchmarks"], _Bitmap(arrays["whole_bitmap"], bits["whole"]))
         self.heads = _Bitmap(arrays["head_bitmap"], bits["heads"])
@@ -502,11 +543,11 @@ class BenchmarkIndex:
         heads = np.unique(np.concatenate([s[2] for s in sets]))
         del sets
         bits = {
-            "ngrams": _bitmap_bits(len(arrays["ngrams"]), 16),
+            "ngrams": _bloom_bits(len(arrays["ngrams"])),
             "whole": _bitmap_bits(len(arrays["whole"]), 10),
             "heads": _bitmap_bits(len(heads), 10),
         }
-        arrays["ngram_bitmap"] = _bitmap(arrays["ngrams"], bits["ngrams"])
+        arrays["ngram_bitmap"] = _bloom(arrays["ngrams"], bits["ngrams"])
         arrays["whole_bitmap"] = _bitmap(arrays["whole"], bits["whole"])
         arrays["head_bitmap"] = _bitmap(heads, bits["heads"])
         info = {
@@ -546,8 +587,12 @@ class BenchmarkIndex:
                 raise InputError(f"{path}: {len(array)} values where {INDEX_FILE} says {info['sizes'][name]}; rebuild")
             arrays[name] = array.view(np.ndarray)  # the mapped pages, without np.memmap's slow indexing
         for bitmap, bits in zip(BITMAPS, (info["bitmap_bits"][k] for k in ("ngrams", "whole", "heads")), strict=True):
-            if len(arrays[bitmap]) != 1 << (bits - 3):  # the compiled probe reads where a hash says: no bound check
-                raise InputError(f"{folder / bitmap}.npy: {len(arrays[bitmap])} bytes for 2**{bits} bits; rebuild")
+            unit = 64 if bitmap == "ngram_bitmap" else 8  # a Bloom filter's uint64 words, a bitmap's bytes
+            if len(arrays[bitmap]) * unit != 1 << bits or arrays[bitmap].itemsize * 8 != unit:
+                # the compiled probes read where a hash says: no bound check
+                raise InputError(
+                    f"{folder / bitmap}.npy: {len(arrays[bitmap])} {unit}-bit words for 2**{bits} bits; rebuild"
+                )
         ngram_kernels.warm()  # compiled (or loaded) now, not in the first batch
         return cls(folder, info, arrays)
 

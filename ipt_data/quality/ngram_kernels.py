@@ -1,6 +1,6 @@
 """The loops of n-gram hashing and of the pair filters, compiled (numba): one pass over a batch's bytes for its
-words (`scan`, `words`), one pass over its words for the grams a bitmap may hold (`probe`), one pass over a
-batch of pairs for their word statistics (`pair_stats`).
+words (`scan`, `words`), one pass over its words for the grams a bitmap may hold (`probe`) or a table holds
+(`find`), one pass over a batch of pairs for their word statistics (`pair_stats`).
 
 They compute exactly the values `ipt_data.quality.ngrams` defines (its module doc): a word's hash is splitmix64 of
 the polynomial of its bytes in `BYTE_BASE`; the word prefix sums are `sum(word_hash[i] * WORD_BASE**i)`; an
@@ -24,6 +24,7 @@ MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
 _ONE, _SEVEN = np.uint64(1), np.uint64(7)
 _S7, _S27, _S29, _S30, _S31, _S32, _S56, _S58, _S64 = (np.uint64(s) for s in (7, 27, 29, 30, 31, 32, 56, 58, 64))
+_S6, _S12, _S18, _S63 = (np.uint64(s) for s in (6, 12, 18, 63))
 LITTLE = sys.byteorder == "little"
 _BYTE = np.uint64(0xFF)
 _LOW7, _HIGH = np.uint64(0x7F7F7F7F7F7F7F7F), np.uint64(0x8080808080808080)
@@ -337,10 +338,23 @@ def probe(prefix, piece_of_word, length, bitmap, shift):
 
 
 @_jit
-def find(prefix, piece_of_word, length, bitmap, shift, table):
-    """`probe`, then each gram its bitmap lets through searched for in `table` (sorted unique uint64): `(k, at)`,
-    the word indexes k (int64, ascending) whose gram of `length` words lies within one piece and is in `table`,
-    and where it is there (int64)."""
+def bloom_mask(h):
+    """A value's bits in its word of a blocked Bloom filter (`benchmarks._bloom`): bits `h & 63`, `(h >> 6) & 63`,
+    `(h >> 12) & 63` and `(h >> 18) & 63` (the word is chosen by the top bits)."""
+    return (
+        (_ONE << (h & _S63))
+        | (_ONE << ((h >> _S6) & _S63))
+        | (_ONE << ((h >> _S12) & _S63))
+        | (_ONE << ((h >> _S18) & _S63))
+    )
+
+
+@_jit
+def find(prefix, piece_of_word, length, bloom, shift, table):
+    """The word indexes k (int64, ascending) whose gram of `length` words lies within one piece and is in `table`
+    (sorted unique uint64), and where it is there (int64): `(k, at)`. Only the grams a blocked Bloom filter lets
+    through (`bloom`, uint64 words: every bit of `bloom_mask(h)` set in word `h >> shift`; a few in ten thousand
+    of those not in the table) are searched for in `table`."""
     count = len(piece_of_word) - length + 1
     ks = np.empty(max(count, 0), np.int64)
     at = np.empty(max(count, 0), np.int64)
@@ -351,7 +365,8 @@ def find(prefix, piece_of_word, length, bitmap, shift, table):
     for k in range(count):
         if piece_of_word[k] == piece_of_word[k + length - 1]:
             h = finish((prefix[k + length] - prefix[k]) * down + salt)
-            if bitmap[h >> shift] & (_ONE << (h & _SEVEN)):
+            m = bloom_mask(h)
+            if bloom[h >> shift] & m == m:
                 i = np.searchsorted(table, h)
                 if i < len(table) and table[i] == h:
                     ks[found], at[found] = k, i
@@ -376,4 +391,6 @@ def warm() -> None:
     raw_ends, owner, ground = np.array([2], np.int64), np.zeros(1, np.int64), np.ones(1, np.bool_)
     pair_stats(word_hash, first_word, data, starts, raw, raw_ends, owner, ground, table, table)
     table.flags.writeable = False  # a memory-mapped index's hashes
-    find(prefix, piece_of_word, 1, bitmap, 61, table)
+    bloom = np.zeros(2, np.uint64)
+    bloom.flags.writeable = False  # memory-mapped
+    find(prefix, piece_of_word, 1, bloom, 63, table)
