@@ -8,7 +8,9 @@
 # It installs those wheels and ipt_data itself (`--no-deps`, nothing fetched) into a folder of its own, prints
 # the versions it runs with, then runs `bench/bench_gpu.py --engine hf` (static vs continuous batching at the
 # synthesizer's real shape) and writes its JSON into $OUT (the device tool's folder) or bench/results/.
-# Sized for the lent machine's minutes: 300 documents, one repeat (override with --docs, --repeats).
+# Sized for the lent machine's minutes: 300 documents, one repeat (override with --docs, --repeats): 314 prompts,
+# 283K raw tokens, 126K generated tokens in each of five passes (the warm-up that records the prompts, then the
+# four sides).
 # `--smoke` runs the small CPU shape instead: a check of this script anywhere, in a minute or two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,10 @@ if [[ "${1:-}" == "--smoke" ]]; then
 fi
 mkdir -p "$RESULTS"
 tag=$([[ ${#smoke[@]} -gt 0 ]] && echo smoke || echo gpu)
-"$PY" bench/bench_gpu.py --engine hf --docs 300 --repeats 1 "${smoke[@]}" --out "$RESULTS/gpu-hf-$tag.json" "$@"
+# the device tool's commands end at 10 minutes: stop here first, so what was printed (each side's seconds, as it
+# finishes) comes back (GPU_CHECK_TIMEOUT seconds, 0 for none)
+limit=${GPU_CHECK_TIMEOUT:-480}
+guard=()
+[[ "$limit" != 0 ]] && guard=(timeout "$limit")
+"${guard[@]}" "$PY" bench/bench_gpu.py --engine hf --docs 300 --repeats 1 "${smoke[@]}" \
+    --out "$RESULTS/gpu-hf-$tag.json" "$@"
