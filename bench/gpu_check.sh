@@ -24,7 +24,12 @@ if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
     exit 2
 fi
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$WHEELS"/*.whl
-"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade --target "$SITE" .
+# ipt_data itself, built offline by the setuptools there; without a usable one, its package folder copied
+if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" . 2>"$SITE.pip.log"; then
+    echo "gpu_check: ipt_data could not be built here ($(tail -1 "$SITE.pip.log")): its package folder copied"
+    cp -r ipt_data "$SITE/"
+fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
