@@ -58,40 +58,30 @@ def resolve_device(rank: int | None = None, device: str | None = None) -> str:
     return f"cuda:{(rank or 0) % n}" if n else "cpu"
 
 
-STREAMING_HF_OPTIONS = (
-    "cache_blocks",
-    "page_size",
-    "max_batch_tokens",
-    "max_requests_per_batch",
-    "memory_fraction",
-    "cuda_graphs",
-    "attn_implementation",
-)
-
-
 def _build_hf(model: str, device: str, continuous: bool | None = None, **options: Any) -> Engine:
     """`continuous`: transformers' continuous batching (`HFStreamingEngine`); unset, on CUDA only. Where its
     manager cannot be started (a model without paged attention, say) the static engine serves instead, with
     a warning, unless `continuous=True` asked for it. The static engine ignores the continuous path's
-    settings (`STREAMING_HF_OPTIONS`), so one recipe serves a GPU and a CPU smoke test."""
+    settings (those `HFStreamingEngine` takes beyond `HFEngine`'s), so one recipe serves a GPU and a CPU
+    smoke test."""
     import inspect
 
     from ipt_data.engines.hf import HFEngine
+    from ipt_data.engines.hf_stream import HFStreamingEngine
 
-    known = set(inspect.signature(HFEngine).parameters) | set(STREAMING_HF_OPTIONS)
-    unknown = sorted(set(options) - known)
+    static_names = set(inspect.signature(HFEngine).parameters)
+    continuous_names = set(inspect.signature(HFStreamingEngine).parameters) - static_names - {"options"}
+    unknown = sorted(set(options) - static_names - continuous_names)
     if unknown:  # said here: a TypeError from inside transformers must not read as one of ours
         raise TypeError(f"HFEngine() got an unexpected keyword argument {unknown[0]!r}")
     if continuous or continuous is None and device.startswith("cuda"):
-        from ipt_data.engines.hf_stream import HFStreamingEngine
-
         try:
             return HFStreamingEngine(model, device=device, **options)
         except Exception as exc:
             if continuous:
                 raise
             log.warning("hf: no continuous batching (%s: %s); static batches instead", type(exc).__name__, exc)
-    static = {k: v for k, v in options.items() if k not in STREAMING_HF_OPTIONS}
+    static = {k: v for k, v in options.items() if k not in continuous_names}
     return HFEngine(model, device=device, **static)
 
 

@@ -113,13 +113,16 @@ class HFEngine:
             top_p=None,
             **sampling,
         )
-        rows, reasons = [], []
-        for row in out[:, width:].tolist():
-            stop = not self.ignore_eos and self.eos_id in row
-            rows.append(row[: row.index(self.eos_id) + 1] if stop else row)
-            reasons.append("stop" if stop else "length")
-        texts = self.encoder.decode_batch(rows)
+        rows, reasons = zip(*(self.until_eos(row) for row in out[:, width:].tolist()), strict=True)
+        texts = self.encoder.decode_batch(list(rows))
         return [Completion(t, r, len(p), len(row)) for t, r, p, row in zip(texts, reasons, prompts, rows, strict=True)]
+
+    def until_eos(self, tokens: list[int]) -> tuple[list[int], str]:
+        """A completion's tokens up to its first EOS (kept), and its finish reason: "stop" there, else "length"
+        (always with `ignore_eos`)."""
+        if self.ignore_eos or self.eos_id not in tokens:
+            return tokens, "length"
+        return tokens[: tokens.index(self.eos_id) + 1], "stop"
 
 
 def _load(model: str, device: torch.device, dtype: torch.dtype, load_format: str, trust_remote_code: bool):

@@ -111,6 +111,20 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
         with self._lock:
             return sum(not r.future.cancelled() for r in self._pending())
 
+    def _abandon(self, reason: str) -> bool:
+        """Close the engine: every prompt not yet answered is answered with `reason` and no other is taken
+        (False: it was closed already)."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            pending = self._pending()
+            self._running.clear(), self._failed.clear(), self._retry.clear(), self._waiting.clear()
+            self._busy.set()  # the reader wakes and sees the engine closed
+        for request in pending:
+            settle(request.future, Completion.failed(len(request.prompt), reason))
+        return True
+
     def _pending(self) -> list[_Request]:
         return [*self._running.values(), *self._failed, *(r for g in self._retry for r in g), *self._waiting]
 
@@ -143,16 +157,8 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
 
     def close(self) -> None:
         """Answer every prompt not yet answered with an error, and stop the manager at once."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pending = self._pending()
-            self._running.clear(), self._failed.clear(), self._retry.clear(), self._waiting.clear()
-            self._busy.set()  # the reader wakes and sees the engine closed
-        for request in pending:
-            settle(request.future, Completion.failed(len(request.prompt), "the hf engine was closed"))
-        self._discard(self._manager, hard=True)
+        if self._abandon("the hf engine was closed"):
+            self._discard(self._manager, hard=True)
         self._reader.join(timeout=30)
 
     # ---- the manager ----
@@ -319,25 +325,18 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
                     self._finished(output)
         except BaseException as exc:  # noqa: BLE001 - the reader must never die leaving futures unanswered
             log.error("the hf engine's reader stopped: %s: %s", type(exc).__name__, exc)
-            with self._lock:
-                self._closed = True
-                pending = self._pending()
-                self._running.clear(), self._failed.clear(), self._retry.clear(), self._waiting.clear()
-            for request in pending:
-                settle(request.future, Completion.failed(len(request.prompt), f"the hf engine stopped: {exc}"))
+            self._abandon(f"the hf engine stopped: {exc}")
 
     def _finished(self, output) -> None:
         if output.error is None:  # decoded outside the lock: submit() is not held up
-            tokens = list(output.generated_tokens)
-            stop = not self.ignore_eos and self.eos_id in tokens
-            tokens = tokens[: tokens.index(self.eos_id) + 1] if stop else tokens
+            tokens, reason = self.until_eos(list(output.generated_tokens))
             text = self.encoder.decode_batch([tokens])[0]
         with self._lock:
             request = self._running.pop(output.request_id, None)
             if request is None:  # cancelled meanwhile
                 return
             if output.error is None:
-                settle(request.future, Completion(text, "stop" if stop else "length", len(request.prompt), len(tokens)))
+                settle(request.future, Completion(text, reason, len(request.prompt), len(tokens)))
             elif self._group == 1:
                 log.warning("a prompt of %d tokens failed alone: %s", len(request.prompt), output.error)
                 settle(request.future, Completion.failed(len(request.prompt), f"generation failed: {output.error}"))
