@@ -276,3 +276,18 @@ def test_one_poisoned_prompt_among_many_costs_a_few_retries_in_halves_and_frees_
     assert out[:-1] == static.generate(prompts, max_new_tokens=8) * 2 and out[-1].finish_reason == "error"
     assert 3 <= len(alive_at_start) <= 13  # the first, then halving: ~2 log2(21) managers, not one per prompt (21)
     assert alive_at_start and max(alive_at_start) == 0  # each dead manager's cache freed before the next is made
+
+
+def test_a_broken_reader_answers_every_prompt_and_stops_the_manager(prompts, monkeypatch):
+    engine = HFStreamingEngine(TINY_SYNTHESIZER, device="cpu", **SMALL)
+
+    def broken(self, output):
+        raise RuntimeError("the reader broke")
+
+    monkeypatch.setattr(HFStreamingEngine, "_finished", broken)
+    futures = [engine.submit(p, max_new_tokens=200) for p in prompts]
+    answers = [f.result(timeout=120) for f in futures]
+    assert {a.error for a in answers} == {"the hf engine stopped: the reader broke"}
+    engine._reader.join(timeout=60)
+    assert not engine._reader.is_alive() and not engine._manager.is_running()  # else the process could not exit
+    engine.close()

@@ -326,6 +326,7 @@ class HFStreamingEngine(SubmitsEach, HFEngine):
         except BaseException as exc:  # noqa: BLE001 - the reader must never die leaving futures unanswered
             log.error("the hf engine's reader stopped: %s: %s", type(exc).__name__, exc)
             self._abandon(f"the hf engine stopped: {exc}")
+            self._discard(self._manager, hard=True)  # its loop thread would keep the process from exiting
 
     def _finished(self, output) -> None:
         if output.error is None:  # decoded outside the lock: submit() is not held up
