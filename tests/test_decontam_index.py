@@ -427,10 +427,10 @@ def test_the_kernels_compile_without_a_disk_cache_where_none_can_be_written(monk
 
 def test_the_word_hashes_left_for_the_grounding_filter_are_those_it_would_make(index):
     """Looking texts up can leave their word hashes (`hits(texts, words)`) for the grounding filter not to hash
-    the texts again: those of every ASCII text hashed whole, each what the filter hashes of it
-    (`ngram_kernels.scan` of `ngrams.pack_texts([text])`), and none of a text hashed otherwise (not ASCII: the
-    index normalizes it, the filter does not). Taken for some texts and not others, the filter's words of a
-    batch are those it makes alone, and so are its verdicts."""
+    the texts again: those of every text hashed whole (ASCII or not: both normalize a text alike), each what the
+    filter hashes of it (`ngram_kernels.scan` of `ngrams.pack_texts([text])`), and none of a text hashed in
+    pieces. Taken for some texts and not others, the filter's words of a batch are those it makes alone, and so
+    are its verdicts."""
     from ipt_data.quality import ngram_kernels, ngrams
     from ipt_data.quality.pair_filters import PairFilter, _joined_words, _text_words
 
@@ -442,7 +442,7 @@ def test_the_word_hashes_left_for_the_grounding_filter_are_those_it_would_make(i
     texts += ["x " * (ngrams.PIECE_CHARS // 2 + 10)]  # hashed in pieces
     words: dict = {}
     index.hits(texts, words)
-    assert set(words) == {t for t in texts if t.isascii() and len(t) <= ngrams.PIECE_CHARS}
+    assert set(words) == {t for t in texts if len(t) <= ngrams.PIECE_CHARS}
     for text, hashes in words.items():
         assert np.array_equal(hashes, hashed([text])[0]), text
     batch = [texts[1], "not looked up", texts[3], texts[0], texts[1], ""]

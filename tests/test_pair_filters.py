@@ -7,11 +7,13 @@ import json
 import re
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
 
 from ipt_data.errors import ConfigError
+from ipt_data.quality.ngrams import normalize
 from ipt_data.quality.pair_filters import FILTERS, PairFilter, _words, normalize_question, parse_filters
 
 TEXT = (
@@ -102,7 +104,9 @@ def test_grounding_ngrams_need_word_order():
 
 def test_word_shortcut_on_unicode_texts_and_non_latin_grounding():
     for text in [TEXT, "Ça coûte 3€ — “très” cher… naïve_user STRASSE straße (x²) 東京は日本の首都です。 a\u00a0b", ""]:
-        assert _words(text) == re.findall(r"[^\W_]+", text.casefold())
+        assert _words(text) == re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold())
+        assert " ".join(_words(text)) == normalize(text)  # decontamination's words: the two stages share them
+    assert _words("(x²) ﬁne ＡＢＣ") == ["x2", "fine", "abc"]  # NFKC: compatibility forms are their plain letters
     # a non-Latin text is grounded by its own words
     assert judge(
         "grounding",

@@ -604,9 +604,9 @@ class BenchmarkIndex:
 
     def hits(self, texts: list[str], words: dict[str, np.ndarray] | None = None) -> dict[int, list[Hit]]:
         """`find`'s answer for the texts that share a gram with a benchmark only (most share none): text index ->
-        its hits. `words`, when given, takes the word hashes of the texts hashed as they are (ASCII; `_Batch.ascii`):
-        text -> `ngram_kernels.scan`'s hashes of its words (those of `ngrams.pack_texts([text])`), for a later
-        stage that needs them (the pair filters' grounding) not to hash the text again."""
+        its hits. `words`, when given, takes the word hashes of the texts hashed whole (not in pieces): text ->
+        `ngram_kernels.scan`'s hashes of its words (those of `ngrams.pack_texts([text])`: of `normalize(text)`),
+        for a later stage that needs them (the pair filters' grounding) not to hash the text again."""
         out: dict[int, list[Hit]] = {}
         n, head = self.info["n"], self.info["head_words"]
         lengths = np.asarray(self.info["whole_lengths"], np.int64)
@@ -620,7 +620,7 @@ class BenchmarkIndex:
                 found.append((text, pos, ids[inside].astype(np.int64), length))
 
         for batch in self.hasher.batches(texts):
-            if words is not None and batch.ascii:
+            if words is not None:
                 _leave_words(words, texts, batch)
             k, ids = self.ngrams.grams(batch, n)
             keep(batch, k, ids, n)
@@ -649,10 +649,12 @@ class BenchmarkIndex:
 
 
 def _leave_words(words: dict[str, np.ndarray], texts: list[str], batch: _Batch) -> None:
-    """Each text of `batch` (whole ASCII texts, one piece each) -> its words' hashes, into `words`."""
+    """Each text of `batch` hashed whole (in one piece) -> its words' hashes, into `words`."""
     bounds = batch.piece_first_word.tolist()
+    whole = [True] * len(bounds) if batch.whole is None else batch.whole.tolist()
     for p, t in enumerate(batch.piece_text.tolist()):
-        words[texts[t]] = batch.word_hash[bounds[p] : bounds[p + 1]]
+        if whole[p]:
+            words[texts[t]] = batch.word_hash[bounds[p] : bounds[p + 1]]
 
 
 def _write(folder: Path, info: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -122,6 +122,7 @@ class _Batch:
     piece_text: np.ndarray  # int64 (pieces,): the text (index into the caller's list) each piece is part of
     piece_offset: np.ndarray  # int64 (pieces,): word position of each piece's first word within its text
     ascii: bool = False  # whole ASCII texts, one piece each, hashed from their bytes as they are (`pack_texts`)
+    whole: np.ndarray | None = None  # bool (pieces,): the piece is its whole text (None: every piece is)
 
     @property
     def words(self) -> int:
@@ -233,7 +234,7 @@ class NgramHasher:
                 batch = _hash_batch(_buffer(joined, lengths[part]), part, np.zeros(len(part), np.int64))
                 batch.ascii = True
                 yield batch
-        chunks, owners, offsets, size = [], [], [], 0
+        chunks, owners, offsets, wholes, size = [], [], [], [], 0
         for index in np.flatnonzero(~whole).tolist():
             normalized = normalize(texts[index])
             if len(normalized) <= piece_chars:
@@ -246,12 +247,13 @@ class NgramHasher:
                 chunks.append(data)
                 owners.append(index)
                 offsets.append(offset)
+                wholes.append(len(pieces) == 1)
                 size += len(data) + 1
                 if size >= batch_bytes:
-                    yield _hash_batch(pack(chunks), owners, offsets)
-                    chunks, owners, offsets, size = [], [], [], 0
+                    yield _hash_batch(pack(chunks), owners, offsets, wholes)
+                    chunks, owners, offsets, wholes, size = [], [], [], [], 0
         if chunks:
-            yield _hash_batch(pack(chunks), owners, offsets)
+            yield _hash_batch(pack(chunks), owners, offsets, wholes)
 
 
 def pack(chunks: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -281,9 +283,9 @@ def _buffer(joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return data, piece_starts
 
 
-def _hash_batch(packed: tuple[np.ndarray, np.ndarray], owners, offsets) -> _Batch:
+def _hash_batch(packed: tuple[np.ndarray, np.ndarray], owners, offsets, wholes=None) -> _Batch:
     """The words of `packed` (`pack`'s result), hashed; its chunk i is part of text `owners[i]`, starting at
-    its word `offsets[i]`."""
+    its word `offsets[i]`, and is that whole text where `wholes[i]` (default: every chunk is)."""
     word_hash, prefix, piece_of_word, first_word = kernels.words(*packed)
     return _Batch(
         word_hash=word_hash,
@@ -292,4 +294,5 @@ def _hash_batch(packed: tuple[np.ndarray, np.ndarray], owners, offsets) -> _Batc
         piece_first_word=first_word,
         piece_text=np.asarray(owners, np.int64),
         piece_offset=np.asarray(offsets, np.int64),
+        whole=None if wholes is None else np.asarray(wholes, bool),
     )

@@ -3,19 +3,19 @@
 A pair is `{"instruction": str, "response": str}` as the synthesizer wrote it, about one text (its
 chunk). The filters, applied in the order of `FILTERS` (the first that drops a pair gives its reason):
 
-- `grounding` -> `ungrounded`: the share of the answer's distinct content words (case-folded runs of
-  letters/digits, minus a built-in English stopword list) that occur among the text's words. A
-  synthesizer that drifts off the text (world knowledge, hallucinated facts) writes answers whose
-  words the text does not hold. What is checked depends on the pair's family (`pair_parse.parse_pair`):
-  the answer (free form); the correct option's text (multiple choice); the rationale plus the final
-  answer (chain of thought); the whole response (verbatim, a pair that did not parse). An answer with
-  no content word is grounded when it is a yes/no/true/false answer or means "none of the options" /
-  "cannot be answered" (an answer about the text, not from it), and ungrounded otherwise (e.g. "It is.").
-  A number is a content word: a number absent from the text is not grounded. With `ngram: k > 1` the
-  answer's word k-grams that hold a content word are looked up among the text's k-grams instead
-  (stricter: word order must match too); an answer shorter than k words is measured by words. The answer
-  words of a whole batch are looked up at once, in a compiled pass that puts each text's words in a table
-  (words told apart by 64-bit hashes: `ngram_kernels.pair_stats`).
+- `grounding` -> `ungrounded`: the share of the answer's distinct content words (runs of letters/digits,
+  case-folded, in Unicode NFKC form as decontamination normalizes them; minus a built-in English stopword list)
+  that occur among the text's words. A synthesizer that drifts off the text (world knowledge, hallucinated
+  facts) writes answers whose words the text does not hold. What is checked depends on the pair's family
+  (`pair_parse.parse_pair`): the answer (free form); the correct option's text (multiple choice); the rationale
+  plus the final answer (chain of thought); the whole response (verbatim, a pair that did not parse). An answer
+  with no content word is grounded when it is a yes/no/true/false answer or means "none of the options" /
+  "cannot be answered" (an answer about the text, not from it), and ungrounded otherwise (e.g. "It is."). A
+  number is a content word: a number absent from the text is not grounded. With `ngram: k > 1` the answer's word
+  k-grams that hold a content word are looked up among the text's k-grams instead (stricter: word order must
+  match too); an answer shorter than k words is measured by words. The answer words of a whole batch are looked
+  up at once, in a compiled pass that puts each text's words in a table (words told apart by 64-bit hashes:
+  `ngram_kernels.pair_stats`).
 - `length` -> `question_too_short` / `question_too_long` / `answer_too_short` / `answer_too_long`: word
   counts of the question (its stem: without options and the chain-of-thought trigger) and of the
   whole response. Catches truncated generations and run-away ones.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -139,11 +140,12 @@ def normalize_question(q: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    """`_WORD.findall(text.casefold())`; an ASCII text (most) takes a byte-level shortcut, five times faster:
-    its bytes lower-cased, every other byte a blank, split."""
+    """`_WORD.findall(unicodedata.normalize("NFKC", text).casefold())`: the words of `ngrams.normalize(text)`
+    (decontamination's), so that the two stages hash a text's words alike and share them. An ASCII text (most)
+    takes a byte-level shortcut, five times faster: its bytes lower-cased, every other byte a blank, split."""
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_WORD_BYTES).decode("ascii").split()
-    return _WORD.findall(text.casefold())
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def _known(what: str, names) -> str:
@@ -259,8 +261,8 @@ class PairFilter:
         columns (`_parse`), their words counted and their answer words looked up in the texts all at once
         (`_measure`); each filter then judges every pair at once, and the duplicates follow pair by pair. A
         `seen` entry may be None: a text with no other chunk of its document here, whose questions are compared
-        among themselves only (and kept in no set). `words`: ASCII texts already hashed (text -> its word hashes,
-        as `BenchmarkIndex.hits` leaves them): those are not hashed again."""
+        among themselves only (and kept in no set). `words`: texts already hashed (text -> its word hashes, as
+        `BenchmarkIndex.hits` leaves them): those are not hashed again."""
         if not len(texts) == len(pairs) == len(seen):
             raise ValueError(f"judge_many: {len(texts)} texts, {len(pairs)} lists of pairs, {len(seen)} sets")
         batch = self._parse(texts, pairs)
@@ -296,50 +298,44 @@ class PairFilter:
         option's text (multiple choice) or the final answer (chain of thought), after the rationale, with whether
         that answer means "none of them" (`none`); None for the whole response (free form, verbatim: whether it
         means "none of them" is asked later, only where it decides the verdict). With `_measured`, the strings
-        `_measure` counts the words of are laid out too: per pair its question stem, its response and, for
-        grounding by words, what grounding measures where that is not the response."""
+        `_measure` counts the words of are laid out too, three per pair: its question stem, its response, and
+        what grounding by words measures where that is not the response (else an empty string)."""
         batch = _Pairs(texts, pairs)
-        kinds, questions, answers, responses = batch.kinds, batch.questions, batch.answers, batch.responses
-        measured, none, strings, owner, ground = batch.measured, batch.none, batch.strings, batch.owner, batch.ground
-        at, answer = batch.at, batch.answer
-        unanswerable, grounding, by_words, laid_out = (
-            self._unanswerable,
-            "grounding" in self.filters,
-            self._by_words,
-            self._measured,
-        )
-        for t, row in enumerate(pairs):
-            for pair in row:
-                pp, response = parse_pair(pair, unanswerable)[0], pair["response"]
+        unanswerable = self._unanswerable
+        flat = [pair for row in pairs for pair in row]
+        parsed = [parse_pair(pair, unanswerable)[0] for pair in flat]
+        batch.kinds = [pp.kind for pp in parsed]
+        batch.questions = [pp.question for pp in parsed]
+        batch.answers = [pp.answer for pp in parsed]
+        batch.responses = [pair["response"] for pair in flat]
+        m = len(flat)
+        batch.measured, batch.none = measured, none = [None] * m, [False] * m
+        if "grounding" in self.filters:
+            for j, pp in enumerate(parsed):
                 kind = pp.kind
-                kinds.append(kind)
-                questions.append(pp.question)
-                answers.append(pp.answer)
-                responses.append(response)
-                if grounding and kind in _MC:
-                    n = pp.correct == len(pp.options)
-                    g = pp.rationale + "\n" + ("" if n else pp.options[pp.correct])
-                elif grounding and kind == "chain_of_thought":
-                    n = unanswerable(pp.answer)
-                    g = pp.rationale + "\n" + ("" if n else pp.answer)
-                else:
-                    n, g = False, None
-                measured.append(g)
-                none.append(n)
-                if not laid_out:
-                    continue
-                a = len(strings)
-                at.append(a)
-                if g is None or not by_words:
-                    strings += (pp.question, response)
-                    owner += (t, t)
-                    ground += (False, by_words)
-                    answer.append(a + 1)
-                else:
-                    strings += (pp.question, response, g)
-                    owner += (t, t, t)
-                    ground += (False, False, True)
-                    answer.append(a + 2)
+                if kind in _MC:
+                    n = none[j] = pp.correct == len(pp.options)
+                    measured[j] = pp.rationale + "\n" + ("" if n else pp.options[pp.correct])
+                elif kind == "chain_of_thought":
+                    n = none[j] = unanswerable(pp.answer)
+                    measured[j] = pp.rationale + "\n" + ("" if n else pp.answer)
+        if not self._measured:
+            return batch
+        by_words = self._by_words
+        own = np.zeros(m, np.bool_)  # grounding measures a string of its own, not the response
+        if by_words:
+            own[[j for j, g in enumerate(measured) if g is not None]] = True
+        strings = [""] * (3 * m)
+        strings[0::3], strings[1::3] = batch.questions, batch.responses
+        if own.any():
+            strings[2::3] = [g or "" for g in measured]
+        batch.strings = strings
+        batch.owner = np.repeat(np.fromiter((t for t, row in enumerate(pairs) for _ in row), np.int64, m), 3)
+        batch.at = np.arange(0, 3 * m, 3, dtype=np.int64)
+        batch.answer = batch.at + 1 + own
+        ground = np.zeros((m, 3), np.bool_)
+        ground[:, 1], ground[:, 2] = by_words & ~own, own
+        batch.ground = ground.reshape(-1)
         return batch
 
     def _measure(self, batch: _Pairs, words: dict | None) -> None:
@@ -362,8 +358,8 @@ class PairFilter:
             *ngrams.pack_texts(strings, _joined_words),
             np.frombuffer(raw, np.uint8),
             np.cumsum(np.fromiter(raw_lengths, np.int64, len(strings))),
-            np.asarray(batch.owner, np.int64),
-            np.asarray(batch.ground, np.bool_),
+            batch.owner,
+            batch.ground,
             *self._tables,
         )
 
@@ -377,7 +373,7 @@ class PairFilter:
         """`_UNGROUNDED` where a pair's answer is not grounded in its text, else 0."""
         if not self._by_words:
             return self._grounding_by_grams(batch)
-        params, answer = self.filters["grounding"], np.asarray(batch.answer, np.int64)
+        params, answer = self.filters["grounding"], batch.answer
         content, found, yes_no = (batch.stats[answer, c] for c in (_CONTENT, _FOUND, _YES_NO))
         threshold = np.fromiter(map(params.__getitem__, batch.kinds), np.float64, len(batch.kinds))
         low = (content > 0) & (found / np.maximum(content, 1) < threshold)  # the share of content words found
@@ -423,7 +419,7 @@ class PairFilter:
     def _length(self, batch: _Pairs) -> np.ndarray:
         """The code of `question_too_short`, `question_too_long`, `answer_too_short` or `answer_too_long` (the
         first that holds), else 0: word counts of a pair's question stem and of its response."""
-        params, words, at = self.filters["length"], batch.stats[:, _WORDS], np.asarray(batch.at, np.int64)
+        params, words, at = self.filters["length"], batch.stats[:, _WORDS], batch.at
         q, a = words[at], words[at + 1]
         bounds = [
             q < params["min_question_words"],
@@ -437,8 +433,7 @@ class PairFilter:
         """`_REPETITIVE` where a pair's question stem or response loops, else 0: the share of its word 3-grams
         that repeat an earlier one (>= 10 words), the share of its most frequent word (>= 8 words), a run of one
         non-space character."""
-        params, stats = self.filters["repetition"], batch.stats
-        at = np.asarray(batch.at, np.int64)
+        params, stats, at = self.filters["repetition"], batch.stats, batch.at
         rows = np.concatenate([at, at + 1])  # every question stem, then every response
         n, repeats, top, run = (stats[rows, c] for c in (_WORDS, _REPEATS, _TOP, _RUN))
         loops = (n >= 10) & (1 - (n - 2 - repeats) / np.maximum(n - 2, 1) > params["max_repeated_ngrams"])
@@ -455,7 +450,7 @@ class PairFilter:
 
 def _text_words(texts: list[str], known: dict | None) -> tuple[np.ndarray, np.ndarray]:
     """`(word hashes, each text's first word, then the word count)` of `texts` (`ngram_kernels.scan` of
-    `ngrams.pack_texts(texts)`): those of an ASCII text in `known` taken from it, the others hashed."""
+    `ngrams.pack_texts(texts)`): those of a text in `known` taken from it, the others hashed."""
     from ipt_data.quality import ngram_kernels, ngrams
 
     found = [known.get(t) for t in texts] if known else []
@@ -474,8 +469,11 @@ def _text_words(texts: list[str], known: dict | None) -> tuple[np.ndarray, np.nd
 
 
 def _joined_words(text: str) -> str:
-    """A non-ASCII text as `ngrams.pack_texts` takes it: its words (`_words`) joined by spaces."""
-    return " ".join(_words(text))
+    """A non-ASCII text as `ngrams.pack_texts` takes it: its words (`_words`) joined by spaces, which is
+    `ngrams.normalize(text)`."""
+    from ipt_data.quality import ngrams
+
+    return ngrams.normalize(text)
 
 
 def _hashes(words) -> np.ndarray:
@@ -522,9 +520,9 @@ class _Pairs:
     """The pairs of a batch being judged (`PairFilter.judge_many`), in columns of one value per pair (each text's
     pairs in order): `kinds`, `questions` (the stems), `answers`, `responses`, `measured` and `none` (what
     grounding measures, `PairFilter._parse`); the strings whose words are counted (`strings`, each about text
-    `owner[i]`, `ground[i]`: measured against it) with each pair's rows among them, `at` (its question stem),
-    `at + 1` (its response) and `answer` (what grounding measures); their statistics once `PairFilter._measure`
-    has run (`stats`: strings x `ngram_kernels.STATS`)."""
+    `owner[i]`, `ground[i]`: measured against it) with each pair's rows among them (arrays of one value per
+    pair), `at` (its question stem), `at + 1` (its response) and `answer` (what grounding measures); their
+    statistics once `PairFilter._measure` has run (`stats`: strings x `ngram_kernels.STATS`)."""
 
     __slots__ = (
         "texts", "pairs", "kinds", "questions", "answers", "responses", "measured", "none",
@@ -540,8 +538,8 @@ class _Pairs:
         self.measured: list[str | None] = []
         self.none: list[bool] = []
         self.strings: list[str] = []
-        self.owner: list[int] = []
-        self.ground: list[bool] = []
-        self.at: list[int] = []
-        self.answer: list[int] = []
+        self.owner = np.zeros(0, np.int64)
+        self.ground = np.zeros(0, np.bool_)
+        self.at = np.zeros(0, np.int64)
+        self.answer = np.zeros(0, np.int64)
         self.stats = np.zeros((0, 8), np.int64)
