@@ -135,16 +135,19 @@ _SCAN = json.scanner.make_scanner(json.JSONDecoder())  # `json.loads`' own: (tex
 
 
 def _read_run(prefix: str) -> tuple[list[dict], list[str] | None]:
-    """`json.loads(prefix)` (a `chain_prefix`: the earlier rows of a run), and each row's text as `prefix` writes
-    it (the JSON string it was read from) when `prefix` is `[{"text": T, "pairs": P, "key": K}, ...]` with the
-    separators `json.dumps` writes (as `synthesize` and `rewrite_pairs` write it; else None): `_write_run` takes
-    those rather than write the texts again."""
+    """The rows of a `chain_prefix` (the earlier rows of a run), and each row's text as `prefix` writes it (the
+    JSON string) when `prefix` is `[{"text": T, "pairs": P, "key": K}, ...]` with the separators `json.dumps`
+    writes (as `synthesize` and `rewrite_pairs` write it): `_write_run` takes those rather than write the texts
+    again, and the rows then hold no "text" (it is not decoded). Else `(json.loads(prefix), None)`.
+
+    A text's JSON string ends at the first `", "pairs": ` after its opening quote: within a JSON string every
+    quote is escaped, so the quote before `pairs` cannot be inside one."""
     rows, texts, at = [], [], 0
     try:
-        while prefix.startswith(', {"text": ' if rows else '[{"text": ', at):
+        while prefix.startswith(', {"text": "' if rows else '[{"text": "', at):
             start = at + (11 if rows else 10)
-            text, end = _SCAN(prefix, start)
-            if not isinstance(text, str) or not prefix.startswith(', "pairs": ', end):
+            end = prefix.find('", "pairs": ', start + 1) + 1
+            if not end:
                 break
             texts.append(prefix[start:end])
             pairs, end = _SCAN(prefix, end + 11)
@@ -153,7 +156,7 @@ def _read_run(prefix: str) -> tuple[list[dict], list[str] | None]:
             key, end = _SCAN(prefix, end + 9)
             if not prefix.startswith("}", end):
                 break
-            rows.append({"text": text, "pairs": pairs, "key": key})
+            rows.append({"pairs": pairs, "key": key})
             at = end + 1
             if at == len(prefix) - 1 and prefix[at] == "]":
                 return rows, texts
