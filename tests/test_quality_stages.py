@@ -436,14 +436,34 @@ def test_finding_a_long_text_is_str_find():
         assert _find(hay, needle, start) == hay.find(needle, start), (hay, needle, start)
 
 
+def test_a_texts_edge_words_are_its_split_words():
+    """`outside_texts` reads a text's first and last words from its edges: the same words as splitting it all,
+    whatever the words' lengths (a word longer than the edge, a text shorter than it, whitespace of any kind)."""
+    from ipt_data.stages.decontaminate import _EDGE, _first_words, _last_words
+
+    rng = random.Random(3)
+    words = ["a", "bb", "é", "x" * 300, "y" * (_EDGE + 76), "", " ", "\n", "\t\t"]
+    for _ in range(3000):
+        text = "".join(rng.choice(words) + rng.choice([" ", "\n", "  "]) for _ in range(rng.randint(0, 60))).strip()
+        for count in (0, 1, 12, 25):
+            assert _first_words(text, count) == text.split()[:count]
+            assert _last_words(text, count) == (text.split()[-count:] if count else [])
+
+
 def test_outside_texts_holds_every_ngram_not_inside_a_text():
     """What the rendered point hashes: every n-gram of a rendered text that does not lie inside one of its
-    texts is in one of the parts, whatever the template put around and between them."""
-    from ipt_data.stages.decontaminate import outside_texts
+    texts is in one of the parts, whatever the template put around and between them (texts of a few words, and
+    texts longer than the edge their first and last words are read from)."""
+    from ipt_data.stages.decontaminate import _EDGE, outside_texts
 
     rng = random.Random(5)
+    lengths = []
     for _ in range(200):
-        texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 30))) for _ in range(rng.randint(1, 3))]
+        texts = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.choice([rng.randint(1, 30), rng.randint(150, 400)])))
+            for _ in range(rng.randint(1, 3))
+        ]
+        lengths += map(len, texts)
         pieces = [
             " ".join(rng.choice(["Q:", "A:", "what", "is", "it", "\n\n", "Options:"]) for _ in range(rng.randint(0, 8)))
             for _ in range(len(texts) + 1)
@@ -461,6 +481,7 @@ def test_outside_texts_holds_every_ngram_not_inside_a_text():
                 continue  # inside a text: screened with the input texts
             gram = words[i : i + n]
             assert any(p[j : j + n] == gram for p in parts for j in range(len(p) - n + 1)), (rendered, gram)
+    assert min(lengths) < 200 and max(lengths) > 2 * _EDGE
 
 
 def test_the_built_in_stages_declare_the_columns_their_functions_write(encoder):
@@ -498,15 +519,17 @@ def test_the_grounding_filter_takes_the_words_decontamination_hashed(tmp_path):
     from ipt_data.stages.decontaminate import screen_texts
 
     index = BenchmarkIndex.build(parse_specs(str(bench_file(tmp_path))), tmp_path / "index")
-    texts = [prose(40), prose(30) + " Ünïcode", prose(20), prose(50)]
+    # a non-ASCII text is shared too: hashed as normalized (NFKC: the ligature is "fi"), as the filter hashes it
+    texts = [prose(40), prose(30) + " Ünïcode ﬁnery", prose(20), prose(50)]
     words: dict = {}
     ctx = ShardContext(0, 0, SimpleNamespace(decontaminate_texts="drop"), index, rows=[0, 1, 2, 3], words=words)
     assert screen_texts(texts, ctx) == [None] * 4
-    assert set(words) == {texts[0], texts[2], texts[3]}
+    assert set(words) == set(texts)
     grounded = {"instruction": "What is it about?", "response": " ".join(texts[0].split()[3:9])}
+    finery = {"instruction": "What is worn?", "response": "Finery, ÜNÏCODE finery."}  # grounded through NFKC only
     batch = {
         "text": texts, "doc_id": ["0", "1", "2", "2"], "chunk": [0, 0, 0, 1],
-        "pairs": [[grounded, pair_of("Mars rovers?")], [pair_of("Where?")], [grounded], [grounded, grounded]],
+        "pairs": [[grounded, pair_of("Mars rovers?")], [pair_of("Where?"), finery], [grounded], [grounded, grounded]],
         "chain": ["0:0", "1:0", "2:0", "2:1"], "continued": [False] * 4, "chain_prefix": [""] * 4,
     }  # fmt: skip
     options = SimpleNamespace(filters="grounding,length,repetition,duplicates")
@@ -516,6 +539,7 @@ def test_the_grounding_filter_takes_the_words_decontamination_hashed(tmp_path):
     assert pair_filter.filter_pairs(batch, taking) == pair_filter.filter_pairs(batch, alone)
     assert (taking.stats, taking.records, taking.raw_because) == (alone.stats, alone.records, alone.raw_because)
     assert alone.stats["filtered"] and not words
+    assert not any(r.get("instruction") == "What is worn?" for r in alone.records)  # kept: "ﬁnery" is "finery"
     assert pair_filter.STAGE.takes_words(options)
     assert not pair_filter.STAGE.takes_words(SimpleNamespace(filters={"grounding": {"ngram": 2}, "length": None}))
     assert not pair_filter.STAGE.takes_words(SimpleNamespace(filters="length,duplicates"))

@@ -216,13 +216,37 @@ def outside_texts(rendered: str, texts: list[str], n: int) -> list[str]:
         if not text or k < 0:
             return [rendered]
         search = k + len(text)
-        head = text.split(None, 2 * (n - 1))  # its first words (not all of a long text's: only these are needed)
+        head = _first_words(text, 2 * (n - 1) + 1)
         if len(head) <= 2 * (n - 1):
             continue  # a short text stays in its part: an n-gram may span it whole
         parts.append(carried + rendered[start:k] + " " + " ".join(head[: n - 1]))
-        carried, start = " ".join(text.rsplit(None, n - 1)[1:]) + " ", search
+        carried, start = " ".join(_last_words(text, n - 1)) + " ", search
     parts.append(carried + rendered[start:])
     return parts
+
+
+_EDGE = 1024  # characters read at a text's edge for its first or last words; the whole text where too few
+
+
+def _first_words(text: str, count: int) -> list[str]:
+    """`text.split()[:count]`, the rest of the text left unsplit and uncopied (where its first `_EDGE` characters
+    hold more than `count` words: the last one then may be cut, but not those before it)."""
+    edge = text[:_EDGE].split(None, count)
+    if len(edge) > count or len(text) <= _EDGE:
+        return edge[:count]
+    return text.split(None, count)[:count]
+
+
+def _last_words(text: str, count: int) -> list[str]:
+    """`text.split()[-count:]` (fewer when the text has fewer), read from its last `_EDGE` characters where they
+    hold more than `count` words."""
+    if count <= 0:
+        return []
+    edge = text[-_EDGE:].rsplit(None, count)
+    if len(edge) > count or len(text) <= _EDGE:
+        return edge[-count:] if len(edge) > count else edge
+    words = text.rsplit(None, count)
+    return words[1:] if len(words) > count else words
 
 
 def _find(haystack: str, needle: str, start: int) -> int:
