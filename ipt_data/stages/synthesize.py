@@ -285,7 +285,12 @@ class _Batch:
         return going
 
     def output(self) -> dict[str, list]:
-        return {**self.batch, **self.rows.columns()}
+        """The batch's columns, once every chain is at its end. Its prompts' token ids (lists of thousands of ints
+        per row) are let go here, not when the next batch is taken: freed now, rather than walked by the garbage
+        collector, maybe more than once, while the stages after synthesis work on the batch."""
+        out = {**self.batch, **self.rows.columns()}
+        self.context, self.text_ids, self.demo_ids, self.carried = {}, {}, {}, {}
+        return out
 
 
 class _Rows:
