@@ -320,21 +320,26 @@ def pair_stats(text_hash, text_first, strings, string_starts, raw, raw_ends, own
 @_jit
 def probe(prefix, piece_of_word, length, bitmap, shift):
     """The word indexes k (int64, ascending) whose gram of `length` words lies within one piece and may be in a
-    set by its bitmap: bit `h & 7` of byte `h >> shift` set, for the gram's hash h (`benchmarks._bitmap`)."""
-    count = len(piece_of_word) - length + 1
-    out = np.empty(max(count, 0), np.int64)
+    set by its bitmap: bit `h & 7` of byte `h >> shift` set, for the gram's hash h (`benchmarks._bitmap`). The
+    bitmap is read for every gram with no branch on what it holds; the few let through are then checked."""
+    count = max(len(piece_of_word) - length + 1, 0)
+    out = np.empty(count, np.int64)
     found = 0
     salt = np.uint64(length) * LENGTH_SALT
     down = _ONE
     shift = np.uint64(shift)
     for k in range(count):
-        if piece_of_word[k] == piece_of_word[k + length - 1]:
-            h = finish((prefix[k + length] - prefix[k]) * down + salt)
-            if bitmap[h >> shift] & (_ONE << (h & _SEVEN)):
-                out[found] = k
-                found += 1
+        h = finish((prefix[k + length] - prefix[k]) * down + salt)
+        out[found] = k
+        found += (bitmap[h >> shift] >> (h & _SEVEN)) & _ONE != 0
         down *= WORD_INVERSE
-    return out[:found]
+    kept = 0
+    for c in range(found):
+        k = out[c]
+        if piece_of_word[k] == piece_of_word[k + length - 1]:
+            out[kept] = k
+            kept += 1
+    return out[:kept]
 
 
 @_jit
@@ -354,24 +359,37 @@ def find(prefix, piece_of_word, length, bloom, shift, table):
     """The word indexes k (int64, ascending) whose gram of `length` words lies within one piece and is in `table`
     (sorted unique uint64), and where it is there (int64): `(k, at)`. Only the grams a blocked Bloom filter lets
     through (`bloom`, uint64 words: every bit of `bloom_mask(h)` set in word `h >> shift`; a few in ten thousand
-    of those not in the table) are searched for in `table`."""
-    count = len(piece_of_word) - length + 1
-    ks = np.empty(max(count, 0), np.int64)
-    at = np.empty(max(count, 0), np.int64)
-    found = 0
+    of those not in the table) are searched for in `table`.
+
+    In passes: every gram's hash; then the Bloom filter read for each, with no branch on what it holds (its
+    reads, at random places in a few MiB, then overlap rather than wait on each other); then the few let
+    through checked."""
+    count = max(len(piece_of_word) - length + 1, 0)
+    hashes = np.empty(count, np.uint64)
     salt = np.uint64(length) * LENGTH_SALT
     down = _ONE
-    shift = np.uint64(shift)
     for k in range(count):
-        if piece_of_word[k] == piece_of_word[k + length - 1]:
-            h = finish((prefix[k + length] - prefix[k]) * down + salt)
-            m = bloom_mask(h)
-            if bloom[h >> shift] & m == m:
-                i = np.searchsorted(table, h)
-                if i < len(table) and table[i] == h:
-                    ks[found], at[found] = k, i
-                    found += 1
+        hashes[k] = finish((prefix[k + length] - prefix[k]) * down + salt)
         down *= WORD_INVERSE
+    shift = np.uint64(shift)
+    maybe = np.empty(count, np.int64)
+    let_through = 0
+    for k in range(count):
+        h = hashes[k]
+        m = bloom_mask(h)
+        maybe[let_through] = k
+        let_through += (bloom[h >> shift] & m) == m
+    ks = np.empty(let_through, np.int64)
+    at = np.empty(let_through, np.int64)
+    found = 0
+    for c in range(let_through):
+        k = maybe[c]
+        if piece_of_word[k] == piece_of_word[k + length - 1]:
+            h = hashes[k]
+            i = np.searchsorted(table, h)
+            if i < len(table) and table[i] == h:
+                ks[found], at[found] = k, i
+                found += 1
     return ks[:found], at[:found]
 
 
