@@ -442,11 +442,13 @@ def test_the_word_hashes_left_for_the_grounding_filter_are_those_it_would_make(i
     texts += ["x " * (ngrams.PIECE_CHARS // 2 + 10)]  # hashed in pieces
     words: dict = {}
     index.hits(texts, words)
-    assert set(words) == {t for t in texts if len(t) <= ngrams.PIECE_CHARS}
-    for text, hashes in words.items():
+    assert {id(text) for text, _ in words.values()} == set(words)  # by the text object, which the entry holds
+    assert sorted(text for text, _ in words.values()) == sorted(t for t in texts if len(t) <= ngrams.PIECE_CHARS)
+    for text, hashes in words.values():
         assert np.array_equal(hashes, hashed([text])[0]), text
     batch = [texts[1], "not looked up", texts[3], texts[0], texts[1], ""]
-    for known in (words, {texts[0]: words[texts[0]]}, {}, None):
+    other = {id(texts[1]): (texts[0], words[id(texts[0])][1])}  # an entry that is not this text's: not taken
+    for known in (words, {id(texts[0]): words[id(texts[0])]}, other, {}, None):
         got = _text_words(batch, known)
         assert all(np.array_equal(a, b) for a, b in zip(got, hashed(batch), strict=True))
     judge = PairFilter("grounding,length,repetition,duplicates")

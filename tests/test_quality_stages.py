@@ -524,7 +524,7 @@ def test_the_grounding_filter_takes_the_words_decontamination_hashed(tmp_path):
     words: dict = {}
     ctx = ShardContext(0, 0, SimpleNamespace(decontaminate_texts="drop"), index, rows=[0, 1, 2, 3], words=words)
     assert screen_texts(texts, ctx) == [None] * 4
-    assert set(words) == set(texts)
+    assert sorted(text for text, _ in words.values()) == sorted(texts)
     grounded = {"instruction": "What is it about?", "response": " ".join(texts[0].split()[3:9])}
     finery = {"instruction": "What is worn?", "response": "Finery, ÜNÏCODE finery."}  # grounded through NFKC only
     batch = {

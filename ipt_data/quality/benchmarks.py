@@ -602,11 +602,12 @@ class BenchmarkIndex:
         hits = self.hits(texts)
         return [hits.get(t, []) for t in range(len(texts))]
 
-    def hits(self, texts: list[str], words: dict[str, np.ndarray] | None = None) -> dict[int, list[Hit]]:
+    def hits(self, texts: list[str], words: dict[int, tuple] | None = None) -> dict[int, list[Hit]]:
         """`find`'s answer for the texts that share a gram with a benchmark only (most share none): text index ->
-        its hits. `words`, when given, takes the word hashes of the texts hashed whole (not in pieces): text ->
-        `ngram_kernels.scan`'s hashes of its words (those of `ngrams.pack_texts([text])`: of `normalize(text)`),
-        for a later stage that needs them (the pair filters' grounding) not to hash the text again."""
+        its hits. `words`, when given, takes the word hashes of the texts hashed whole (not in pieces): `id(text) ->
+        (text, `ngram_kernels.scan`'s hashes of its words)` (those of `ngrams.pack_texts([text])`: of
+        `normalize(text)`), for a later stage that needs them (the pair filters' grounding) not to hash the text
+        again. Keyed by the text object (a text of a few KB is not hashed as a key), which the entry holds."""
         out: dict[int, list[Hit]] = {}
         n, head = self.info["n"], self.info["head_words"]
         lengths = np.asarray(self.info["whole_lengths"], np.int64)
@@ -648,13 +649,13 @@ class BenchmarkIndex:
         return out
 
 
-def _leave_words(words: dict[str, np.ndarray], texts: list[str], batch: _Batch) -> None:
-    """Each text of `batch` hashed whole (in one piece) -> its words' hashes, into `words`."""
+def _leave_words(words: dict[int, tuple[str, np.ndarray]], texts: list[str], batch: _Batch) -> None:
+    """Each text of `batch` hashed whole (in one piece), with its words' hashes, into `words` by its `id`."""
     bounds = batch.piece_first_word.tolist()
     whole = [True] * len(bounds) if batch.whole is None else batch.whole.tolist()
     for p, t in enumerate(batch.piece_text.tolist()):
         if whole[p]:
-            words[texts[t]] = batch.word_hash[bounds[p] : bounds[p + 1]]
+            words[id(texts[t])] = (texts[t], batch.word_hash[bounds[p] : bounds[p + 1]])
 
 
 def _write(folder: Path, info: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -261,8 +261,8 @@ class PairFilter:
         columns (`_parse`), their words counted and their answer words looked up in the texts all at once
         (`_measure`); each filter then judges every pair at once, and the duplicates follow pair by pair. A
         `seen` entry may be None: a text with no other chunk of its document here, whose questions are compared
-        among themselves only (and kept in no set). `words`: texts already hashed (text -> its word hashes, as
-        `BenchmarkIndex.hits` leaves them): those are not hashed again."""
+        among themselves only (and kept in no set). `words`: texts already hashed (`id(text) -> (text, its word
+        hashes)`, as `BenchmarkIndex.hits` leaves them): those are not hashed again."""
         if not len(texts) == len(pairs) == len(seen):
             raise ValueError(f"judge_many: {len(texts)} texts, {len(pairs)} lists of pairs, {len(seen)} sets")
         batch = self._parse(texts, pairs)
@@ -450,10 +450,12 @@ class PairFilter:
 
 def _text_words(texts: list[str], known: dict | None) -> tuple[np.ndarray, np.ndarray]:
     """`(word hashes, each text's first word, then the word count)` of `texts` (`ngram_kernels.scan` of
-    `ngrams.pack_texts(texts)`): those of a text in `known` taken from it, the others hashed."""
+    `ngrams.pack_texts(texts)`): those of a text in `known` (`id(text) -> (text, hashes)`, as
+    `BenchmarkIndex.hits` leaves them) taken from it, the others hashed."""
     from ipt_data.quality import ngram_kernels, ngrams
 
-    found = [known.get(t) for t in texts] if known else []
+    entries = [known.get(id(t)) for t in texts] if known else []
+    found = [e[1] if e is not None and e[0] is t else None for e, t in zip(entries, texts, strict=False)]
     if not any(h is not None for h in found):
         hashes, _, first = ngram_kernels.scan(*ngrams.pack_texts(texts, _joined_words))
         return hashes, first

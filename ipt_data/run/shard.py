@@ -287,7 +287,7 @@ def _screen(
 def _forget(words: dict, texts: list, rows) -> None:
     """The word hashes of the texts of `rows` out of `words` (`ShardContext.words`)."""
     for i in rows:
-        words.pop(texts[i], None)
+        words.pop(id(texts[i]), None)
 
 
 @contextlib.contextmanager

@@ -139,7 +139,7 @@ class ShardContext:
     raw_because: dict[str, str] = field(default_factory=dict)  # chunk key -> why its text is published raw
     synthesized: dict | None = None  # for `on_rendered`: the synthesized batch its texts were rendered from
     rows: list[int] | None = None  # for `on_rows`: the input row number of each text
-    # text -> the hashes of its words (`ngram_kernels.scan`), left by a stage that hashed them (the input
+    # id(text) -> (text, the hashes of its words: `ngram_kernels.scan`), left by a stage that hashed them (the input
     # texts' decontamination) for a later one (the grounding filter) to take rather than hash them again; one per
     # shard, None when no acting stage takes them (`Stage.takes_words`)
     words: dict | None = None

@@ -64,7 +64,7 @@ def filter_pairs(batch: dict[str, list], ctx: ShardContext) -> dict[str, list]:
     reasons = ctx.state.reasons(texts, [batch["pairs"][i] for i in order], seen_in, ctx.words)
     if ctx.words:  # taken: not wanted again
         for text in texts:
-            ctx.words.pop(text, None)
+            ctx.words.pop(id(text), None)
     dropped: dict[str, int] = {}  # reason -> pairs (counted once per batch, in the order first met)
     j = 0
     for i in order:
