@@ -148,7 +148,7 @@ def _plain_rewrite_pairs(batch: dict, new_pairs: dict) -> tuple[dict, set]:
     return {**batch, "pairs": pairs, "continued": continued, "chain_prefix": prefixes}, alone
 
 
-def _random_chains(rng: random.Random, ensure_ascii: bool = False) -> dict:
+def _random_chains(rng: random.Random, ensure_ascii: bool = False, odd_first_row: bool = False) -> dict:
     """A batch of runs as `synthesize_batch` writes them (rows of one chain anywhere in it; each run's last row
     carries the earlier ones in `chain_prefix`), with texts and pairs that JSON must escape."""
     import json
@@ -177,6 +177,8 @@ def _random_chains(rng: random.Random, ensure_ascii: bool = False) -> dict:
         if len(run) > 1:
             earlier = [{"text": texts[m], "pairs": pairs[m], "key": f"{m}:0"} for m in run[:-1]]
             prefix[run[-1]] = json.dumps(earlier, ensure_ascii=ensure_ascii)
+            if odd_first_row:  # JSON still, but its first row not as json.dumps writes it (its later rows are)
+                prefix[run[-1]] = prefix[run[-1]].replace('", "pairs": ', '" , "pairs": ', 1)
     return {"text": texts, "doc_id": list(range(n)), "chunk": [0] * n, "pairs": pairs, "chain": chain,
             "continued": continued, "chain_prefix": prefix}  # fmt: skip
 
@@ -194,20 +196,20 @@ def test_rewrite_pairs_is_its_plain_definition():
     writes again from what it read: on random runs whose texts and pairs JSON must escape (quotes, backslashes,
     control characters, what a run's JSON looks like), rewritten twice over (as the pair filters, then
     decontamination, do), it gives what reading and writing every run gives, to the byte; a run written with
-    other escapes (`ensure_ascii=True`) reads the same."""
+    other escapes (`ensure_ascii=True`), or whose first row has other separators, reads the same."""
     import json
 
     from ipt_data.method.chains import rewrite_pairs
 
     rng = random.Random(5)
     for case in range(400):
-        batch = _random_chains(rng, ensure_ascii=case % 5 == 4)
+        batch = _random_chains(rng, ensure_ascii=case % 5 == 4, odd_first_row=case % 5 == 3)
         for _ in range(2):
             new = _random_drops(rng, batch)
             got, alone = rewrite_pairs(batch, new)
             want, alone_wanted = _plain_rewrite_pairs(batch, new)
             assert alone == alone_wanted and got["pairs"] == want["pairs"] and got["continued"] == want["continued"]
-            if case % 5 == 4:
+            if case % 5 >= 3:
                 assert [json.loads(p) if p else p for p in got["chain_prefix"]] == [
                     json.loads(p) if p else p for p in want["chain_prefix"]
                 ]

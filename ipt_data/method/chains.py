@@ -140,15 +140,21 @@ def _read_run(prefix: str) -> tuple[list[dict], list[str] | None]:
     writes (as `synthesize` and `rewrite_pairs` write it): `_write_run` takes those rather than write the texts
     again, and the rows then hold no "text" (it is not decoded). Else `(json.loads(prefix), None)`.
 
-    A text's JSON string ends at the first `", "pairs": ` after its opening quote: within a JSON string every
-    quote is escaped, so the quote before `pairs` cannot be inside one."""
+    A text's JSON string is taken as it stands where its first quote after the opening one is its closing one
+    (no backslash before it: the text holds no quote), followed by `, "pairs": `; a text with quotes in it is
+    decoded (`_SCAN`) to find its end. A malformed string is not looked into then: it is written back as it
+    was, and templify's `json.loads` of the prefix says what is wrong with it."""
     rows, texts, at = [], [], 0
     try:
         while prefix.startswith(', {"text": "' if rows else '[{"text": "', at):
             start = at + (11 if rows else 10)
-            end = prefix.find('", "pairs": ', start + 1) + 1
+            end = prefix.find('"', start + 1) + 1
             if not end:
                 break
+            if prefix[end - 2] == "\\" or not prefix.startswith(', "pairs": ', end):
+                text, end = _SCAN(prefix, start)  # a quote in the text (or not what json.dumps writes): decoded
+                if not isinstance(text, str) or not prefix.startswith(', "pairs": ', end):
+                    break
             texts.append(prefix[start:end])
             pairs, end = _SCAN(prefix, end + 11)
             if not prefix.startswith(', "key": ', end):
