@@ -134,8 +134,8 @@ _POSITIVE = {"ngram", "max_char_run"}  # ints >= 1
 
 
 def normalize_question(q: str) -> str:
-    """The form questions are compared in: case-folded, its words (letters/digits) joined by single
-    spaces, so case, punctuation and whitespace do not matter."""
+    """The form questions are compared in: its words (`_words`: letters/digits, NFKC, case-folded) joined by
+    single spaces, so case, punctuation, whitespace and compatibility forms do not matter."""
     return " ".join(_words(q))
 
 
