@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -45,7 +44,6 @@ import numpy as np
 from ipt_data.errors import ConfigError
 from ipt_data.method.pair_parse import Unanswerable, parse_pair
 
-_WORD = re.compile(r"[^\W_]+")  # runs of letters/digits (Unicode), matched on case-folded text
 # ASCII bytes: letters lower-cased, digits kept, everything else a blank (`_words`' shortcut)
 _ASCII_WORD_BYTES = bytes((ord(chr(b).lower()) if chr(b).isalnum() else 32) if b < 128 else 32 for b in range(256))
 
@@ -140,12 +138,14 @@ def normalize_question(q: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    """`_WORD.findall(unicodedata.normalize("NFKC", text).casefold())`: the words of `ngrams.normalize(text)`
-    (decontamination's), so that the two stages hash a text's words alike and share them. An ASCII text (most)
-    takes a byte-level shortcut, five times faster: its bytes lower-cased, every other byte a blank, split."""
+    """The words of `ngrams.normalize(text)` (decontamination's: runs of letters/digits, NFKC, case-folded), so
+    that the two stages hash a text's words alike and share them. An ASCII text (most) takes a byte-level
+    shortcut, five times faster: its bytes lower-cased, every other byte a blank, split."""
     if text.isascii():
         return text.encode("ascii").translate(_ASCII_WORD_BYTES).decode("ascii").split()
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    from ipt_data.quality import ngrams
+
+    return ngrams.normalize(text).split()
 
 
 def _known(what: str, names) -> str:
