@@ -318,21 +318,32 @@ def pair_stats(text_hash, text_first, strings, string_starts, raw, raw_ends, own
 
 
 @_jit
+def gram_hashes(prefix, length, count):
+    """The hashes (uint64) of the grams of `length` words starting at words 0 .. count - 1, from the word prefix
+    sums `prefix` (`words`): `finish((prefix[k + length] - prefix[k]) * WORD_BASE**-k + length * LENGTH_SALT)`,
+    as `ngrams._Batch.grams` computes them in numpy."""
+    out = np.empty(count, np.uint64)
+    salt = np.uint64(length) * LENGTH_SALT
+    down = _ONE
+    for k in range(count):
+        out[k] = finish((prefix[k + length] - prefix[k]) * down + salt)
+        down *= WORD_INVERSE
+    return out
+
+
+@_jit
 def probe(prefix, piece_of_word, length, bitmap, shift):
     """The word indexes k (int64, ascending) whose gram of `length` words lies within one piece and may be in a
     set by its bitmap: bit `h & 7` of byte `h >> shift` set, for the gram's hash h (`benchmarks._bitmap`). The
     bitmap is read for every gram with no branch on what it holds; the few let through are then checked."""
-    count = max(len(piece_of_word) - length + 1, 0)
-    out = np.empty(count, np.int64)
+    hashes = gram_hashes(prefix, length, max(len(piece_of_word) - length + 1, 0))
+    out = np.empty(len(hashes), np.int64)
     found = 0
-    salt = np.uint64(length) * LENGTH_SALT
-    down = _ONE
     shift = np.uint64(shift)
-    for k in range(count):
-        h = finish((prefix[k + length] - prefix[k]) * down + salt)
+    for k in range(len(hashes)):
+        h = hashes[k]
         out[found] = k
         found += (bitmap[h >> shift] >> (h & _SEVEN)) & _ONE != 0
-        down *= WORD_INVERSE
     kept = 0
     for c in range(found):
         k = out[c]
@@ -364,17 +375,11 @@ def find(prefix, piece_of_word, length, bloom, shift, table):
     In passes: every gram's hash; then the Bloom filter read for each, with no branch on what it holds (its
     reads, at random places in a few MiB, then overlap rather than wait on each other); then the few let
     through checked."""
-    count = max(len(piece_of_word) - length + 1, 0)
-    hashes = np.empty(count, np.uint64)
-    salt = np.uint64(length) * LENGTH_SALT
-    down = _ONE
-    for k in range(count):
-        hashes[k] = finish((prefix[k + length] - prefix[k]) * down + salt)
-        down *= WORD_INVERSE
+    hashes = gram_hashes(prefix, length, max(len(piece_of_word) - length + 1, 0))
     shift = np.uint64(shift)
-    maybe = np.empty(count, np.int64)
+    maybe = np.empty(len(hashes), np.int64)
     let_through = 0
-    for k in range(count):
+    for k in range(len(hashes)):
         h = hashes[k]
         m = bloom_mask(h)
         maybe[let_through] = k
